@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh clone (Python >= 3.10 and pip are all they need):
+#   make run    the main job (until training lands: the op validation demo)
+#   make test   the whole test suite (what .ci/run runs)
+# Both create .venv on first use. torch/torchvision are pinned to the versions tested here; override
+# with `make TORCH_SPEC="torch torchvision" test` to let pip choose.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.cnnzoo-installed
+
+.PHONY: run test lint bench clean-venv
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) scripts/validate_ops.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check cnnzoo tests scripts
+
+bench: $(STAMP)
+	$(PY) scripts/bench_ops.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,48 @@
+"""Shared helpers: run a custom op and its torch.nn.functional reference on the same inputs and
+compare the outputs and every gradient."""
+
+from __future__ import annotations
+
+import torch
+
+TOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def leaves(*tensors, requires_grad=True):
+    """Detached copies that require grad (None stays None)."""
+    return [None if t is None else t.detach().clone().requires_grad_(requires_grad) for t in tensors]
+
+
+def outputs_and_grads(fn, tensors, kwargs, grad_seed=0):
+    """Run ``fn(*tensors, **kwargs)``; return its first output and the gradients of a random linear
+    function of it with respect to every tensor that requires grad."""
+    out = fn(*tensors, **kwargs)
+    first = out[0] if isinstance(out, tuple) else out
+    gen = torch.Generator(device="cpu").manual_seed(grad_seed)
+    grad_out = torch.randn(first.shape, generator=gen, dtype=torch.float64).to(first.dtype).to(first.device)
+    inputs = [t for t in tensors if isinstance(t, torch.Tensor) and t.requires_grad]
+    grads = torch.autograd.grad(first, inputs, grad_out, allow_unused=True) if first.numel() else [None] * len(inputs)
+    return out, grads
+
+
+def assert_matches(custom, reference, tensors, kwargs, ref_kwargs=None, tol=None):
+    """Outputs (and indices, if returned) and all gradients of ``custom`` equal ``reference``'s."""
+    dtype = next(t for t in tensors if isinstance(t, torch.Tensor)).dtype
+    tol = TOL[dtype] if tol is None else tol
+    mine = leaves(*tensors)
+    ref = leaves(*tensors)
+    out, grads = outputs_and_grads(custom, mine, kwargs)
+    ref_out, ref_grads = outputs_and_grads(reference, ref, kwargs if ref_kwargs is None else ref_kwargs)
+    outs = out if isinstance(out, tuple) else (out,)
+    ref_outs = ref_out if isinstance(ref_out, tuple) else (ref_out,)
+    for a, b in zip(outs, ref_outs):
+        assert a.shape == b.shape, f"shape {tuple(a.shape)} != {tuple(b.shape)} for {kwargs}"
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, atol=tol, rtol=tol, msg=lambda m: f"{kwargs}: {m}")
+    for i, (a, b) in enumerate(zip(grads, ref_grads)):
+        if b is None or a is None:
+            assert a is None and b is None or (a is not None and not a.any()) or (b is not None and not b.any())
+            continue
+        torch.testing.assert_close(a, b, atol=tol, rtol=tol, msg=lambda m: f"grad {i} for {kwargs}: {m}")
