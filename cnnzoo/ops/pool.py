@@ -91,6 +91,11 @@ class MaxPool2dFunction(torch.autograd.Function):
 def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
     """Each output's gradient goes to the input pixel its maximum came from (summed where windows overlap)."""
     n, c, h, w = input_shape
+    # NOTE: a dilated window may hold padding only; torch then reports an index past the plane and
+    # its gradient goes nowhere
+    outside = indices >= h * w
+    if outside.any():
+        grad_out, indices = grad_out.masked_fill(outside, 0), indices.masked_fill(outside, 0)
     grad = grad_out.new_zeros(n, c, h * w)
     return grad.scatter_add(2, indices.flatten(2), grad_out.flatten(2)).view(n, c, h, w)
 

@@ -1,0 +1,120 @@
+"""Property tests: random arguments, valid or not, are either accepted by both cnnzoo.ops and
+torch.nn.functional with equal results, or rejected by both (ours with a clear exception type)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cnnzoo import ops
+
+from .helpers import assert_matches
+
+CLEAR_ERRORS = (ValueError, TypeError, RuntimeError)
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def small_int(lo, hi):
+    return st.integers(lo, hi)
+
+
+def int_or_pair(lo, hi):
+    return st.one_of(small_int(lo, hi), st.tuples(small_int(lo, hi), small_int(lo, hi)))
+
+
+def agree(custom, reference, tensors, kwargs, ref_kwargs=None):
+    """Both reject, or both accept and agree; our rejection must be one of the clear error types."""
+    try:
+        reference(*tensors, **(kwargs if ref_kwargs is None else ref_kwargs))
+        ref_error = None
+    except Exception as exc:  # noqa: BLE001 -- whatever torch raises, it rejected the call
+        ref_error = exc
+    if ref_error is not None:
+        try:
+            custom(*tensors, **kwargs)
+        except CLEAR_ERRORS as exc:
+            assert str(exc), "an error without a message"
+            return "rejected"
+        raise AssertionError(f"torch rejects {kwargs} ({ref_error}) but cnnzoo accepts it")
+    assert_matches(custom, reference, tensors, kwargs, ref_kwargs)
+    return "accepted"
+
+
+def maybe_unbatched(x, unbatched):
+    return x[0] if unbatched else x
+
+
+@st.composite
+def conv_calls(draw):
+    groups = draw(small_int(0, 3))
+    g = max(groups, 1)
+    cin, cout = g * draw(small_int(1, 3)), g * draw(small_int(1, 2))
+    cin_given = cin + draw(st.sampled_from([0, 0, 0, 1]))  # sometimes a channel mismatch
+    n, h, w = draw(small_int(1, 2)), draw(small_int(1, 9)), draw(small_int(1, 9))
+    kh, kw = draw(small_int(1, 4)), draw(small_int(1, 4))
+    x = maybe_unbatched(torch.randn(n, cin_given, h, w, dtype=torch.float64), draw(st.booleans()))
+    weight = torch.randn(cout, cin // g, kh, kw, dtype=torch.float64)
+    bias = torch.randn(cout, dtype=torch.float64) if draw(st.booleans()) else None
+    kwargs = dict(
+        stride=draw(int_or_pair(0, 3)),
+        padding=draw(st.one_of(int_or_pair(-1, 3), st.sampled_from(["valid", "same", "full", "bogus"]))),
+        dilation=draw(int_or_pair(0, 3)),
+        groups=groups,
+    )
+    return [x, weight, bias], kwargs
+
+
+def reference_conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    if padding == "full":  # torch has no 'full'; it is explicit padding dilation * (k - 1)
+        dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
+        padding = (dh * (weight.shape[2] - 1), dw * (weight.shape[3] - 1))
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+@SETTINGS
+@given(conv_calls())
+def test_conv2d_random_arguments(call):
+    tensors, kwargs = call
+    agree(ops.conv2d, reference_conv, tensors, kwargs)
+
+
+def pool_input(draw):
+    n, c, h, w = draw(small_int(0, 2)), draw(small_int(1, 3)), draw(small_int(1, 9)), draw(small_int(1, 9))
+    return maybe_unbatched(torch.randn(max(n, 1) if n == 0 and False else n, c, h, w, dtype=torch.float64),
+                           n > 0 and draw(st.booleans()))
+
+
+@SETTINGS
+@given(st.data())
+def test_max_pool2d_random_arguments(data):
+    draw = data.draw
+    x = pool_input(draw)
+    kwargs = dict(kernel_size=draw(int_or_pair(0, 4)), stride=draw(st.one_of(st.none(), int_or_pair(0, 3))),
+                  padding=draw(int_or_pair(-1, 2)), dilation=draw(int_or_pair(0, 3)), ceil_mode=draw(st.booleans()),
+                  return_indices=True)
+    agree(ops.max_pool2d, F.max_pool2d, [x], kwargs)
+
+
+@SETTINGS
+@given(st.data())
+def test_avg_pool2d_random_arguments(data):
+    draw = data.draw
+    x = pool_input(draw)
+    kwargs = dict(kernel_size=draw(int_or_pair(0, 4)), stride=draw(st.one_of(st.none(), int_or_pair(0, 3))),
+                  padding=draw(int_or_pair(-1, 2)), ceil_mode=draw(st.booleans()),
+                  count_include_pad=draw(st.booleans()),
+                  divisor_override=draw(st.one_of(st.none(), small_int(-2, 4))))
+    agree(ops.avg_pool2d, F.avg_pool2d, [x], kwargs)
+
+
+@SETTINGS
+@given(st.data())
+def test_adaptive_avg_pool2d_random_arguments(data):
+    draw = data.draw
+    x = pool_input(draw)
+    size = draw(st.one_of(small_int(-1, 10), st.tuples(st.one_of(st.none(), small_int(-1, 10)),
+                                                       st.one_of(st.none(), small_int(-1, 10)))))
+    agree(ops.adaptive_avg_pool2d, F.adaptive_avg_pool2d, [x], dict(output_size=size))
