@@ -45,4 +45,4 @@ def assert_matches(custom, reference, tensors, kwargs, ref_kwargs=None, tol=None
         if b is None or a is None:
             assert a is None and b is None or (a is not None and not a.any()) or (b is not None and not b.any())
             continue
-        torch.testing.assert_close(a, b, atol=tol, rtol=tol, msg=lambda m: f"grad {i} for {kwargs}: {m}")
+        torch.testing.assert_close(a, b, atol=tol, rtol=tol, msg=lambda m, i=i: f"grad {i} for {kwargs}: {m}")

@@ -85,7 +85,8 @@ def test_pools_match_torch(name, args, kwargs):
     assert {k: getattr(mine, k) for k in public} == public
     x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
     out, expected = mine(x), ref(x)
-    for a, b in zip(out if isinstance(out, tuple) else (out,), expected if isinstance(expected, tuple) else (expected,)):
+    out, expected = (out, expected) if isinstance(out, tuple) else ((out,), (expected,))
+    for a, b in zip(out, expected):
         torch.testing.assert_close(a, b)
 
 

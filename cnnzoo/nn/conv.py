@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +20,9 @@ class Conv2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
-                 padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True,
-                 padding_mode: str = "zeros", device: Optional[torch.device] = None,
-                 dtype: Optional[torch.dtype] = None) -> None:
+                 padding: str | IntPair = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if groups <= 0:
             raise ValueError("groups must be a positive integer")
@@ -58,7 +57,7 @@ class Conv2d(nn.Module):
     def _explicit_padding(self) -> list[int]:
         """Padding as ``F.pad`` wants it (left, right, top, bottom), for the non-zero padding modes."""
         pads: list[int] = []
-        for k, d, p, i in zip(self.kernel_size, self.dilation, (0, 0), (0, 1)):
+        for i, (k, d) in enumerate(zip(self.kernel_size, self.dilation)):
             total = d * (k - 1)
             if self.padding == "same":
                 before, after = total // 2, total - total // 2

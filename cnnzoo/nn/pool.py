@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import torch
 from torch import nn
 
@@ -14,7 +12,7 @@ from ..ops._args import IntPair
 class MaxPool2d(nn.Module):
     """Max pooling with ``torch.nn.MaxPool2d``'s arguments, attributes and repr."""
 
-    def __init__(self, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0,
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
                  dilation: IntPair = 1, return_indices: bool = False, ceil_mode: bool = False) -> None:
         super().__init__()
         self.kernel_size = kernel_size
@@ -34,9 +32,9 @@ class MaxPool2d(nn.Module):
 class AvgPool2d(nn.Module):
     """Average pooling with ``torch.nn.AvgPool2d``'s arguments, attributes and repr."""
 
-    def __init__(self, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0,
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
                  ceil_mode: bool = False, count_include_pad: bool = True,
-                 divisor_override: Optional[int] = None) -> None:
+                 divisor_override: int | None = None) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
@@ -54,7 +52,7 @@ class AvgPool2d(nn.Module):
 class AdaptiveAvgPool2d(nn.Module):
     """Adaptive average pooling with ``torch.nn.AdaptiveAvgPool2d``'s arguments, attributes and repr."""
 
-    def __init__(self, output_size: Union[int, None, tuple[Optional[int], Optional[int]]]) -> None:
+    def __init__(self, output_size: int | None | tuple[int | None, int | None]) -> None:
         super().__init__()
         self.output_size = output_size
 

@@ -7,11 +7,11 @@ message naming the argument and the shapes instead of deep inside an indexing op
 from __future__ import annotations
 
 import operator
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import torch
 
-IntPair = Union[int, Sequence[int]]
+IntPair = int | Sequence[int]
 
 
 def as_int(value: object, name: str, fn: str) -> int:
@@ -68,11 +68,6 @@ def check_positive(values: tuple[int, int], name: str, fn: str) -> None:
 def check_non_negative(values: tuple[int, ...], name: str, fn: str) -> None:
     if min(values) < 0:
         raise ValueError(f"{fn}: {name} must be non-negative, got {name}={values}")
-
-
-def out_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int, dilation: int) -> int:
-    """The textbook output size ``floor((n + p_before + p_after - d(k - 1) - 1) / s) + 1``."""
-    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def pool_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:

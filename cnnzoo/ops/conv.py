@@ -13,18 +13,17 @@ Both gradients are built from differentiable operations, so double backward work
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import torch
 import torch.nn.functional as F
 
-from ._args import IntPair, as_int, check_float, check_input, check_non_negative, check_positive, out_size, pair
+from ._args import IntPair, as_int, check_float, check_input, check_non_negative, check_positive, pair
 
 Padding4 = tuple[int, int, int, int]  # top, bottom, left, right
-PaddingArg = Union[str, IntPair]
+PaddingArg = str | IntPair
 
 
-def windows(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
+def windows(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+            dilation: tuple[int, int]) -> torch.Tensor:
     """All ``kernel``-sized windows of ``x`` (N, C, H, W) as a view (N, C, Ho, Wo, kh, kw).
 
     Window ``(i, j)`` starts at pixel ``(i * stride, j * stride)`` and takes every ``dilation``-th
@@ -42,7 +41,7 @@ def pad2d(x: torch.Tensor, padding: Padding4, value: float = 0.0) -> torch.Tenso
     return F.pad(x, (left, right, top, bottom), value=value)
 
 
-def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding: Padding4,
+def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding: Padding4,
                    dilation, groups: int) -> torch.Tensor:
     """out[n, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d]."""
     out_channels = weight.shape[0]
@@ -111,7 +110,8 @@ def resolve_padding(padding: PaddingArg, kernel: tuple[int, int], stride: tuple[
             return 0, 0, 0, 0
         if padding == "same":
             if stride != (1, 1):
-                raise ValueError(f"conv2d: padding='same' is not supported for strided convolutions, got stride={stride}")
+                raise ValueError(
+                    f"conv2d: padding='same' is not supported for strided convolutions, got stride={stride}")
             (th, tw) = totals
             return th // 2, th - th // 2, tw // 2, tw - tw // 2
         if padding == "full":
@@ -122,7 +122,7 @@ def resolve_padding(padding: PaddingArg, kernel: tuple[int, int], stride: tuple[
     return ph, ph, pw, pw
 
 
-def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
+def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: IntPair = 1,
            padding: PaddingArg = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
     """2-D cross-correlation with ``torch.nn.functional.conv2d``'s signature and semantics.
 
@@ -169,4 +169,4 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
     return out.squeeze(0) if unbatched else out
 
 
-__all__ = ["conv2d", "Conv2dFunction", "out_size"]
+__all__ = ["conv2d", "Conv2dFunction"]

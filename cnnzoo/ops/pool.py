@@ -8,20 +8,30 @@ is separable: averaging rows and then columns is a product with two small averag
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ._args import IntPair, as_int, check_input, check_non_negative, check_nonempty_planes, check_positive, pair, pool_out_size
+from ._args import (
+    IntPair,
+    as_int,
+    check_input,
+    check_non_negative,
+    check_nonempty_planes,
+    check_positive,
+    pair,
+    pool_out_size,
+)
 from .conv import pad2d, windows
 
 
-def _pool_args(fn: str, x: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPair], padding: IntPair,
+def _pool_args(fn: str, x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None, padding: IntPair,
                dilation: IntPair, ceil_mode: bool) -> tuple:
     """Validate pooling arguments like torch does; returns kernel, stride, padding, dilation, out size."""
     kernel = pair(kernel_size, "kernel_size", fn)
-    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else pair(stride, "stride", fn)
+    no_stride = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
+    stride = kernel if no_stride else pair(stride, "stride", fn)
     padding, dilation = pair(padding, "padding", fn), pair(dilation, "dilation", fn)
     check_positive(kernel, "kernel_size", fn)
     check_positive(stride, "stride", fn)
@@ -74,8 +84,10 @@ class MaxPool2dFunction(torch.autograd.Function):
                 first_col = _first_valid_tap(out[1], stride[1], padding[1], dilation[1], x.device)
                 first = first_row[:, None] * kernel[1] + first_col[None, :]
                 tap = torch.where(all_inf, first, tap)
-        rows = (torch.arange(out[0], device=x.device) * stride[0] - padding[0])[:, None] + tap.div(kernel[1], rounding_mode="floor") * dilation[0]
-        cols = (torch.arange(out[1], device=x.device) * stride[1] - padding[1])[None, :] + tap.remainder(kernel[1]) * dilation[1]
+        row_start = torch.arange(out[0], device=x.device) * stride[0] - padding[0]
+        col_start = torch.arange(out[1], device=x.device) * stride[1] - padding[1]
+        rows = row_start[:, None] + tap.div(kernel[1], rounding_mode="floor") * dilation[0]
+        cols = col_start[None, :] + tap.remainder(kernel[1]) * dilation[1]
         indices = rows * w + cols
         ctx.save_for_backward(indices)
         ctx.input_shape = x.shape
@@ -100,7 +112,7 @@ def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, input_sha
     return grad.scatter_add(2, indices.flatten(2), grad_out.flatten(2)).view(n, c, h, w)
 
 
-def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0,
+def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
                dilation: IntPair = 1, ceil_mode: bool = False, return_indices: bool = False):
     """Max pooling with ``torch.nn.functional.max_pool2d``'s signature and semantics.
 
@@ -116,7 +128,8 @@ def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPa
     return (values, indices) if return_indices else values
 
 
-def _avg_divisor(size: int, out: int, kernel: int, stride: int, pad: int, count_include_pad: bool, device) -> torch.Tensor:
+def _avg_divisor(size: int, out: int, kernel: int, stride: int, pad: int, count_include_pad: bool,
+                 device) -> torch.Tensor:
     """Per output position along one axis, how many window positions the average divides by."""
     start = torch.arange(out, device=device) * stride - pad
     end = torch.clamp(start + kernel, max=size + pad)  # windows may overhang padding only in ceil_mode
@@ -153,8 +166,9 @@ def avg_pool2d_backward(grad_sums: torch.Tensor, input_shape, kernel, stride, pa
     return grad.view(n, c, *grad.shape[-2:])[:, :, top:top + h, left:left + w]
 
 
-def avg_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0,
-               ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: Optional[int] = None) -> torch.Tensor:
+def avg_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: int | None = None) -> torch.Tensor:
     """Average pooling with ``torch.nn.functional.avg_pool2d``'s signature and semantics."""
     fn = "avg_pool2d"
     unbatched = check_input(input, fn)
@@ -200,7 +214,7 @@ class AdaptiveAvgPool2dFunction(torch.autograd.Function):
         return torch.einsum("ih,ncij,jw->nchw", a_h, grad_out, a_w), None
 
 
-def adaptive_avg_pool2d(input: torch.Tensor, output_size: Union[int, None, Sequence[Optional[int]]]) -> torch.Tensor:
+def adaptive_avg_pool2d(input: torch.Tensor, output_size: int | None | Sequence[int | None]) -> torch.Tensor:
     """Adaptive average pooling with ``torch.nn.functional.adaptive_avg_pool2d``'s semantics.
 
     ``output_size`` is an int or a pair; ``None`` in the pair keeps that input dimension.

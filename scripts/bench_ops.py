@@ -1,0 +1,133 @@
+"""Time cnnzoo.ops against torch.nn.functional on the zoo's representative layers, side by side.
+
+    python scripts/bench_ops.py [--device cpu|cuda] [--dtype float32] [--repeat 7] [--tiny] [--only TEXT]
+
+For each layer: forward and forward+backward medians of interleaved runs (custom, native,
+custom, native, ...) and their ratio custom/native, plus peak memory on CUDA. The last line gives the
+geometric mean of the forward+backward ratios. A benchmark, not a test: timings on a shared machine
+are noisy, so read the medians and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from zoo_layers import LAYERS, Layer  # noqa: E402
+
+from cnnzoo import ops  # noqa: E402
+
+
+def make_call(layer: Layer, impl, device, dtype, backward: bool):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(layer.input_shape, generator=gen).to(device=device, dtype=dtype).requires_grad_(backward)
+    args = [x]
+    if layer.weight_shape:
+        args.append((torch.randn(layer.weight_shape, generator=gen) * 0.1).to(device=device, dtype=dtype)
+                    .requires_grad_(backward))
+        args.append(torch.zeros(layer.weight_shape[0], device=device, dtype=dtype).requires_grad_(backward))
+    fn = getattr(impl, layer.op)
+
+    def run():
+        out = fn(*args, **layer.kwargs)
+        if backward:
+            out.backward(torch.ones_like(out))
+            for a in args:
+                a.grad = None
+        return out
+
+    return run
+
+
+def timed(run, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def peak_memory(run, device) -> float | None:
+    """Peak bytes allocated during one call, in MiB (CUDA only: CPU has no allocator statistics)."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    run()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def bench_layer(layer: Layer, device, dtype, repeat: int) -> dict:
+    result = {}
+    for mode, backward in (("fwd", False), ("fwd+bwd", True)):
+        runs = {name: make_call(layer, impl, device, dtype, backward)
+                for name, impl in (("custom", ops), ("native", F))}
+        with torch.set_grad_enabled(backward):
+            for run in runs.values():  # warm-up
+                run()
+            times = {name: [] for name in runs}
+            for _ in range(repeat):
+                for name, run in runs.items():
+                    times[name].append(timed(run, device))
+            for name, run in runs.items():
+                result[f"{mode} {name}"] = statistics.median(times[name]) * 1e3
+                if backward:
+                    result[f"mem {name}"] = peak_memory(run, device)
+        result[f"{mode} ratio"] = result[f"{mode} custom"] / result[f"{mode} native"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
+    parser.add_argument("--repeat", type=int, default=7, help="timed runs per implementation (median reported)")
+    parser.add_argument("--tiny", action="store_true", help="shrink every layer (a smoke test, not a benchmark)")
+    parser.add_argument("--only", default="", help="run only the layers whose name contains this text")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench_ops: --device cuda asked for, but CUDA is not available", file=sys.stderr)
+        return 2
+    if args.repeat < 1:
+        print("bench_ops: --repeat must be at least 1", file=sys.stderr)
+        return 2
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    layers = [layer.shrunk() if args.tiny else layer for layer in LAYERS if args.only in layer.name]
+    if not layers:
+        print(f"bench_ops: no layer name contains {args.only!r}", file=sys.stderr)
+        return 2
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"cnnzoo.ops vs torch.nn.functional | {name} | torch {torch.__version__} | {args.dtype} | "
+          f"median of {args.repeat} interleaved runs, times in ms, ratio = custom / native")
+    header = (f"{'layer':28} {'input':>18} {'fwd':>8} {'native':>8} {'ratio':>6} {'fwd+bwd':>8} {'native':>8} "
+              f"{'ratio':>6} {'peak MiB':>9} {'native':>7}")
+    print(header)
+    print("-" * len(header))
+    ratios = []
+    for layer in layers:
+        r = bench_layer(layer, device, dtype, args.repeat)
+        ratios.append(r["fwd+bwd ratio"])
+        mem = (f"{r['mem custom']:9.1f} {r['mem native']:7.1f}" if r["mem custom"] is not None
+               else f"{'n/a':>9} {'n/a':>7}")
+        shape = "x".join(map(str, layer.input_shape))
+        print(f"{layer.name:28} {shape:>18} {r['fwd custom']:8.2f} {r['fwd native']:8.2f} {r['fwd ratio']:6.2f} "
+              f"{r['fwd+bwd custom']:8.2f} {r['fwd+bwd native']:8.2f} {r['fwd+bwd ratio']:6.2f} {mem}", flush=True)
+    geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
+    print(f"geomean fwd+bwd ratio: {geomean:.2f}   worst: {max(ratios):.2f} ({layers[ratios.index(max(ratios))].name})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The scripts run: the validation demo passes and the benchmark completes on tiny shapes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(name, *args):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+def test_validate_ops_passes():
+    result = run_script("validate_ops.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all checks passed" in result.stdout
+    assert result.stdout.count(" yes") >= 2 * 21
+
+
+def test_bench_ops_smoke():
+    result = run_script("bench_ops.py", "--tiny", "--repeat", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("vgg 3x3 @56") for line in lines)
+    assert any(line.startswith("max pool 3x3/2 pad 1") for line in lines)
+    assert lines[-1].startswith("geomean fwd+bwd ratio:")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--only", "no-such-layer"], "no layer name contains"),
+    (["--repeat", "0"], "--repeat must be at least 1"),
+] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]))
+def test_bench_ops_bad_arguments(args, message):
+    result = run_script("bench_ops.py", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
