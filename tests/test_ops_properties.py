@@ -83,30 +83,29 @@ def test_conv2d_random_arguments(call):
 
 def pool_input(draw):
     n, c, h, w = draw(small_int(0, 2)), draw(small_int(1, 3)), draw(small_int(1, 9)), draw(small_int(1, 9))
-    return maybe_unbatched(torch.randn(max(n, 1) if n == 0 and False else n, c, h, w, dtype=torch.float64),
-                           n > 0 and draw(st.booleans()))
+    return maybe_unbatched(torch.randn(n, c, h, w, dtype=torch.float64), n > 0 and draw(st.booleans()))
+
+
+def window_kwargs(draw):
+    """kernel_size, stride, padding and ceil_mode, valid or not."""
+    return dict(kernel_size=draw(int_or_pair(0, 4)), stride=draw(st.one_of(st.none(), int_or_pair(0, 3))),
+                padding=draw(int_or_pair(-1, 2)), ceil_mode=draw(st.booleans()))
 
 
 @SETTINGS
 @given(st.data())
 def test_max_pool2d_random_arguments(data):
-    draw = data.draw
-    x = pool_input(draw)
-    kwargs = dict(kernel_size=draw(int_or_pair(0, 4)), stride=draw(st.one_of(st.none(), int_or_pair(0, 3))),
-                  padding=draw(int_or_pair(-1, 2)), dilation=draw(int_or_pair(0, 3)), ceil_mode=draw(st.booleans()),
-                  return_indices=True)
+    x = pool_input(data.draw)
+    kwargs = dict(window_kwargs(data.draw), dilation=data.draw(int_or_pair(0, 3)), return_indices=True)
     agree(ops.max_pool2d, F.max_pool2d, [x], kwargs)
 
 
 @SETTINGS
 @given(st.data())
 def test_avg_pool2d_random_arguments(data):
-    draw = data.draw
-    x = pool_input(draw)
-    kwargs = dict(kernel_size=draw(int_or_pair(0, 4)), stride=draw(st.one_of(st.none(), int_or_pair(0, 3))),
-                  padding=draw(int_or_pair(-1, 2)), ceil_mode=draw(st.booleans()),
-                  count_include_pad=draw(st.booleans()),
-                  divisor_override=draw(st.one_of(st.none(), small_int(-2, 4))))
+    x = pool_input(data.draw)
+    kwargs = dict(window_kwargs(data.draw), count_include_pad=data.draw(st.booleans()),
+                  divisor_override=data.draw(st.one_of(st.none(), small_int(-2, 4))))
     agree(ops.avg_pool2d, F.avg_pool2d, [x], kwargs)
 
 
