@@ -1,6 +1,7 @@
 """cnnzoo: the classic convolutional networks on hand-written convolution and pooling."""
 
 from . import nn, ops
+from .models import create_model, list_models, register_model
 
 __version__ = "0.1.0"
-__all__ = ["nn", "ops", "__version__"]
+__all__ = ["nn", "ops", "create_model", "list_models", "register_model", "__version__"]

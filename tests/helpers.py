@@ -46,3 +46,15 @@ def assert_matches(custom, reference, tensors, kwargs, ref_kwargs=None, tol=None
             assert a is None and b is None or (a is not None and not a.any()) or (b is not None and not b.any())
             continue
         torch.testing.assert_close(a, b, atol=tol, rtol=tol, msg=lambda m, i=i: f"grad {i} for {kwargs}: {m}")
+
+
+def graph_nodes(tensor: torch.Tensor) -> list[str]:
+    """Type names of every node in the autograd graph behind ``tensor``."""
+    seen, stack = [], [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.append(node)
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return [type(node).__name__ for node in seen]

@@ -12,6 +12,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnzoo import ops
 
+from .helpers import graph_nodes
+
 FORBIDDEN_ATEN = re.compile(r"convolution|conv2d|conv_|cudnn|mkldnn|max_pool|avg_pool|adaptive_|pool2d")
 FORBIDDEN_NODES = re.compile(r"Convolution|MaxPool|AvgPool|AdaptiveAvgPool|CudnnConv|MkldnnConv")
 
@@ -24,17 +26,6 @@ class RecordAtenOps(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.names.add(func.__name__.split(".")[0])
         return func(*args, **(kwargs or {}))
-
-
-def graph_nodes(tensor):
-    seen, stack = [], [tensor.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.append(node)
-        stack.extend(next_fn for next_fn, _ in node.next_functions)
-    return [type(node).__name__ for node in seen]
 
 
 CASES = [

@@ -1,0 +1,39 @@
+"""What the model families share: the layer set of a backend and the input check."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from .. import nn as cnn
+
+
+def conv_layers(backend: str) -> SimpleNamespace:
+    """Conv2d and the pools from :mod:`cnnzoo.nn` (``'custom'``) or :mod:`torch.nn` (``'torch'``)."""
+    source = {"custom": cnn, "torch": nn}[backend]
+    return SimpleNamespace(Conv2d=source.Conv2d, MaxPool2d=source.MaxPool2d, AvgPool2d=source.AvgPool2d,
+                           AdaptiveAvgPool2d=source.AdaptiveAvgPool2d)
+
+
+class ZooModel(nn.Module):
+    """Base of the zoo's models: checks the input's shape before any layer sees it.
+
+    ``min_size`` is the smallest height and width the architecture can take (every layer keeps at
+    least one output pixel); subclasses set it with ``in_channels``.
+    """
+
+    min_size: int = 1
+    in_channels: int = 3
+
+    def check_input(self, x: torch.Tensor) -> None:
+        name = type(self).__name__
+        if x.dim() != 4:
+            raise ValueError(f"{name} expects a batch of images (N, C, H, W), got input of size {list(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{name} was built for {self.in_channels} input channels, got input of size "
+                             f"{list(x.shape)}")
+        if min(x.shape[2:]) < self.min_size:
+            raise ValueError(f"{name} needs input of at least {self.min_size}x{self.min_size} pixels, got "
+                             f"{x.shape[2]}x{x.shape[3]}")
