@@ -225,3 +225,21 @@ def test_a_few_steps_lower_the_loss(name):
         loss.backward()
         optimizer.step()
     assert loss_fn().item() < first.item()
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_every_model_runs_our_ops_on_the_meta_device(name):
+    """Shapes (and the autograd graph) propagate without arithmetic; no torch conv/pool node appears."""
+    with torch.device("meta"):
+        model = cnnzoo.create_model(name)
+        size = max(model.min_size, 32)
+        x = torch.randn(2, model.in_channels, size, size, requires_grad=True)
+        out = model(x)
+    logits = out[0] if isinstance(out, tuple) else out
+    ten_classes = name.startswith("lenet") or name in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+    assert logits.shape == (2, 10 if ten_classes else 1000)
+    names = graph_nodes(logits)
+    assert "Conv2dFunctionBackward" in names
+    assert not [n for n in names if FORBIDDEN_NODES.search(n)], names
+    logits.sum().backward()
+    assert x.grad.shape == x.shape

@@ -72,3 +72,12 @@ def test_ops_source_never_calls_torch_conv_or_pool():
     for path in Path(ops.__file__).parent.glob("*.py"):
         for number, line in enumerate(path.read_text().splitlines(), 1):
             assert not forbidden.search(line), f"{path.name}:{number}: {line.strip()}"
+
+
+@pytest.mark.parametrize("node,fn", CASES, ids=[c[0] for c in CASES])
+def test_shapes_propagate_on_the_meta_device(node, fn):
+    x = torch.randn(2, 3, 9, 9, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    expected = fn(x, w)
+    meta = fn(x.detach().to("meta").requires_grad_(), w.detach().to("meta").requires_grad_())
+    assert meta.device.type == "meta" and meta.shape == expected.shape

@@ -63,6 +63,12 @@ def _first_valid_tap(out: int, stride: int, pad: int, dilation: int, device) -> 
     return torch.clamp(-start + dilation - 1, min=0) // dilation
 
 
+def _any(mask: torch.Tensor) -> bool:
+    """``mask.any()`` for the rare-case fix-ups below; False on the meta device, which has no values
+    (shapes still propagate there, for cost reports)."""
+    return mask.device.type != "meta" and bool(mask.any())
+
+
 class MaxPool2dFunction(torch.autograd.Function):
     """Max pooling of a batched input; also returns torch-style flat indices into each input plane."""
 
@@ -73,13 +79,13 @@ class MaxPool2dFunction(torch.autograd.Function):
         win = windows(pad2d(x, pads, float("-inf")), kernel, stride, dilation).flatten(-2)
         values, tap = win.max(-1)  # the first maximum on ties, as torch's kernels pick
         nan = values.isnan()
-        if nan.any():  # torch keeps the last NaN of a window
+        if _any(nan):  # torch keeps the last NaN of a window
             last_nan = win.shape[-1] - 1 - win.isnan().flip(-1).to(torch.uint8).argmax(-1)
             tap = torch.where(nan, last_nan, tap)
         if padding != (0, 0) or pads[1] or pads[3]:
             # a window holding only -inf: torch points at its first tap inside the input, not into padding
             all_inf = values == float("-inf")
-            if all_inf.any():
+            if _any(all_inf):
                 first_row = _first_valid_tap(out[0], stride[0], padding[0], dilation[0], x.device)
                 first_col = _first_valid_tap(out[1], stride[1], padding[1], dilation[1], x.device)
                 first = first_row[:, None] * kernel[1] + first_col[None, :]
@@ -106,7 +112,7 @@ def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, input_sha
     # NOTE: a dilated window may hold padding only; torch then reports an index past the plane and
     # its gradient goes nowhere
     outside = indices >= h * w
-    if outside.any():
+    if _any(outside):
         grad_out, indices = grad_out.masked_fill(outside, 0), indices.masked_fill(outside, 0)
     grad = grad_out.new_zeros(n, c, h * w)
     return grad.scatter_add(2, indices.flatten(2), grad_out.flatten(2)).view(n, c, h, w)
