@@ -10,10 +10,9 @@ neural networks", NeurIPS 2012).
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from .common import ZooModel, conv_layers
+from .common import FeatureClassifier, conv_layers
 from .registry import register_model
 
 
@@ -25,7 +24,7 @@ def classifier(in_features: int, num_classes: int, dropout: float) -> nn.Sequent
     )
 
 
-class AlexNet(ZooModel):
+class AlexNet(FeatureClassifier):
     """torchvision's AlexNet layout."""
 
     min_size = 63  # conv1 11x11/4 then three 3x3/2 pools
@@ -45,12 +44,8 @@ class AlexNet(ZooModel):
         self.avgpool = L.AdaptiveAvgPool2d((6, 6))
         self.classifier = classifier(256 * 6 * 6, num_classes, dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
-
-class AlexNet2012(ZooModel):
+class AlexNet2012(FeatureClassifier):
     """The paper's AlexNet: two-group convolutions and local response normalisation."""
 
     min_size = 67  # conv1 11x11/4 without padding then three 3x3/2 pools
@@ -85,10 +80,6 @@ class AlexNet2012(ZooModel):
         for i, layer in enumerate(convs + linears):
             nn.init.normal_(layer.weight, 0.0, 0.01)
             nn.init.constant_(layer.bias, 1.0 if i in (1, 3, 4, 5, 6) else 0.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 
 @register_model

@@ -37,3 +37,16 @@ class ZooModel(nn.Module):
         if min(x.shape[2:]) < self.min_size:
             raise ValueError(f"{name} needs input of at least {self.min_size}x{self.min_size} pixels, got "
                              f"{x.shape[2]}x{x.shape[3]}")
+
+
+class FeatureClassifier(ZooModel):
+    """The plain CNN shape of AlexNet and VGG: ``features`` (conv/pool stack), an adaptive ``avgpool``
+    to a fixed grid, then a fully connected ``classifier``. Subclasses build the three parts."""
+
+    features: nn.Module
+    avgpool: nn.Module
+    classifier: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.classifier(self.avgpool(self.features(x)).flatten(1))

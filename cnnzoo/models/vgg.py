@@ -6,10 +6,9 @@ the ``_bn`` variants add batch normalisation after every convolution (torchvisio
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from .common import ZooModel, conv_layers
+from .common import FeatureClassifier, conv_layers
 from .registry import register_model
 
 M = "M"  # a 2x2/2 max pool
@@ -21,7 +20,7 @@ CONFIGS = {
 }
 
 
-class VGG(ZooModel):
+class VGG(FeatureClassifier):
     min_size = 32  # five 2x2/2 pools
 
     def __init__(self, config: str, batch_norm: bool = False, num_classes: int = 1000, in_channels: int = 3,
@@ -59,10 +58,6 @@ class VGG(ZooModel):
             elif hasattr(m, "weight") and m.weight is not None and m.weight.dim() == 4:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 
 @register_model
