@@ -6,6 +6,7 @@ message naming the argument and the shapes instead of deep inside an indexing op
 
 from __future__ import annotations
 
+import contextlib
 import operator
 from collections.abc import Sequence
 
@@ -80,3 +81,28 @@ def pool_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int, 
             out -= 1
         return out
     return span // stride + 1
+
+
+def autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
+    """The lower precision ``torch.autocast`` runs convolutions in on ``t``'s device, or None outside it."""
+    device = t.device.type
+    try:
+        enabled = torch.is_autocast_enabled(device)
+    except RuntimeError:  # a device type autocast does not know (meta)
+        return None
+    return torch.get_autocast_dtype(device) if enabled else None
+
+
+def autocast_cast(t: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
+    """``t`` in ``dtype`` as autocast would cast it: floating tensors other than float64 only."""
+    if dtype is None or not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dtype == torch.float64:
+        return t
+    return t.to(dtype)
+
+
+def outside_autocast(t: torch.Tensor):
+    """A context in which autocast does not touch the op's arithmetic: the ops compute in their
+    inputs' dtype, as torch's own kernels do (convolution casts its inputs first)."""
+    if autocast_dtype(t) is None:
+        return contextlib.nullcontext()
+    return torch.autocast(t.device.type, enabled=False)

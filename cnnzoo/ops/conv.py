@@ -16,7 +16,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._args import IntPair, as_int, check_float, check_input, check_non_negative, check_positive, pair
+from ._args import (
+    IntPair,
+    as_int,
+    autocast_cast,
+    autocast_dtype,
+    check_float,
+    check_input,
+    check_non_negative,
+    check_positive,
+    outside_autocast,
+    pair,
+)
 
 Padding4 = tuple[int, int, int, int]  # top, bottom, left, right
 PaddingArg = str | IntPair
@@ -134,6 +145,8 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
         shape = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise ValueError(f"{fn}: weight must be a 4D tensor (out_channels, in_channels/groups, kH, kW), got {shape}")
     check_float(weight, "weight", fn)
+    cast = autocast_dtype(input)  # under torch.autocast, convolution runs in its lower precision, as torch's does
+    input, weight, bias = (autocast_cast(t, cast) for t in (input, weight, bias))
     stride, dilation = pair(stride, "stride", fn), pair(dilation, "dilation", fn)
     groups = as_int(groups, "groups", fn)
     check_positive(stride, "stride", fn)
@@ -165,7 +178,8 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
         raise ValueError(f"{fn}: padded input size per channel ({h} x {w}) is smaller than the dilated kernel "
                          f"({dilation[0] * (kh - 1) + 1} x {dilation[1] * (kw - 1) + 1}); input of size "
                          f"{list(input.shape)}, weight of size {list(weight.shape)}, padding={padding}")
-    out = Conv2dFunction.apply(x, weight, bias, stride, pads, dilation, groups)
+    with outside_autocast(x):
+        out = Conv2dFunction.apply(x, weight, bias, stride, pads, dilation, groups)
     return out.squeeze(0) if unbatched else out
 
 

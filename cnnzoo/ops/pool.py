@@ -20,6 +20,7 @@ from ._args import (
     check_non_negative,
     check_nonempty_planes,
     check_positive,
+    outside_autocast,
     pair,
     pool_out_size,
 )
@@ -128,7 +129,8 @@ def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None
     unbatched = check_input(input, fn)
     kernel, stride, padding, dilation, out = _pool_args(fn, input, kernel_size, stride, padding, dilation, ceil_mode)
     x = input.unsqueeze(0) if unbatched else input
-    values, indices = MaxPool2dFunction.apply(x, kernel, stride, padding, dilation, out)
+    with outside_autocast(x):
+        values, indices = MaxPool2dFunction.apply(x, kernel, stride, padding, dilation, out)
     if unbatched:
         values, indices = values.squeeze(0), indices.squeeze(0)
     return (values, indices) if return_indices else values
@@ -190,7 +192,8 @@ def avg_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None
         rows, cols = (_avg_divisor(size[i], out[i], kernel[i], stride[i], padding[i], count_include_pad, x.device)
                       for i in (0, 1))
         divisor = (rows[:, None] * cols[None, :]).to(x.dtype)
-    result = AvgPool2dFunction.apply(x, kernel, stride, padding, out, divisor)
+    with outside_autocast(x):
+        result = AvgPool2dFunction.apply(x, kernel, stride, padding, out, divisor)
     return result.squeeze(0) if unbatched else result
 
 
@@ -238,5 +241,6 @@ def adaptive_avg_pool2d(input: torch.Tensor, output_size: int | None | Sequence[
     if min(sizes) < 0:
         raise ValueError(f"{fn}: output_size must be non-negative, got output_size={sizes}")
     x = input.unsqueeze(0) if unbatched else input
-    result = AdaptiveAvgPool2dFunction.apply(x, sizes)
+    with outside_autocast(x):
+        result = AdaptiveAvgPool2dFunction.apply(x, sizes)
     return result.squeeze(0) if unbatched else result

@@ -1,0 +1,150 @@
+"""Checkpoints: plain dicts of tensors and numbers, written atomically, read with ``weights_only=True``.
+
+A checkpoint holds ``model``, ``optimizer``, ``scheduler`` and ``scaler`` state dicts, ``epoch`` (the
+number of finished epochs), ``history`` (one metrics row per finished epoch), ``best_val_acc``,
+``rng`` (every random number generator the training loop draws from) and ``config`` (the resolved
+config as a dict). Nothing in it is a pickled object, so loading it cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+FORMAT = "cnnzoo-checkpoint-v1"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+REQUIRED = ("model", "optimizer", "scheduler", "scaler", "epoch", "history", "best_val_acc", "rng", "config")
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be written, read or used."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | Path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, flush and fsync it, then rename it over
+    ``path``. A crash or a full disk leaves the previous ``path`` as it was."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise CheckpointError(f"could not write {str(path)!r}: {e.strerror or e}; the previous file is kept") \
+                from None
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def save(state: dict[str, Any], path: str | Path) -> None:
+    write_atomic(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save`; anything else is a CheckpointError naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()
+        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
+        raise CheckpointError(f"refusing to load {str(path)!r}: it holds pickled objects other than tensors and "
+                              f"plain containers ({detail.strip()})") from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{str(path)!r} is not a readable checkpoint ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else 'empty'})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a cnnzoo training checkpoint (no {FORMAT!r} marker)")
+    missing = [k for k in REQUIRED if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks {', '.join(missing)}")
+    return state
+
+
+def newest(directory: str | Path) -> Path | None:
+    """The most recently written ``*.pt`` file in ``directory``, or None."""
+    files = [p for p in Path(directory).glob("*.pt") if p.is_file()]
+    return max(files, key=lambda p: p.stat().st_mtime_ns) if files else None
+
+
+def rng_state() -> dict[str, Any]:
+    """Every generator the training loop draws from, as tensors and plain values."""
+    version, keys, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": [version, list(keys), gauss],
+        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss),
+                  float(np_gauss)],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    try:
+        torch.set_rng_state(state["torch"])
+        version, keys, gauss = state["python"]
+        random.setstate((version, tuple(keys), gauss))
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"the checkpoint's random number generator state is unusable ({e})") from None
+
+
+def check_model_keys(model_state: dict[str, torch.Tensor], saved: dict[str, Any], what: str) -> None:
+    """Raise a CheckpointError listing the keys of ``saved`` that do not fit ``model_state``."""
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+    missing = [k for k in model_state if k not in saved]
+    unexpected = [k for k in saved if k not in model_state]
+    shapes = [f"{k} {list(saved[k].shape)} vs {list(v.shape)}" for k, v in model_state.items()
+              if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != v.shape]
+    problems = [f"missing keys: {some(missing)}" if missing else "",
+                f"unexpected keys: {some(unexpected)}" if unexpected else "",
+                f"shape mismatch (checkpoint vs model): {some(shapes)}" if shapes else ""]
+    problems = [p for p in problems if p]
+    if problems:
+        raise CheckpointError(f"{what} does not fit the model: {'; '.join(problems)}")

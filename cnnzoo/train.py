@@ -1,0 +1,401 @@
+"""Train a zoo model from a config: ``python -m cnnzoo.train --config configs/lenet5_digits.yaml``.
+
+Reads top to bottom: config, setup (processes, device, seed), data, model, optimizer and schedule,
+resume, then the epoch loop (train, evaluate, checkpoint). Several processes run through
+``torchrun --nproc_per_node=N -m cnnzoo.train ...`` with DistributedDataParallel; rank 0 alone logs
+and writes files, and every metric is summed over the processes.
+
+Output directory: ``config.yaml``, ``metrics.csv``, ``last.pt``, ``best.pt`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from . import checkpoint
+from .config import Config, ConfigError, build_config, dump, flatten, load_config
+from .data import make_loaders, open_dataset
+from .errors import UserError
+from .models import create_model
+
+METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second")
+AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers, as in the paper
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m cnnzoo.train", description="Train a cnnzoo model from a YAML config.")
+    p.add_argument("--config", help="YAML config file (optional with --resume PATH: the checkpoint's config)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=3 (repeatable; values are YAML)")
+    p.add_argument("--output-dir", help="where to write checkpoints and metrics (overrides output_dir)")
+    p.add_argument("--resume", metavar="PATH|auto",
+                   help="continue from a checkpoint; 'auto': the newest one in the output directory, if any")
+    p.add_argument("--eval-only", action="store_true", help="evaluate the --resume checkpoint and exit")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch still)")
+    return p.parse_args(argv)
+
+
+@dataclass
+class Processes:
+    """Where this process stands: its rank among ``world`` processes and its device."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve(args: argparse.Namespace) -> tuple[Config, dict | None]:
+    """The config (from --config or the checkpoint of --resume PATH, then --set and --output-dir) and the
+    checkpoint to resume from, if any."""
+    resume_state = None
+    if args.resume and args.resume != "auto":
+        resume_state = checkpoint.load(args.resume)
+    if args.config:
+        cfg = load_config(args.config, args.overrides)
+    elif resume_state is not None:
+        cfg = build_config(resume_state["config"], args.overrides)
+    else:
+        raise ConfigError("--config is required (or --resume PATH, which reuses the checkpoint's config)")
+    if args.output_dir:
+        cfg.output_dir = args.output_dir
+    if args.eval_only and not args.resume:
+        raise ConfigError("--eval-only needs --resume PATH (or auto) to name the checkpoint to evaluate")
+    if args.resume == "auto" and not args.print_config:
+        newest = checkpoint.newest(cfg.output_dir) if Path(cfg.output_dir).is_dir() else None
+        if newest is not None:
+            resume_state = checkpoint.load(newest)
+            args.resume = str(newest)
+        elif args.eval_only:
+            raise UserError(f"--resume auto: no checkpoint in {cfg.output_dir!r} to evaluate")
+    return cfg, resume_state
+
+
+def setup_processes(cfg: Config) -> Processes:
+    """Rank, world size and device; joins the process group when started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    name = cfg.train.device
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda, but CUDA is not available here (use train.device=cpu or auto)")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device("cuda", local_rank % torch.cuda.device_count()) if name == "cuda" else torch.device("cpu")
+    if cfg.train.amp == "fp16" and device.type != "cuda":
+        raise UserError("train.amp=fp16 needs CUDA; on CPU use train.amp=bf16")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Processes(rank, world, device)
+
+
+def check_output_dir(path: Path, resuming: bool) -> None:
+    """The output directory exists and is writable, and a fresh run does not overwrite another's checkpoints."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_text(path / ".write-test", "")
+        (path / ".write-test").unlink()
+    except (OSError, UserError) as e:
+        raise UserError(f"output directory {str(path)!r} cannot be written: {getattr(e, 'strerror', None) or e}") \
+            from None
+    if not resuming and any(path.glob("*.pt")):
+        raise UserError(f"output directory {str(path)!r} already holds checkpoints; continue that run with "
+                        f"--resume auto, or choose another directory with --output-dir")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                               weight_decay=o.weight_decay)
+    cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+    return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+
+def lr_factor(cfg: Config, steps_per_epoch: int):
+    """The schedule as a function of the optimizer step: the factor that multiplies ``optim.lr``.
+
+    Warm-up rises linearly from 1/100. ``step`` multiplies by ``gamma`` every ``step_size`` epochs;
+    ``cosine`` anneals to ``min_lr``; ``onecycle`` rises on a half cosine from 1/25 over the warm-up
+    (30% of training by default) and falls on a half cosine to 1/25 of that (the learning rate only;
+    momentum is not cycled).
+    """
+    s = cfg.sched
+    total = cfg.train.epochs * steps_per_epoch
+    warmup = round(s.warmup_epochs * steps_per_epoch)
+
+    def half_cosine(start: float, end: float, progress: float) -> float:
+        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+    def factor(step: int) -> float:
+        if s.name == "onecycle":
+            rise = warmup or round(0.3 * total)
+            if step < rise:
+                return half_cosine(1 / 25, 1.0, step / rise)
+            return half_cosine(1.0, 1 / 25 / 1e4, (step - rise) / max(1, total - rise))
+        if step < warmup:
+            return 0.01 + 0.99 * step / warmup
+        if s.name == "step":
+            return s.gamma ** (step // (s.step_size * steps_per_epoch))
+        if s.name == "cosine":
+            return half_cosine(1.0, s.min_lr / cfg.optim.lr, (step - warmup) / max(1, total - warmup))
+        return 1.0
+
+    return factor
+
+
+def loss_and_logits(criterion: nn.Module, output, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the logits, plus the auxiliary heads' (GoogLeNet returns them in training)."""
+    if isinstance(output, tuple):
+        logits, *aux = output
+        loss = criterion(logits, target) + AUX_WEIGHT * sum(criterion(a, target) for a in aux if a is not None)
+        return loss, logits
+    return criterion(output, target), output
+
+
+def reduce_sums(sums: torch.Tensor, procs: Processes) -> list[float]:
+    """Sum ``(loss * n, correct, n)`` over the processes."""
+    sums = sums.double()
+    if procs.world > 1:
+        sums = sums.to(procs.device)
+        dist.all_reduce(sums)
+    return sums.tolist()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, criterion: nn.Module, procs: Processes, autocast, channels_last: bool):
+    """Validation loss and accuracy over every process's share of the validation set."""
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=procs.device)
+    for x, y in loader:
+        x, y = x.to(procs.device, non_blocking=True), y.to(procs.device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            loss, logits = loss_and_logits(criterion, model(x), y)
+        sums += torch.stack([loss.double() * len(y), (logits.argmax(1) == y).sum().double(),
+                             torch.tensor(len(y), dtype=torch.float64, device=procs.device)])
+    loss_sum, correct, n = reduce_sums(sums, procs)
+    return loss_sum / n, correct / n, int(n)
+
+
+def write_outputs(out: Path, cfg: Config, history: list[dict], summary: dict) -> None:
+    """metrics.csv (one row per epoch) and summary.json, each replaced atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=METRICS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    checkpoint.write_text(out / "metrics.csv", text.getvalue())
+    checkpoint.write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def config_changes(saved: dict, cfg: Config) -> list[str]:
+    old, new = flatten(saved), flatten(cfg.to_dict())
+    return [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k] and k != "output_dir"]
+
+
+def log(procs: Processes, message: str) -> None:
+    if procs.main:
+        tqdm.write(message, file=sys.stdout)
+        sys.stdout.flush()
+
+
+def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False, quiet: bool = False,
+          resume_path: str | None = None) -> nn.Module:
+    """Run the training (or evaluation) that ``cfg`` describes; returns the trained model."""
+    out = Path(cfg.output_dir)
+    if not eval_only:  # every process checks before any of them joins the group, so all stop together
+        check_output_dir(out, resuming=resume_state is not None)
+    procs = setup_processes(cfg)
+    seed_everything(cfg.train.seed)
+
+    # data and model
+    source = open_dataset(cfg.data)
+    try:
+        model = create_model(cfg.model.name, num_classes=source.num_classes, in_channels=source.channels,
+                             backend=cfg.model.backend, **cfg.model.kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit {cfg.model.name}: {e}") from None
+    size = cfg.data.image_size or max(source.size, getattr(model, "min_size", 1))
+    if size < getattr(model, "min_size", 1):
+        raise ConfigError(f"data.image_size={size} is smaller than {cfg.model.name}'s minimum input of "
+                          f"{model.min_size}x{model.min_size}")
+    train_loader, val_loader = make_loaders(source, cfg.data, size, cfg.train.seed, procs.rank, procs.world,
+                                            pin_memory=procs.device.type == "cuda")
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = model.to(procs.device, memory_format=memory_format)
+    params = sum(p.numel() for p in model.parameters())
+
+    # optimizer, schedule, mixed precision
+    optimizer = build_optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, len(train_loader)))
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+    scaler = torch.amp.GradScaler(procs.device.type, enabled=cfg.train.amp == "fp16")
+
+    def autocast():
+        return torch.autocast(procs.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+
+    # resume
+    start_epoch, history, best_val_acc = 0, [], -1.0
+    if resume_state is not None:
+        what = f"checkpoint {resume_path!r} ({resume_state['config'].get('model', {}).get('name')!r})"
+        checkpoint.check_model_keys(model.state_dict(), resume_state["model"], what)
+        model.load_state_dict(resume_state["model"])
+        if not eval_only:
+            saved_optim = resume_state["config"].get("optim", {}).get("name")
+            if saved_optim != cfg.optim.name:
+                raise checkpoint.CheckpointError(f"{what} was trained with optim.name={saved_optim!r}, the config "
+                                                 f"says {cfg.optim.name!r}")
+            try:
+                optimizer.load_state_dict(resume_state["optimizer"])
+                scheduler.load_state_dict(resume_state["scheduler"])
+                scaler.load_state_dict(resume_state["scaler"])
+            except (ValueError, KeyError, RuntimeError) as e:
+                raise checkpoint.CheckpointError(f"{what}: optimizer state does not fit: {e}") from None
+            checkpoint.set_rng_state(resume_state["rng"])
+            start_epoch, history = int(resume_state["epoch"]), list(resume_state["history"])
+            best_val_acc = float(resume_state["best_val_acc"])
+            changes = config_changes(resume_state["config"], cfg)
+            log(procs, f"resuming from {resume_path} after epoch {start_epoch}"
+                + (f"; config changes: {', '.join(changes)}" if changes else ""))
+
+    if eval_only:
+        val_loss, val_acc, n = evaluate(model, val_loader, criterion, procs, autocast, cfg.train.channels_last)
+        log(procs, f"{resume_path} (epoch {resume_state['epoch']}): val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
+                   f"({n} validation images, {procs.device.type})")
+        return model
+
+    ddp = procs.world > 1
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[procs.device] if procs.device.type == "cuda"
+                                              else None) if ddp else model
+    if procs.main:
+        checkpoint.write_text(out / "config.yaml", dump(cfg))
+    log(procs, f"{cfg.model.name} ({cfg.model.backend} ops, {params:,} parameters) on {source.name} "
+               f"({len(source.train)} train / {len(source.val)} val images, {source.channels}x{size}x{size}), "
+               f"{procs.device.type} x {procs.world}, output {out}")
+
+    show_bar = procs.main and not quiet and sys.stderr.isatty()
+    summary = {}
+    for epoch in range(start_epoch, cfg.train.epochs):
+        net.train()
+        train_loader.sampler.set_epoch(epoch)
+        sums = torch.zeros(3, dtype=torch.float64, device=procs.device)
+        started = time.perf_counter()
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not show_bar, leave=False,
+                   dynamic_ncols=True)
+        for step, (x, y) in enumerate(bar):
+            x, y = x.to(procs.device, non_blocking=True), y.to(procs.device, non_blocking=True)
+            if cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                loss, logits = loss_and_logits(criterion, net(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.train.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            sums += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
+                                 torch.tensor(len(y), dtype=torch.float64, device=procs.device)])
+            if (step + 1) % cfg.train.log_every == 0 or step + 1 == len(train_loader):
+                if not math.isfinite(loss.item()):
+                    raise UserError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopping "
+                                    f"(the last checkpoint in {str(out)!r} is kept)")
+                if show_bar:
+                    seen = sums[2].item()
+                    bar.set_postfix(loss=f"{sums[0].item() / seen:.4f}", acc=f"{sums[1].item() / seen:.4f}",
+                                    lr=f"{optimizer.param_groups[0]['lr']:.3g}",
+                                    img_s=f"{seen * procs.world / (time.perf_counter() - started):.0f}")
+        train_seconds = time.perf_counter() - started
+        loss_sum, correct, n = reduce_sums(sums, procs)
+        if not math.isfinite(loss_sum):
+            raise UserError(f"the training loss became {loss_sum} in epoch {epoch + 1}; stopping (the last "
+                            f"checkpoint in {str(out)!r} is kept)")
+        if ddp:  # every process evaluates with rank 0's batch-norm statistics, so all hold the same model
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
+        val_loss, val_acc, _ = evaluate(model, val_loader, criterion, procs, autocast, cfg.train.channels_last)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n, "val_loss": val_loss,
+               "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],
+               "seconds": time.perf_counter() - started, "images_per_second": n / train_seconds}
+        history.append(row)
+        is_best = val_acc > best_val_acc
+        best_val_acc = max(best_val_acc, val_acc)
+        log(procs, f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {row['train_loss']:.4f}  "
+                   f"train_acc {row['train_acc']:.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
+                   f"lr {row['lr']:.4g}  {row['images_per_second']:.0f} img/s  {row['seconds']:.1f}s")
+        if procs.main:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
+                     "history": history, "best_val_acc": best_val_acc, "rng": checkpoint.rng_state(),
+                     "config": cfg.to_dict()}
+            checkpoint.save(state, out / "last.pt")
+            if is_best:
+                checkpoint.save(state, out / "best.pt")
+            summary = {"model": cfg.model.name, "backend": cfg.model.backend, "dataset": source.name,
+                       "val_acc": val_acc, "val_loss": val_loss, "best_val_acc": best_val_acc,
+                       "best_epoch": max(history, key=lambda r: r["val_acc"])["epoch"], "epochs": epoch + 1,
+                       "params": params, "device": str(procs.device), "processes": procs.world,
+                       "image_size": size, "train_seconds": sum(r["seconds"] for r in history),
+                       "images_per_second": row["images_per_second"]}
+            write_outputs(out, cfg, history, summary)
+    if start_epoch >= cfg.train.epochs:
+        log(procs, f"nothing to do: the checkpoint has finished {start_epoch} of {cfg.train.epochs} epochs")
+    elif summary:
+        log(procs, f"done: val_acc {summary['val_acc']:.4f} (best {summary['best_val_acc']:.4f}), "
+                   f"{summary['train_seconds']:.1f}s; wrote {out}")
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg, resume_state = resolve(args)
+        if args.print_config:
+            print(dump(cfg), end="")
+            return 0
+        train(cfg, resume_state, eval_only=args.eval_only, quiet=args.quiet, resume_path=args.resume)
+    except UserError as e:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
