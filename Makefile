@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh clone (Python >= 3.10 and pip are all they need):
-#   make run    the main job (until training lands: the op validation demo)
+#   make run    the main job: train LeNet-5 on the offline digits with the default config
 #   make test   the whole test suite (what .ci/run runs)
 # Both create .venv on first use. torch/torchvision are pinned to the versions tested here; override
 # with `make TORCH_SPEC="torch torchvision" test` to let pip choose.
@@ -10,7 +10,9 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.cnnzoo-installed
 
-.PHONY: run test lint bench clean-venv
+RUN_DIR ?= runs/lenet5_digits-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: run validate test lint bench clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(PY) -m cnnzoo.train --config configs/lenet5_digits.yaml --output-dir $(RUN_DIR)
+
+validate: $(STAMP)
 	$(PY) scripts/validate_ops.py
 
 test: $(STAMP)

@@ -76,6 +76,23 @@ def save(state: dict[str, Any], path: str | Path) -> None:
     write_atomic(path, lambda f: torch.save({"format": FORMAT, **state}, f))
 
 
+def save_copy(source: str | Path, path: str | Path) -> None:
+    """Make ``path`` a copy of the checkpoint ``source`` (a hard link where the file system allows:
+    replacing ``source`` later leaves it as it is), atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            write_atomic(path, lambda f: f.write(Path(source).read_bytes()))
+            return
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write {str(path)!r}: {e.strerror or e}; the previous file is kept") from None
+
+
 def load(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save`; anything else is a CheckpointError naming the problem."""
     path = Path(path)
@@ -84,10 +101,12 @@ def load(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()
-        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
-        raise CheckpointError(f"refusing to load {str(path)!r}: it holds pickled objects other than tensors and "
-                              f"plain containers ({detail.strip()})") from None
+        lines = str(e).strip().splitlines()
+        detail = next((line.strip() for line in lines if "Unsupported global" in line), None)
+        if detail:
+            raise CheckpointError(f"refusing to load {str(path)!r}: it holds pickled objects other than tensors "
+                                  f"and plain containers, which could run code ({detail.split('. ')[0]})") from None
+        raise CheckpointError(f"{str(path)!r} is not a readable checkpoint ({lines[0] if lines else e})") from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{str(path)!r} is not a readable checkpoint ({type(e).__name__}: "
                               f"{str(e).strip().splitlines()[0] if str(e).strip() else 'empty'})") from None

@@ -129,6 +129,11 @@ def _check_value(key: str, value: Any, tp: Any, meta: typing.Mapping) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            fail()
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         fail()
     if tp is float and not math.isfinite(value):
@@ -255,9 +260,11 @@ def _check_consistency(cfg: Config) -> None:
         if key in cfg.model.kwargs:
             where = "model.backend" if key == "backend" else "the dataset"
             raise ConfigError(f"model.kwargs.{key} is not allowed: it is set from {where}")
-    if cfg.sched.warmup_epochs >= cfg.train.epochs and cfg.sched.name != "none":
+    if cfg.sched.warmup_epochs and cfg.sched.warmup_epochs >= cfg.train.epochs:
         raise ConfigError(f"sched.warmup_epochs ({cfg.sched.warmup_epochs}) must be less than train.epochs "
                           f"({cfg.train.epochs})")
+    if cfg.optim.nesterov and (cfg.optim.name != "sgd" or cfg.optim.momentum == 0):
+        raise ConfigError("optim.nesterov needs optim.name=sgd and optim.momentum > 0")
     if cfg.train.amp == "fp16" and cfg.train.device == "cpu":
         raise ConfigError("train.amp=fp16 needs CUDA; on CPU use train.amp=bf16")
 

@@ -131,6 +131,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def input_size(size: int, model: nn.Module) -> int:
+    """``size`` moved into the range of input sizes ``model`` takes (LeNet-5 gets 8x8 digits at 32x32)."""
+    size = max(size, getattr(model, "min_size", 1))
+    return min(size, getattr(model, "max_size", None) or size)
+
+
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     o = cfg.optim
     if o.name == "sgd":
@@ -170,6 +176,22 @@ def lr_factor(cfg: Config, steps_per_epoch: int):
         return 1.0
 
     return factor
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,
+                         state: dict) -> None:
+    """Restore the optimizer's buffers (momentum, Adam moments) and the schedule's position from a
+    checkpoint, keeping the hyperparameters of the current config: a resumed run with an unchanged
+    config continues exactly, and one with a new lr or weight decay uses the new values."""
+    hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    base_lrs = list(scheduler.base_lrs)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    for group, values in zip(optimizer.param_groups, hyper):
+        group.update(values)
+    scheduler.base_lrs = base_lrs
+    for group, base, factor in zip(optimizer.param_groups, base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
 
 
 def loss_and_logits(criterion: nn.Module, output, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,10 +266,11 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
                              backend=cfg.model.backend, **cfg.model.kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit {cfg.model.name}: {e}") from None
-    size = cfg.data.image_size or max(source.size, getattr(model, "min_size", 1))
-    if size < getattr(model, "min_size", 1):
-        raise ConfigError(f"data.image_size={size} is smaller than {cfg.model.name}'s minimum input of "
-                          f"{model.min_size}x{model.min_size}")
+    size = cfg.data.image_size or input_size(source.size, model)
+    if input_size(size, model) != size:
+        raise ConfigError(f"data.image_size={size} does not fit {cfg.model.name}, which takes "
+                          f"{model.min_size}x{model.min_size} to "
+                          + (f"{model.max_size}x{model.max_size}" if model.max_size else "any larger size"))
     train_loader, val_loader = make_loaders(source, cfg.data, size, cfg.train.seed, procs.rank, procs.world,
                                             pin_memory=procs.device.type == "cuda")
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
@@ -277,10 +300,9 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
                 raise checkpoint.CheckpointError(f"{what} was trained with optim.name={saved_optim!r}, the config "
                                                  f"says {cfg.optim.name!r}")
             try:
-                optimizer.load_state_dict(resume_state["optimizer"])
-                scheduler.load_state_dict(resume_state["scheduler"])
+                load_optimizer_state(optimizer, scheduler, resume_state)
                 scaler.load_state_dict(resume_state["scaler"])
-            except (ValueError, KeyError, RuntimeError) as e:
+            except (ValueError, KeyError, RuntimeError, TypeError) as e:
                 raise checkpoint.CheckpointError(f"{what}: optimizer state does not fit: {e}") from None
             checkpoint.set_rng_state(resume_state["rng"])
             start_epoch, history = int(resume_state["epoch"]), list(resume_state["history"])
@@ -363,7 +385,7 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
                      "config": cfg.to_dict()}
             checkpoint.save(state, out / "last.pt")
             if is_best:
-                checkpoint.save(state, out / "best.pt")
+                checkpoint.save_copy(out / "last.pt", out / "best.pt")
             summary = {"model": cfg.model.name, "backend": cfg.model.backend, "dataset": source.name,
                        "val_acc": val_acc, "val_loss": val_loss, "best_val_acc": best_val_acc,
                        "best_epoch": max(history, key=lambda r: r["val_acc"])["epoch"], "epochs": epoch + 1,

@@ -114,6 +114,18 @@ def test_minimum_input_size_is_checked_and_exact(name, monkeypatch):
                 model(torch.randn(1, channels, size - 1, size - 1))
 
 
+@pytest.mark.parametrize("name", ["lenet5", "lenet5_1998"])
+def test_maximum_input_size_is_checked_and_exact(name, monkeypatch):
+    model = cnnzoo.create_model(name, backend="torch").eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 35, 35)).shape == (1, 10)
+        with pytest.raises(ValueError, match=r"at most 35x35 pixels .*got 36x35"):
+            model(torch.randn(1, 1, 36, 35))
+        monkeypatch.setattr(ZooModel, "check_input", lambda self, x: None)
+        with pytest.raises(RuntimeError):  # without the check, the fully connected layer fails: the bound is tight
+            model(torch.randn(1, 1, 36, 36))
+
+
 def test_input_shape_errors():
     model = meta_model("resnet20")
     with pytest.raises(ValueError, match=r"built for 3 input channels, got input of size \[2, 1, 32, 32\]"):

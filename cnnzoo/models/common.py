@@ -21,10 +21,13 @@ class ZooModel(nn.Module):
     """Base of the zoo's models: checks the input's shape before any layer sees it.
 
     ``min_size`` is the smallest height and width the architecture can take (every layer keeps at
-    least one output pixel); subclasses set it with ``in_channels``.
+    least one output pixel); ``max_size``, where set, the largest (a network whose fully connected
+    layers take the last feature map as it is, without adaptive pooling). Subclasses set them with
+    ``in_channels``.
     """
 
     min_size: int = 1
+    max_size: int | None = None
     in_channels: int = 3
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -37,6 +40,9 @@ class ZooModel(nn.Module):
         if min(x.shape[2:]) < self.min_size:
             raise ValueError(f"{name} needs input of at least {self.min_size}x{self.min_size} pixels, got "
                              f"{x.shape[2]}x{x.shape[3]}")
+        if self.max_size is not None and max(x.shape[2:]) > self.max_size:
+            raise ValueError(f"{name} takes input of at most {self.max_size}x{self.max_size} pixels (its fully "
+                             f"connected layers expect one feature-map size), got {x.shape[2]}x{x.shape[3]}")
 
 
 class FeatureClassifier(ZooModel):

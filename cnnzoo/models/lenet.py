@@ -24,6 +24,7 @@ class LeNet5(ZooModel):
     """The textbook LeNet-5 on 32x32 input."""
 
     min_size = 32
+    max_size = 35  # C5 must still see a 5x5 map: 33 to 35 pixels lose their extra rows to S2 and S4's flooring
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, activation: str = "tanh", pool: str = "avg",
                  backend: str = "custom") -> None:
@@ -107,6 +108,7 @@ class LeNet5Paper(ZooModel):
     """LeNet-5 as in LeCun et al. 1998, on 32x32 input."""
 
     min_size = 32
+    max_size = 35  # C5 must still see a 5x5 map: 33 to 35 pixels lose their extra rows to S2 and S4's flooring
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, backend: str = "custom") -> None:
         super().__init__()
