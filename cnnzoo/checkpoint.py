@@ -2,7 +2,8 @@
 
 A checkpoint holds ``model``, ``optimizer``, ``scheduler`` and ``scaler`` state dicts, ``epoch`` (the
 number of finished epochs), ``history`` (one metrics row per finished epoch), ``best_val_acc``,
-``rng`` (every random number generator the training loop draws from) and ``config`` (the resolved
+``rng`` (the state of every random number generator the training loop draws from, one entry per
+process) and ``config`` (the resolved
 config as a dict). Nothing in it is a pickled object, so loading it cannot run code.
 """
 
@@ -48,8 +49,9 @@ def write_atomic(path: str | Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, flush and fsync it, then rename it over
     ``path``. A crash or a full disk leaves the previous ``path`` as it was."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -57,10 +59,11 @@ def write_atomic(path: str | Path, write) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         if isinstance(e, OSError):
             raise CheckpointError(f"could not write {str(path)!r}: {e.strerror or e}; the previous file is kept") \
                 from None
@@ -119,8 +122,12 @@ def load(path: str | Path) -> dict[str, Any]:
 
 
 def newest(directory: str | Path) -> Path | None:
-    """The most recently written ``*.pt`` file in ``directory``, or None."""
-    files = [p for p in Path(directory).glob("*.pt") if p.is_file()]
+    """The checkpoint to resume a run in ``directory`` from: ``last.pt`` (written after every epoch), or
+    failing that the most recently written ``*.pt`` file; None if there is none."""
+    directory = Path(directory)
+    if (directory / "last.pt").is_file():
+        return directory / "last.pt"
+    files = [p for p in directory.glob("*.pt") if p.is_file()]
     return max(files, key=lambda p: p.stat().st_mtime_ns) if files else None
 
 
@@ -139,7 +146,14 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(states: list[dict[str, Any]], rank: int, world: int) -> bool:
+    """Restore this process's generators from a checkpoint's ``rng`` (one entry per process); False when
+    the checkpoint was written by a different number of processes (nothing is restored then)."""
+    if not isinstance(states, list) or not all(isinstance(s, dict) for s in states):
+        raise CheckpointError("the checkpoint's random number generator state is not a list of per-process states")
+    if len(states) != world:
+        return False
+    state = states[rank]
     try:
         torch.set_rng_state(state["torch"])
         version, keys, gauss = state["python"]
@@ -150,6 +164,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(state["cuda"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"the checkpoint's random number generator state is unusable ({e})") from None
+    return True
 
 
 def check_model_keys(model_state: dict[str, torch.Tensor], saved: dict[str, Any], what: str) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import torchvision
 import torchvision.transforms.v2 as T
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from .config import DataConfig
@@ -113,7 +114,9 @@ def _mnist(cfg: DataConfig, fashion: bool) -> DataSource:
     try:
         splits = [cls(cfg.root, train=t, download=cfg.download) for t in (True, False)]
     except RuntimeError as e:
-        raise _missing(name, folder, files) from e
+        if cfg.download:
+            raise DataError(f"{name}: download into {str(folder)!r} failed: {e}") from None
+        raise _missing(name, folder, files) from None
     except (OSError, ValueError) as e:  # a failed download, or a file that is not in the idx format
         raise DataError(f"{name}: cannot read the dataset under {str(folder)!r}: {e}") from None
     train, val = (TensorImages(s.data.unsqueeze(1), s.targets) for s in splits)
@@ -171,12 +174,21 @@ def _cifar(cfg: DataConfig, classes: int) -> DataSource:
     return DataSource(f"cifar{classes}", *splits, classes, 3, 32, *stats, flip=True)
 
 
+def _read_image(path: str):
+    """An RGB image; a file that is not one is a DataError naming it (not a traceback from a worker)."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"imagefolder: cannot read image {path!r}: {e}") from None
+
+
 def _imagefolder(cfg: DataConfig) -> DataSource:
     root = Path(cfg.root)
     splits = []
     for split in ("train", "val"):
         try:
-            splits.append(torchvision.datasets.ImageFolder(str(root / split)))
+            splits.append(torchvision.datasets.ImageFolder(str(root / split), loader=_read_image))
         except (FileNotFoundError, OSError) as e:
             raise _missing("imagefolder", root / split, ["one folder of images per class"], e) from None
     train, val = splits
@@ -249,7 +261,8 @@ def make_loaders(source: DataSource, cfg: DataConfig, size: int, seed: int, rank
     """
     _set_transform(source.train, transforms(source, size, cfg.augment, train=True))
     _set_transform(source.val, transforms(source, size, cfg.augment, train=False))
-    sampler = DistributedSampler(source.train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    # drop_last: the processes' shares are cut to equal length instead of padded with repeated images
+    sampler = DistributedSampler(source.train, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=pin_memory)
     # a last batch of one image would break batch norm; drop the incomplete batch when there is a full one
     train = DataLoader(source.train, sampler=sampler, drop_last=len(sampler) > cfg.batch_size, **common)

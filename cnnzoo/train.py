@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -111,18 +112,25 @@ def setup_processes(cfg: Config) -> Processes:
     return Processes(rank, world, device)
 
 
-def check_output_dir(path: Path, resuming: bool) -> None:
-    """The output directory exists and is writable, and a fresh run does not overwrite another's checkpoints."""
+def check_output_dir(path: Path, resume_path: str | None) -> None:
+    """The output directory exists and is writable, and a run does not overwrite another run's checkpoints
+    (it may replace those of the checkpoint it resumes from)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_text(path / ".write-test", "")
-        (path / ".write-test").unlink()
+        probe = path / f".write-test-{os.getpid()}"  # one per process: under torchrun all of them check
+        checkpoint.write_text(probe, "")
+        probe.unlink()
     except (OSError, UserError) as e:
         raise UserError(f"output directory {str(path)!r} cannot be written: {getattr(e, 'strerror', None) or e}") \
             from None
-    if not resuming and any(path.glob("*.pt")):
+    if not any(path.glob("*.pt")):
+        return
+    if resume_path is None:
         raise UserError(f"output directory {str(path)!r} already holds checkpoints; continue that run with "
                         f"--resume auto, or choose another directory with --output-dir")
+    if Path(resume_path).resolve().parent != path.resolve():
+        raise UserError(f"output directory {str(path)!r} holds the checkpoints of another run than "
+                        f"{resume_path!r}; choose an empty directory with --output-dir")
 
 
 def seed_everything(seed: int) -> None:
@@ -151,8 +159,8 @@ def lr_factor(cfg: Config, steps_per_epoch: int):
 
     Warm-up rises linearly from 1/100. ``step`` multiplies by ``gamma`` every ``step_size`` epochs;
     ``cosine`` anneals to ``min_lr``; ``onecycle`` rises on a half cosine from 1/25 over the warm-up
-    (30% of training by default) and falls on a half cosine to 1/25 of that (the learning rate only;
-    momentum is not cycled).
+    (30% of training by default) and falls on a half cosine to 1e-4 of its starting rate (the learning
+    rate only; momentum is not cycled).
     """
     s = cfg.sched
     total = cfg.train.epochs * steps_per_epoch
@@ -179,10 +187,11 @@ def lr_factor(cfg: Config, steps_per_epoch: int):
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,
-                         state: dict) -> None:
-    """Restore the optimizer's buffers (momentum, Adam moments) and the schedule's position from a
-    checkpoint, keeping the hyperparameters of the current config: a resumed run with an unchanged
-    config continues exactly, and one with a new lr or weight decay uses the new values."""
+                         state: dict, step: int) -> None:
+    """Restore the optimizer's buffers (momentum, Adam moments) from a checkpoint and put the schedule at
+    optimizer step ``step``, keeping the hyperparameters of the current config: a resumed run with an
+    unchanged config continues exactly, and one with a new lr, weight decay, batch size or number of
+    processes uses the new values from where the schedule stands after the finished epochs."""
     hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     base_lrs = list(scheduler.base_lrs)
     optimizer.load_state_dict(state["optimizer"])
@@ -190,26 +199,68 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, scheduler: torch.opti
     for group, values in zip(optimizer.param_groups, hyper):
         group.update(values)
     scheduler.base_lrs = base_lrs
+    scheduler.last_epoch = step
     for group, base, factor in zip(optimizer.param_groups, base_lrs, scheduler.lr_lambdas):
         group["lr"] = base * factor(scheduler.last_epoch)
 
 
-def loss_and_logits(criterion: nn.Module, output, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy of the logits, plus the auxiliary heads' (GoogLeNet returns them in training)."""
+def loss_and_logits(criterion: nn.Module, output, target: torch.Tensor):
+    """The loss to train on, the main head's loss and its logits: GoogLeNet returns its auxiliary
+    heads too in training, and their losses are added with weight 0.3."""
     if isinstance(output, tuple):
         logits, *aux = output
-        loss = criterion(logits, target) + AUX_WEIGHT * sum(criterion(a, target) for a in aux if a is not None)
-        return loss, logits
-    return criterion(output, target), output
+        main = criterion(logits, target)
+        return main + AUX_WEIGHT * sum(criterion(a, target) for a in aux if a is not None), main, logits
+    main = criterion(output, target)
+    return main, main, output
+
+
+class PeerError(UserError):
+    """Another process of the same torchrun job stopped with a user error."""
+
+
+def together(procs: Processes, step):
+    """Run ``step()`` in every process; if it raises a UserError in any of them, raise one in all of them
+    (a process left running would wait for the others forever), with every distinct message."""
+    error, result = None, None
+    try:
+        result = step()
+    except UserError as e:
+        error = e
+    if procs.world > 1:
+        failed = torch.tensor(float(error is not None), device=procs.device)
+        dist.all_reduce(failed, op=dist.ReduceOp.MAX)
+        if failed.item():
+            messages: list = [None] * procs.world
+            dist.all_gather_object(messages, None if error is None else str(error))
+            distinct = list(dict.fromkeys(m for m in messages if m is not None))
+            text = distinct[0] if len(distinct) == 1 else "; ".join(
+                f"rank {r}: {m}" for r, m in enumerate(messages) if m is not None)
+            raise PeerError(text)
+    if error is not None:
+        raise error
+    return result
+
+
+def all_finite(loss: torch.Tensor, procs: Processes) -> bool:
+    """Whether every process's loss is finite (all of them must agree to stop, or the rest would hang)."""
+    finite = torch.isfinite(loss.detach()).to(procs.device, torch.float32)
+    if procs.world > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
 
 
 def reduce_sums(sums: torch.Tensor, procs: Processes) -> list[float]:
     """Sum ``(loss * n, correct, n)`` over the processes."""
-    sums = sums.double()
     if procs.world > 1:
-        sums = sums.to(procs.device)
         dist.all_reduce(sums)
     return sums.tolist()
+
+
+def batch_sums(loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``(loss * n, correct, n)`` of one batch, on its device (no synchronisation)."""
+    n = torch.tensor(len(target), dtype=torch.float64, device=target.device)
+    return torch.stack([loss.detach().double() * n, (logits.argmax(1) == target).sum().double(), n])
 
 
 @torch.no_grad()
@@ -222,19 +273,19 @@ def evaluate(model: nn.Module, loader, criterion: nn.Module, procs: Processes, a
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
-            loss, logits = loss_and_logits(criterion, model(x), y)
-        sums += torch.stack([loss.double() * len(y), (logits.argmax(1) == y).sum().double(),
-                             torch.tensor(len(y), dtype=torch.float64, device=procs.device)])
+            _, loss, logits = loss_and_logits(criterion, model(x), y)
+        sums += batch_sums(loss, logits, y)
     loss_sum, correct, n = reduce_sums(sums, procs)
     return loss_sum / n, correct / n, int(n)
 
 
 def write_outputs(out: Path, cfg: Config, history: list[dict], summary: dict) -> None:
-    """metrics.csv (one row per epoch) and summary.json, each replaced atomically."""
+    """config.yaml, metrics.csv (one row per epoch) and summary.json, each replaced atomically."""
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=METRICS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
+    checkpoint.write_text(out / "config.yaml", dump(cfg))
     checkpoint.write_text(out / "metrics.csv", text.getvalue())
     checkpoint.write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
 
@@ -250,17 +301,16 @@ def log(procs: Processes, message: str) -> None:
         sys.stdout.flush()
 
 
-def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False, quiet: bool = False,
-          resume_path: str | None = None) -> nn.Module:
-    """Run the training (or evaluation) that ``cfg`` describes; returns the trained model."""
-    out = Path(cfg.output_dir)
-    if not eval_only:  # every process checks before any of them joins the group, so all stop together
-        check_output_dir(out, resuming=resume_state is not None)
-    procs = setup_processes(cfg)
-    seed_everything(cfg.train.seed)
+def open_data(cfg: Config, procs: Processes):
+    """The dataset in every process; with ``data.download`` rank 0 fetches the files while the others
+    wait, then they read what it fetched."""
+    source = together(procs, lambda: open_dataset(cfg.data) if procs.main or not cfg.data.download else None)
+    no_download = dataclasses.replace(cfg.data, download=False)
+    return together(procs, lambda: source if source is not None else open_dataset(no_download))
 
-    # data and model
-    source = open_dataset(cfg.data)
+
+def build_model(cfg: Config, source) -> tuple[nn.Module, int]:
+    """The model for the data's classes and channels, and the input size it is trained at."""
     try:
         model = create_model(cfg.model.name, num_classes=source.num_classes, in_channels=source.channels,
                              backend=cfg.model.backend, **cfg.model.kwargs)
@@ -271,11 +321,37 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
         raise ConfigError(f"data.image_size={size} does not fit {cfg.model.name}, which takes "
                           f"{model.min_size}x{model.min_size} to "
                           + (f"{model.max_size}x{model.max_size}" if model.max_size else "any larger size"))
+    return model, size
+
+
+def gather_rng(procs: Processes) -> list[dict]:
+    """Every process's generator states, in rank order."""
+    state = checkpoint.rng_state()
+    if procs.world == 1:
+        return [state]
+    states: list = [None] * procs.world
+    dist.all_gather_object(states, state)
+    return states
+
+
+def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False, quiet: bool = False,
+          resume_path: str | None = None) -> nn.Module:
+    """Run the training (or evaluation) that ``cfg`` describes; returns the trained model."""
+    out = Path(cfg.output_dir)
+    procs = setup_processes(cfg)
+    seed_everything(cfg.train.seed)  # the same initial weights in every process
+
+    # data and model
+    source = open_data(cfg, procs)
+    model, size = together(procs, lambda: build_model(cfg, source))
+    if not eval_only:
+        together(procs, lambda: check_output_dir(out, resume_path) if procs.main else None)
     train_loader, val_loader = make_loaders(source, cfg.data, size, cfg.train.seed, procs.rank, procs.world,
                                             pin_memory=procs.device.type == "cuda")
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(procs.device, memory_format=memory_format)
     params = sum(p.numel() for p in model.parameters())
+    seed_everything(cfg.train.seed + procs.rank)  # but each process its own augmentation and dropout
 
     # optimizer, schedule, mixed precision
     optimizer = build_optimizer(cfg, model)
@@ -299,14 +375,17 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
             if saved_optim != cfg.optim.name:
                 raise checkpoint.CheckpointError(f"{what} was trained with optim.name={saved_optim!r}, the config "
                                                  f"says {cfg.optim.name!r}")
-            try:
-                load_optimizer_state(optimizer, scheduler, resume_state)
-                scaler.load_state_dict(resume_state["scaler"])
-            except (ValueError, KeyError, RuntimeError, TypeError) as e:
-                raise checkpoint.CheckpointError(f"{what}: optimizer state does not fit: {e}") from None
-            checkpoint.set_rng_state(resume_state["rng"])
             start_epoch, history = int(resume_state["epoch"]), list(resume_state["history"])
             best_val_acc = float(resume_state["best_val_acc"])
+            try:
+                load_optimizer_state(optimizer, scheduler, resume_state, start_epoch * len(train_loader))
+                if resume_state["scaler"] and scaler.is_enabled():
+                    scaler.load_state_dict(resume_state["scaler"])
+            except (ValueError, KeyError, RuntimeError, TypeError) as e:
+                raise checkpoint.CheckpointError(f"{what}: optimizer state does not fit: {e}") from None
+            if not checkpoint.set_rng_state(resume_state["rng"], procs.rank, procs.world):
+                log(procs, f"note: the checkpoint was written by {len(resume_state['rng'])} processes and this run "
+                           f"has {procs.world}, so its random augmentation does not repeat the original's")
             changes = config_changes(resume_state["config"], cfg)
             log(procs, f"resuming from {resume_path} after epoch {start_epoch}"
                 + (f"; config changes: {', '.join(changes)}" if changes else ""))
@@ -320,8 +399,6 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
     ddp = procs.world > 1
     net = nn.parallel.DistributedDataParallel(model, device_ids=[procs.device] if procs.device.type == "cuda"
                                               else None) if ddp else model
-    if procs.main:
-        checkpoint.write_text(out / "config.yaml", dump(cfg))
     log(procs, f"{cfg.model.name} ({cfg.model.backend} ops, {params:,} parameters) on {source.name} "
                f"({len(source.train)} train / {len(source.val)} val images, {source.channels}x{size}x{size}), "
                f"{procs.device.type} x {procs.world}, output {out}")
@@ -340,7 +417,7 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
             if cfg.train.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast():
-                loss, logits = loss_and_logits(criterion, net(x), y)
+                loss, main_loss, logits = loss_and_logits(criterion, net(x), y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.train.grad_clip:
@@ -348,57 +425,66 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             scheduler.step()
-            sums += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
-                                 torch.tensor(len(y), dtype=torch.float64, device=procs.device)])
+            sums += batch_sums(main_loss, logits, y)
             if (step + 1) % cfg.train.log_every == 0 or step + 1 == len(train_loader):
-                if not math.isfinite(loss.item()):
-                    raise UserError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopping "
-                                    f"(the last checkpoint in {str(out)!r} is kept)")
+                if not all_finite(loss, procs):
+                    raise UserError(f"the loss became nan or infinite at epoch {epoch + 1}, step {step + 1}; "
+                                    f"stopping (the last checkpoint in {str(out)!r} is kept)")
                 if show_bar:
                     seen = sums[2].item()
                     bar.set_postfix(loss=f"{sums[0].item() / seen:.4f}", acc=f"{sums[1].item() / seen:.4f}",
-                                    lr=f"{optimizer.param_groups[0]['lr']:.3g}",
+                                    lr=f"{lr:.3g}",
                                     img_s=f"{seen * procs.world / (time.perf_counter() - started):.0f}")
         train_seconds = time.perf_counter() - started
         loss_sum, correct, n = reduce_sums(sums, procs)
-        if not math.isfinite(loss_sum):
-            raise UserError(f"the training loss became {loss_sum} in epoch {epoch + 1}; stopping (the last "
-                            f"checkpoint in {str(out)!r} is kept)")
         if ddp:  # every process evaluates with rank 0's batch-norm statistics, so all hold the same model
             for buffer in model.buffers():
                 dist.broadcast(buffer, 0)
         val_loss, val_acc, _ = evaluate(model, val_loader, criterion, procs, autocast, cfg.train.channels_last)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n, "val_loss": val_loss,
-               "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": time.perf_counter() - started, "images_per_second": n / train_seconds}
+               "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - started,
+               "images_per_second": n / train_seconds}
         history.append(row)
         is_best = val_acc > best_val_acc
         best_val_acc = max(best_val_acc, val_acc)
         log(procs, f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {row['train_loss']:.4f}  "
                    f"train_acc {row['train_acc']:.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
                    f"lr {row['lr']:.4g}  {row['images_per_second']:.0f} img/s  {row['seconds']:.1f}s")
-        if procs.main:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                     "history": history, "best_val_acc": best_val_acc, "rng": checkpoint.rng_state(),
-                     "config": cfg.to_dict()}
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
+                 "history": history, "best_val_acc": best_val_acc, "rng": gather_rng(procs),
+                 "config": cfg.to_dict()}
+        summary = {"model": cfg.model.name, "backend": cfg.model.backend, "dataset": source.name,
+                   "val_acc": val_acc, "val_loss": val_loss, "best_val_acc": best_val_acc,
+                   "best_epoch": max(history, key=lambda r: r["val_acc"])["epoch"], "epochs": epoch + 1,
+                   "params": params, "device": str(procs.device), "processes": procs.world,
+                   "image_size": size, "train_seconds": sum(r["seconds"] for r in history),
+                   "images_per_second": row["images_per_second"]}
+
+        def save(state=state, summary=summary, is_best=is_best) -> None:
             checkpoint.save(state, out / "last.pt")
             if is_best:
                 checkpoint.save_copy(out / "last.pt", out / "best.pt")
-            summary = {"model": cfg.model.name, "backend": cfg.model.backend, "dataset": source.name,
-                       "val_acc": val_acc, "val_loss": val_loss, "best_val_acc": best_val_acc,
-                       "best_epoch": max(history, key=lambda r: r["val_acc"])["epoch"], "epochs": epoch + 1,
-                       "params": params, "device": str(procs.device), "processes": procs.world,
-                       "image_size": size, "train_seconds": sum(r["seconds"] for r in history),
-                       "images_per_second": row["images_per_second"]}
             write_outputs(out, cfg, history, summary)
+
+        together(procs, save if procs.main else lambda: None)
     if start_epoch >= cfg.train.epochs:
         log(procs, f"nothing to do: the checkpoint has finished {start_epoch} of {cfg.train.epochs} epochs")
     elif summary:
         log(procs, f"done: val_acc {summary['val_acc']:.4f} (best {summary['best_val_acc']:.4f}), "
                    f"{summary['train_seconds']:.1f}s; wrote {out}")
     return model
+
+
+def one_line(error: UserError) -> str:
+    """The message of ``error``; one raised in a DataLoader worker arrives wrapped in the worker's
+    traceback, whose last line holds the original message."""
+    text = str(error).strip()
+    if "Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,8 +496,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         train(cfg, resume_state, eval_only=args.eval_only, quiet=args.quiet, resume_path=args.resume)
     except UserError as e:
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"error: {e}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, together() gives rank 0 every message
+            print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():

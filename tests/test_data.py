@@ -188,7 +188,7 @@ def test_loaders_shard_across_processes():
         train.sampler.set_epoch(2)
         seen_train += list(train.sampler)
     assert sorted(seen_val) == list(range(11))  # each validation image exactly once
-    assert set(seen_train) == set(range(50))
+    assert len(seen_train) == len(set(seen_train)) == 48  # equal shares of 16, no image repeated
     train, _ = make_loaders(source, cfg(name="digits", batch_size=4), 32, seed=5)
     orders = []
     for epoch in (0, 1, 0):

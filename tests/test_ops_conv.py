@@ -265,3 +265,30 @@ W = torch.randn(4, 3, 3, 3)
 def test_bad_arguments_are_rejected_with_a_message(call, match):
     with pytest.raises((ValueError, TypeError, RuntimeError), match=match):
         call()
+
+
+def test_autocast_casts_like_torch():
+    """Under torch.autocast, convolution runs in bf16 as torch's does (gradients reach the fp32 leaves in
+    fp32), and pooling keeps its input's dtype; float64 is never cast."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 12, 12, generator=gen)
+    w = torch.randn(4, 3, 3, 3, generator=gen)
+    b = torch.randn(4, generator=gen)
+    results = []
+    for conv, pool, avg, adaptive in ((ops.conv2d, ops.max_pool2d, ops.avg_pool2d, ops.adaptive_avg_pool2d),
+                                      (F.conv2d, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d)):
+        leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(*leaves[:2], leaves[2], padding=1)
+            outs = [y, pool(y, 2), avg(leaves[0], 2), adaptive(leaves[0], 3),
+                    conv(leaves[0].double(), leaves[1].double(), padding=1)]
+        # (not through the max pool: bf16 rounding may move its argmax, and with it the gradient)
+        ((outs[0].float() * torch.linspace(-1, 1, 12)).sum() + outs[2].sum() + outs[3].sum()).backward()
+        results.append((outs, [t.grad for t in leaves]))
+    (mine, my_grads), (ref, ref_grads) = results
+    for a, r in zip(mine, ref):
+        assert a.dtype == r.dtype
+        torch.testing.assert_close(a.float(), r.float(), atol=0.1, rtol=0.02)
+    assert [g.dtype for g in my_grads] == [torch.float32] * 3
+    for a, r in zip(my_grads, ref_grads):
+        torch.testing.assert_close(a, r, atol=0.1, rtol=0.02)

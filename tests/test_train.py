@@ -85,10 +85,27 @@ def test_resume_continues_exactly(tmp_path, workers):
     whole, split = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "split")
     for a, b in zip(whole, split, strict=True):
         for key in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"):
-            assert math.isclose(float(a[key]), float(b[key]), rel_tol=1e-6, abs_tol=1e-9), (key, a, b)
-    a, b = (torch.load(tmp_path / d / "last.pt", weights_only=True)["model"] for d in ("whole", "split"))
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7)
+            assert a[key] == b[key], (key, a, b)  # bit for bit
+    a, b = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("whole", "split"))
+    assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+
+
+def test_resume_keeps_the_schedule_in_epochs_when_the_batch_size_changes(tmp_path):
+    options = ["--set", "sched.name=step", "--set", "sched.step_size=1", "--set", "sched.gamma=0.5"]
+    assert train(tmp_path, *options, "--set", "train.epochs=2", "--set", "data.batch_size=32") == 0
+    assert train(tmp_path, *options, "--set", "train.epochs=3", "--set", "data.batch_size=16", "--resume", "auto") == 0
+    assert [float(r["lr"]) for r in read_metrics(tmp_path)] == pytest.approx([0.05, 0.025, 0.0125])
+
+
+def test_resume_auto_prefers_last_pt(tmp_path):
+    assert train(tmp_path, "--set", "train.epochs=1") == 0
+    best = tmp_path / "best.pt"
+    best.unlink()
+    (tmp_path / "last.pt").rename(best)
+    (tmp_path / "last.pt").write_bytes(best.read_bytes())
+    os.utime(best, (2e9, 2e9))  # best.pt looks newer, as after a copy that did not keep the times
+    assert checkpoint.newest(tmp_path) == tmp_path / "last.pt"
 
 
 def test_resume_auto_without_checkpoint_starts_fresh(tmp_path):
@@ -171,6 +188,18 @@ def test_fresh_run_does_not_overwrite_a_previous_one(tmp_path, capsys):
     assert (tmp_path / "last.pt").read_bytes() == saved
 
 
+def test_resuming_into_another_runs_directory_is_refused(tmp_path, capsys):
+    assert train(tmp_path / "a", "--set", "train.epochs=1") == 0
+    assert train(tmp_path / "b", "--set", "train.epochs=1") == 0
+    saved = (tmp_path / "b" / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert train(tmp_path / "b", "--set", "train.epochs=2", "--resume", str(tmp_path / "a" / "last.pt")) == 2
+    assert "holds the checkpoints of another run" in error_of(capsys)
+    assert (tmp_path / "b" / "last.pt").read_bytes() == saved
+    assert train(tmp_path / "c", "--set", "train.epochs=2", "--resume", str(tmp_path / "a" / "last.pt")) == 0
+    assert [r["epoch"] for r in read_metrics(tmp_path / "c")] == ["1", "2"]
+
+
 def test_checkpoint_of_another_model(tmp_path, capsys):
     assert train(tmp_path / "a", "--set", "train.epochs=1") == 0
     capsys.readouterr()
@@ -201,35 +230,42 @@ def test_hostile_and_broken_checkpoints_are_refused(tmp_path, capsys):
 def test_loss_that_becomes_nan_stops_the_run(tmp_path, capsys):
     relu = ["--set", "model.kwargs.activation=relu"]
     assert train(tmp_path, "--set", "train.epochs=1", *relu) == 0
-    saved = (tmp_path / "last.pt").read_bytes()
+    saved = {name: (tmp_path / name).read_bytes() for name in ("last.pt", "config.yaml", "metrics.csv")}
     capsys.readouterr()
     code = train(tmp_path, "--set", "train.epochs=2", "--set", "optim.lr=1e30", "--set", "train.log_every=1",
                  "--resume", "auto", *relu)
     assert code == 2
-    assert "at epoch 2, step" in error_of(capsys)
-    assert (tmp_path / "last.pt").read_bytes() == saved
+    assert "the loss became nan or infinite at epoch 2, step" in error_of(capsys)
+    assert {name: (tmp_path / name).read_bytes() for name in saved} == saved
 
 
 def test_user_errors_exit_2(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
+    for split in ("train", "val"):  # an image folder with a file that is not an image
+        (tmp_path / "images" / split / "cat").mkdir(parents=True)
+        (tmp_path / "images" / split / "cat" / "0.png").write_bytes(b"not a png")
     cases = [
         (["--config", str(tmp_path / "none.yaml")], "config file"),
         ([], "--config is required"),
         (["--config", DIGITS, "--set", "model.name=resnet"], "unknown model 'resnet'"),
         (["--config", DIGITS, "--set", "train.epoch=1"], "did you mean 'train.epochs'"),
+        (["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--set", "data.name=imagefolder",
+          "--set", f"data.root={tmp_path / 'images'}", "--set", "data.num_workers=1"], "cannot read image"),
         (["--config", DIGITS, "--output-dir", str(blocker / "sub")], "cannot be written"),
         (["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--set", "data.name=cifar10",
           "--set", f"data.root={tmp_path}", "--set", "data.download=false"], "cifar-10-batches-py"),
         (["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--set", "data.image_size=16"],
          "does not fit lenet5, which takes 32x32 to 35x35"),
-        (["--config", DIGITS, "--set", "model.kwargs.activation=gelu"], "activation must be one of"),
+        (["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--set", "model.kwargs.activation=gelu"],
+         "activation must be one of"),
         (["--config", DIGITS, "--eval-only"], "--eval-only needs --resume"),
         (["--config", DIGITS, "--eval-only", "--resume", "auto", "--output-dir", str(tmp_path / "e")],
          "no checkpoint"),
     ]
     if not torch.cuda.is_available():
-        cases.append((["--config", DIGITS, "--set", "train.device=cuda"], "CUDA is not available"))
+        cases.append((["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--set", "train.device=cuda"],
+                      "CUDA is not available"))
     for args, message in cases:
         assert main(args) == 2, args
         assert message in error_of(capsys)
@@ -274,7 +310,7 @@ def test_progress_bar_in_a_terminal(tmp_path):
     assert "img_s=" not in quiet and "epoch 1/1  train_loss" in quiet
 
 
-def test_two_processes_with_gloo_end_with_identical_weights(tmp_path):
+def test_two_processes_with_gloo_end_with_identical_weights(tmp_path, capsys):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
@@ -289,6 +325,8 @@ def test_two_processes_with_gloo_end_with_identical_weights(tmp_path):
     saved = torch.load(out / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(saved[k], ranks[0][k]) for k in saved)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["processes"] == 2
-    # the reduced validation accuracy is a fraction of all 51 images, not of one process's share
-    assert round(summary["val_acc"] * 51, 6) == round(summary["val_acc"] * 51)
+    assert summary["processes"] == 2 and len(read_metrics(out)) == 2
+    # the metrics summed over both processes' shares equal one process evaluating all 51 images
+    assert main(["--eval-only", "--resume", str(out / "last.pt")]) == 0
+    assert f"val_loss {summary['val_loss']:.4f}  val_acc {summary['val_acc']:.4f}  (51 validation images" \
+        in capsys.readouterr().out
