@@ -205,6 +205,17 @@ def _fake(cfg: DataConfig) -> DataSource:
     return DataSource("fake", train, val, 10, 3, size, (0.5,) * 3, (0.5,) * 3, flip=True)
 
 
+def dataset_shape(cfg: DataConfig) -> tuple[int, int, int]:
+    """``(channels, classes, side length)`` of a dataset without reading it (imagefolder: its class
+    folders, or ImageNet's 1,000 classes when there are none yet)."""
+    if cfg.name == "imagefolder":
+        train = Path(cfg.root) / "train"
+        classes = sum(1 for p in train.iterdir() if p.is_dir()) if train.is_dir() else 0
+        return 3, classes or 1000, 224
+    return {"digits": (1, 10, 8), "mnist": (1, 10, 28), "fashion_mnist": (1, 10, 28), "cifar10": (3, 10, 32),
+            "cifar100": (3, 100, 32), "fake": (3, 10, cfg.image_size or 32)}[cfg.name]
+
+
 def open_dataset(cfg: DataConfig) -> DataSource:
     """The dataset named by ``cfg.name``, limited to ``cfg.limit_train`` / ``cfg.limit_val`` images."""
     builders = {"digits": _digits, "mnist": lambda c: _mnist(c, False), "fashion_mnist": lambda c: _mnist(c, True),

@@ -35,6 +35,7 @@ from .config import Config, ConfigError, build_config, dump, flatten, load_confi
 from .data import make_loaders, open_dataset
 from .errors import UserError
 from .models import create_model
+from .models.common import fit_input_size
 
 METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second")
 AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers, as in the paper
@@ -137,12 +138,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def input_size(size: int, model: nn.Module) -> int:
-    """``size`` moved into the range of input sizes ``model`` takes (LeNet-5 gets 8x8 digits at 32x32)."""
-    size = max(size, getattr(model, "min_size", 1))
-    return min(size, getattr(model, "max_size", None) or size)
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -316,8 +311,8 @@ def build_model(cfg: Config, source) -> tuple[nn.Module, int]:
                              backend=cfg.model.backend, **cfg.model.kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit {cfg.model.name}: {e}") from None
-    size = cfg.data.image_size or input_size(source.size, model)
-    if input_size(size, model) != size:
+    size = cfg.data.image_size or fit_input_size(source.size, model)
+    if fit_input_size(size, model) != size:
         raise ConfigError(f"data.image_size={size} does not fit {cfg.model.name}, which takes "
                           f"{model.min_size}x{model.min_size} to "
                           + (f"{model.max_size}x{model.max_size}" if model.max_size else "any larger size"))

@@ -56,3 +56,14 @@ class FeatureClassifier(ZooModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
+
+
+def fit_input_size(size: int, model: nn.Module) -> int:
+    """``size`` moved into the range of input sizes ``model`` takes (LeNet-5 gets 8x8 digits at 32x32)."""
+    size = max(size, getattr(model, "min_size", 1))
+    return min(size, getattr(model, "max_size", None) or size)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """The number of parameters of ``model`` (each shared parameter once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,490 @@
+"""Per-layer reports: output shapes, parameters, multiply-accumulates and receptive fields.
+
+    python -m cnnzoo.report resnet18 [--input-size 3 224 224] [--batch-size N] [--depth N]
+                                     [--format table|markdown|csv|json] [--set key=value ...]
+    python -m cnnzoo.report --all          # every model against the published figures
+    python -m cnnzoo.report --config configs/resnet20_cifar10.yaml
+
+Shapes propagate on the meta device, so no arithmetic runs and no weights are allocated: VGG-19's
+report takes a fraction of a second and no memory to speak of.
+
+Conventions (those of torchvision's published "GFLOPS", which are multiply-accumulates):
+
+* MACs are counted for one image, for convolutions (output elements x input channels per group x
+  kernel area) and fully connected layers (inputs x outputs); biases, batch norm, activations and
+  pooling are not counted. FLOPs = 2 x MACs.
+* The receptive field of a layer's output is the side of the input square one output pixel sees,
+  and its jump the distance in input pixels between neighbouring output pixels:
+  ``rf_out = rf_in + (dilation * (k - 1)) * jump_in`` and ``jump_out = jump_in * stride``. Where
+  branches meet (concatenation, residual sums) the largest receptive field is taken. After a fully
+  connected layer every output sees the whole input ("global", ``null`` in JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from .errors import UserError
+from .models.common import count_parameters
+
+GLOBAL = None  # the receptive field of a fully connected layer's output: the whole input
+
+
+@dataclass
+class Layer:
+    """One row of a report: a module and what its output looks like."""
+
+    name: str
+    type: str
+    depth: int
+    output_shape: list[int] | None = None
+    params: int = 0  # all parameters of the module and its children
+    trainable_params: int = 0
+    macs: int = 0  # per image
+    receptive_field: int | list[int] | None = None  # an int for a square field; None: global or not spatial
+    jump: int | list[int] | None = None
+    kernel: str = ""  # kernel/stride/padding/groups, where they apply
+    calls: int = 0  # how often the module ran (a shared activation runs several times; its row shows the first)
+
+
+@dataclass
+class Summary:
+    model: str
+    input_size: list[int]  # C, H, W
+    batch_size: int
+    layers: list[Layer] = field(default_factory=list)
+    total_params: int = 0
+    trainable_params: int = 0
+    weight_params: int = 0  # parameters that are not biases
+    total_macs: int = 0
+    param_bytes: int = 0
+    activation_bytes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_flops(self) -> int:
+        return 2 * self.total_macs
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["total_flops"] = self.total_flops
+        return data
+
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _geometry(module: nn.Module, x: torch.Tensor):
+    """``(kernel, stride, dilation)`` pairs of a sliding-window layer (None for other layers)."""
+    kind = type(module).__name__
+    if kind in ("Conv2d", "MaxPool2d", "AvgPool2d"):
+        dilation = getattr(module, "dilation", 1)
+        return _pair(module.kernel_size), _pair(module.stride or module.kernel_size), _pair(dilation)
+    if kind == "AdaptiveAvgPool2d":
+        out = _pair(module.output_size)
+        kernels, strides = [], []
+        for n, o in zip(x.shape[-2:], out):
+            o = n if o is None else o
+            bins = [(-(-(i + 1) * n // o)) - (i * n // o) for i in range(o)]  # ceil((i+1)n/o) - floor(in/o)
+            kernels.append(max(bins))
+            strides.append(max(1, n // o))
+        return tuple(kernels), tuple(strides), (1, 1)
+    return None
+
+
+def _macs(module: nn.Module, out: torch.Tensor, batch: int) -> int:
+    kind = type(module).__name__
+    if kind == "Conv2d":
+        kh, kw = _pair(module.kernel_size)
+        return out.numel() // batch * (module.in_channels // module.groups) * kh * kw
+    if kind == "Linear":
+        return out.numel() // batch * module.in_features
+    return 0
+
+
+def _describe(module: nn.Module) -> str:
+    kind = type(module).__name__
+    if kind == "Conv2d":
+        k, s, p = _pair(module.kernel_size), _pair(module.stride), module.padding
+        text = f"{k[0]}x{k[1]}/{s[0]}" + ("" if s[0] == s[1] else f",{s[1]}") + f" p{p if isinstance(p, str) else p[0]}"
+        return text + (f" g{module.groups}" if module.groups > 1 else "")
+    if kind in ("MaxPool2d", "AvgPool2d"):
+        k, s = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
+        return f"{k[0]}x{k[1]}/{s[0]} p{_pair(module.padding)[0]}" + (" ceil" if module.ceil_mode else "")
+    if kind == "AdaptiveAvgPool2d":
+        return f"-> {module.output_size}"
+    return ""
+
+
+class _FieldTracker(TorchFunctionMode):
+    """Carries each tensor's receptive field and jump through every torch function: a function's
+    outputs get the largest field among its inputs (residual sums, concatenation, flatten, ...).
+    Layers then overwrite their outputs' fields with their own formula (see ``summarize``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[int, tuple | None] = {}
+        self.alive: list[torch.Tensor] = []  # keeps ids unique while the report runs
+
+    def get(self, t: torch.Tensor):
+        return self.fields.get(id(t), "missing")
+
+    def set(self, t: torch.Tensor, value) -> None:
+        self.fields[id(t)] = value
+        self.alive.append(t)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        known = [self.get(t) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        known = [f for f in known if f != "missing"]
+        if known:
+            merged = GLOBAL if any(f is GLOBAL for f in known) else max(known, key=lambda f: f[0] * f[1])
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor) and id(t) not in self.fields:
+                    self.set(t, merged)
+        return out
+
+
+def _first_tensor(value) -> torch.Tensor | None:
+    return next((t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)), None)
+
+
+def _square(pair_: tuple[int, int]) -> int | list[int]:
+    return pair_[0] if pair_[0] == pair_[1] else list(pair_)
+
+
+def _on_meta(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the meta device (no data is copied)."""
+    if all(t.device.type == "meta" for t in (*model.parameters(), *model.buffers())):
+        return model
+    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+            for p in model.parameters()}
+    memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
+    return copy.deepcopy(model, memo)
+
+
+def summarize(model: nn.Module, input_size, batch_size: int = 1, name: str | None = None) -> Summary:
+    """The per-layer report of ``model`` on input of ``input_size`` (C, H, W), run on the meta device.
+
+    ``model`` may live on any device; it is copied to the meta device (no arithmetic, no memory).
+    """
+    input_size = [int(v) for v in input_size]
+    if len(input_size) != 3 or min(input_size) < 1:
+        raise UserError(f"input size must be three positive numbers C H W, got {input_size}")
+    if batch_size < 1:
+        raise UserError(f"batch size must be positive, got {batch_size}")
+    summary = Summary(name or type(model).__name__, input_size, batch_size)
+    summary.total_params = count_parameters(model)
+    summary.trainable_params = count_parameters(model, trainable_only=True)
+    summary.weight_params = sum(p.numel() for n, p in model.named_parameters() if not n.endswith("bias"))
+    summary.param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    meta = _on_meta(model)
+    meta.eval()
+    tracker = _FieldTracker()
+    rows: dict[str, Layer] = {}
+    order: list[str] = []
+    hooks = []
+
+    for module_name, module in meta.named_modules():
+        depth = 0 if module_name == "" else module_name.count(".") + 1
+        row = Layer(module_name or summary.model, type(module).__name__, depth, kernel=_describe(module))
+        row.params = count_parameters(module)
+        row.trainable_params = count_parameters(module, trainable_only=True)
+        rows[module_name] = row
+
+        def pre_hook(mod, args, module_name=module_name):
+            order.append(module_name)
+
+        def hook(mod, args, output, row=row):
+            out, x = _first_tensor(output), _first_tensor(args)
+            row.calls += 1
+            if out is None or row.calls > 1:
+                return
+            leaf = not any(True for _ in mod.children())
+            geometry = _geometry(mod, x) if x is not None else None
+            source = tracker.get(x) if x is not None else "missing"
+            if geometry is not None and source not in ("missing", GLOBAL):
+                (kh, kw), (sh, sw), (dh, dw) = geometry
+                rf_h, rf_w, j_h, j_w = source
+                tracker.set(out, (rf_h + dh * (kh - 1) * j_h, rf_w + dw * (kw - 1) * j_w, j_h * sh, j_w * sw))
+            elif type(mod).__name__ == "Linear":
+                tracker.set(out, GLOBAL)
+            field_ = tracker.get(out)
+            if field_ not in ("missing", GLOBAL):
+                row.receptive_field, row.jump = _square(field_[:2]), _square(field_[2:])
+            row.output_shape = list(out.shape)
+            if leaf:
+                row.macs = _macs(mod, out, batch_size)
+                summary.activation_bytes["forward"] = (summary.activation_bytes.get("forward", 0)
+                                                       + out.numel() * out.element_size())
+
+        hooks += [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(hook)]
+
+    x = torch.empty(batch_size, *input_size, device="meta")
+    tracker.set(x, (1, 1, 1, 1))
+    try:
+        with torch.no_grad(), tracker:
+            meta(x)
+    except (ValueError, RuntimeError) as e:
+        raise UserError(f"{summary.model} cannot take input of size {input_size}: {str(e).splitlines()[0]}") from None
+    finally:
+        for h in hooks:
+            h.remove()
+    # a container's MACs are the sum of its leaves' (a module that never ran, like an auxiliary head in
+    # eval mode, has none)
+    for module_name, module in meta.named_modules():
+        if module_name and not any(True for _ in module.children()):
+            parts = module_name.split(".")
+            for i in range(len(parts)):
+                rows[".".join(parts[:i])].macs += rows[module_name].macs
+    seen = set()
+    summary.layers = [rows[n] for n in order if not (n in seen or seen.add(n))]
+    summary.total_macs = rows[""].macs
+    forward = summary.activation_bytes.get("forward", 0)
+    # training keeps every activation for the backward pass and holds a gradient of the same size
+    summary.activation_bytes = {"forward": forward, "forward_backward": 2 * forward}
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------- output
+COLUMNS = ("layer", "type", "kernel", "output shape", "params", "MACs", "RF", "jump")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return "x".join(str(v) for v in value)
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def layer_cells(row: Layer) -> list[str]:
+    rf = "global" if row.receptive_field is None and row.output_shape and len(row.output_shape) == 2 else \
+        _cell(row.receptive_field)
+    kind = row.type + (f" x{row.calls}" if row.calls > 1 else "")
+    return ["  " * row.depth + row.name.rpartition(".")[2] if row.depth else row.name, kind, row.kernel,
+            _cell(row.output_shape[1:] if row.output_shape else None), _cell(row.params), _cell(row.macs), rf,
+            _cell(row.jump)]
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.2f} MiB"
+
+
+def totals_lines(s: Summary) -> list[str]:
+    return [
+        f"input {s.batch_size} x {'x'.join(map(str, s.input_size))}",
+        f"total params {s.total_params:,} (trainable {s.trainable_params:,}, non-trainable "
+        f"{s.total_params - s.trainable_params:,}; {s.weight_params:,} without biases)",
+        f"total MACs {s.total_macs:,} per image ({s.total_macs / 1e9:.3f} G; FLOPs = 2 x MACs = "
+        f"{s.total_flops / 1e9:.3f} G)",
+        f"parameter memory {_mib(s.param_bytes)}; activation memory at batch {s.batch_size}: forward "
+        f"{_mib(s.activation_bytes['forward'])}, forward+backward {_mib(s.activation_bytes['forward_backward'])}",
+    ]
+
+
+def render_rows(header: list[str], rows: list[list[str]], fmt: str) -> str:
+    if fmt == "csv":
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return text.getvalue()
+    if fmt == "markdown":
+        numeric = [i for i, _ in enumerate(header) if all(r[i][:1].isdigit() or r[i][:1] in "-+" for r in rows)]
+        lines = ["| " + " | ".join(header) + " |",
+                 "|" + "|".join("---:" if i in numeric else "---" for i in range(len(header))) + "|"]
+        lines += ["| " + " | ".join(c.strip() or " " for c in r) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    right = [i for i in range(len(header)) if i > 2]
+    def line(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]) + "\n"
+
+
+def render(s: Summary, fmt: str = "table", depth: int | None = None) -> str:
+    if fmt == "json":
+        return json.dumps(s.to_dict(), indent=2) + "\n"
+    rows = [layer_cells(r) for r in s.layers if depth is None or r.depth <= depth]
+    text = render_rows(list(COLUMNS), rows, fmt)
+    if fmt == "csv":
+        return text
+    totals = totals_lines(s)
+    if fmt == "markdown":
+        return text + "\n" + "\n".join(f"- {t}" for t in totals) + "\n"
+    return text + "\n" + "\n".join(totals) + "\n"
+
+
+# -------------------------------------------------------------------------------------- published figures
+# (parameters, MACs in G) as published: torchvision's model documentation ("num_params", "GFLOPS") and
+# the papers (LeCun et al. 1998; Krizhevsky et al. 2012: "60 million parameters"; Simonyan & Zisserman
+# 2015, Table 2; He et al. 2016, Table 1 and section 4.2; Szegedy et al. 2015: "1.5 billion
+# multiply-adds", about 6.8 million parameters in Table 1). None: not published.
+PUBLISHED = {
+    "lenet5": {"paper": (60_000, None)},
+    "lenet5_1998": {"paper": (60_000, None)},
+    "alexnet": {"torchvision": (61_100_840, 0.71), "paper": (60_000_000, None)},
+    "alexnet_2012": {"paper": (60_000_000, None)},
+    "vgg11": {"torchvision": (132_863_336, 7.61), "paper": (133_000_000, None)},
+    "vgg13": {"torchvision": (133_047_848, 11.31), "paper": (133_000_000, None)},
+    "vgg16": {"torchvision": (138_357_544, 15.47), "paper": (138_000_000, None)},
+    "vgg19": {"torchvision": (143_667_240, 19.63), "paper": (144_000_000, None)},
+    "vgg11_bn": {"torchvision": (132_868_840, 7.61)},
+    "vgg13_bn": {"torchvision": (133_053_736, 11.31)},
+    "vgg16_bn": {"torchvision": (138_365_992, 15.47)},
+    "vgg19_bn": {"torchvision": (143_678_248, 19.63)},
+    "resnet18": {"torchvision": (11_689_512, 1.81), "paper": (None, 1.8)},
+    "resnet34": {"torchvision": (21_797_672, 3.66), "paper": (None, 3.6)},
+    "resnet50": {"torchvision": (25_557_032, 4.09), "paper": (None, 3.8)},
+    "resnet101": {"torchvision": (44_549_160, 7.8), "paper": (None, 7.6)},
+    "resnet152": {"torchvision": (60_192_808, 11.51), "paper": (None, 11.3)},
+    "resnet20": {"paper": (270_000, None)},
+    "resnet32": {"paper": (460_000, None)},
+    "resnet44": {"paper": (660_000, None)},
+    "resnet56": {"paper": (850_000, None)},
+    "resnet110": {"paper": (1_700_000, None)},
+    "googlenet": {"torchvision": (6_624_904, 1.5), "paper": (6_800_000, 1.5)},
+    "googlenet_2014": {"paper": (6_800_000, 1.5)},
+}
+# the published GoogLeNet figures are of the network without its training-only auxiliary heads
+ALL_KWARGS = {"googlenet": {"aux_logits": False}, "googlenet_2014": {"aux_logits": False}}
+NOTES = {
+    "alexnet_2012": "227x227 input",
+    "resnet50": "the paper's 3.8 G has the stride on the bottleneck's 1x1 (v1); torchvision's v1.5 puts it on the 3x3",
+    "resnet101": "v1.5, as resnet50",
+    "resnet152": "v1.5, as resnet50",
+    "googlenet": "aux_logits=False, as published (with the two auxiliary heads: 13,004,888)",
+    "googlenet_2014": "true 5x5 branches; aux_logits=False (with the auxiliary heads: 13,385,816)",
+    "lenet5": "textbook form: full C3, 10 linear outputs",
+    "lenet5_1998": "C1..F6 = 60,000 as in the paper, plus an 84->10 linear output",
+}
+
+
+def natural_input(name: str, model: nn.Module) -> list[int]:
+    size = 227 if name == "alexnet_2012" else (32 if getattr(model, "max_size", None) or name.startswith(
+        ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")) else 224)
+    return [model.in_channels, size, size]
+
+
+def build_on_meta(name: str, **kwargs) -> nn.Module:
+    from .models import create_model
+
+    try:
+        with torch.device("meta"):
+            return create_model(name, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
+
+
+def _difference(ours: float, published: float | None, digits: int = 0) -> str:
+    if published is None:
+        return "-"
+    diff = ours - published
+    return f"{diff:+,.{digits}f} ({100 * diff / published:+.1f}%)" if diff else "0"
+
+
+def all_models_rows() -> tuple[list[str], list[list[str]]]:
+    """One row per registered model: our parameters and MACs next to the published figures."""
+    from .models import list_models
+
+    header = ["model", "input", "params", "MACs", "torchvision params", "diff", "torchvision GFLOPS", "GFLOPS diff",
+              "paper params", "paper diff", "paper MACs (G)", "MACs diff", "note"]
+    rows = []
+    for name in list_models():
+        model = build_on_meta(name, **ALL_KWARGS.get(name, {}))
+        size = natural_input(name, model)
+        s = summarize(model, size, name=name)
+        pub = PUBLISHED.get(name, {})
+        tv_params, tv_g = pub.get("torchvision", (None, None))
+        paper_params, paper_g = pub.get("paper", (None, None))
+        g = s.total_macs / 1e9
+        rows.append([name, "x".join(map(str, size)), f"{s.total_params:,}", f"{s.total_macs:,}", _cell(tv_params),
+                     _difference(s.total_params, tv_params), _cell(tv_g),
+                     _difference(round(g, 2), tv_g, 2) if tv_g else "-", _cell(paper_params),
+                     _difference(s.total_params, paper_params), _cell(paper_g),
+                     _difference(round(g, 1), paper_g, 1) if paper_g else "-", NOTES.get(name, "")])
+    return header, rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m cnnzoo.report",
+                                description="Per-layer shapes, parameters, MACs and receptive fields of a zoo model.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("name", nargs="?", help="a model name (python -m cnnzoo.report --list shows them)")
+    what.add_argument("--all", action="store_true", help="every model against the published figures")
+    what.add_argument("--config", help="the model and input size a training config uses")
+    what.add_argument("--list", action="store_true", help="list the model names")
+    p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
+                   help="input size (default: the model's natural one)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size for the activation memory (default 1)")
+    p.add_argument("--depth", type=int, help="show layers down to this nesting depth (0: the model only)")
+    p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model keyword argument, e.g. --set num_classes=10 (repeatable; values are YAML)")
+    return p.parse_args(argv)
+
+
+def model_from_config(path: str) -> tuple[str, nn.Module, list[int]]:
+    from .config import load_config
+    from .data import dataset_shape
+    from .models.common import fit_input_size
+
+    cfg = load_config(path)
+    channels, classes, native = dataset_shape(cfg.data)
+    model = build_on_meta(cfg.model.name, num_classes=classes, in_channels=channels, **cfg.model.kwargs)
+    size = cfg.data.image_size or fit_input_size(native, model)
+    return cfg.model.name, model, [channels, size, size]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.batch_size < 1 or (args.depth is not None and args.depth < 0):
+            raise UserError("--batch-size must be at least 1 and --depth at least 0")
+        if args.list:
+            from .models import list_models
+
+            print("\n".join(list_models()))
+            return 0
+        if args.all:
+            header, rows = all_models_rows()
+            if args.format == "json":
+                print(json.dumps([dict(zip(header, r)) for r in rows], indent=2))
+            else:
+                print(render_rows(header, rows, args.format), end="")
+            return 0
+        if args.config:
+            name, model, size = model_from_config(args.config)
+        else:
+            from .config import parse_override
+
+            kwargs = {}
+            for text in args.overrides:
+                path, value = parse_override(text)
+                kwargs[".".join(path)] = value
+            name = args.name
+            model = build_on_meta(name, **kwargs)
+            size = natural_input(name, model)
+        if args.input_size:
+            size = args.input_size
+        print(render(summarize(model, size, args.batch_size, name=name), args.format, args.depth), end="")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

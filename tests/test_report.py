@@ -1,0 +1,176 @@
+"""Reports: the textbook's numbers, torchvision's published MACs, receptive fields through branches."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import cnnzoo
+from cnnzoo import nn as cnn
+from cnnzoo.report import main, summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def meta(name, **kwargs):
+    with torch.device("meta"):
+        return cnnzoo.create_model(name, **kwargs)
+
+
+def row(summary, name):
+    return next(layer for layer in summary.layers if layer.name == name)
+
+
+@pytest.mark.parametrize("in_channels,out_channels,stride,macs", [(1, 1, 1, 144), (1, 1, 2, 36), (3, 1, 1, 432),
+                                                                   (3, 2, 1, 864)])
+def test_textbook_single_convolutions(in_channels, out_channels, stride, macs):
+    """A 3x3 filter over a 6x6 input: (4x4) x (3x3) = 144 multiplications; stride 2 leaves 2x2 outputs;
+    3 input channels triple it; 2 filters double that."""
+    s = summarize(cnn.Conv2d(in_channels, out_channels, 3, stride=stride, bias=False), (in_channels, 6, 6))
+    assert s.total_macs == macs
+    assert s.total_params == out_channels * in_channels * 9
+    assert s.layers[0].receptive_field == 3 and s.layers[0].jump == stride
+
+
+def test_two_layer_fully_connected_network():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 100), nn.ReLU(), nn.Linear(100, 10))
+    s = summarize(net, (1, 28, 28))
+    assert s.weight_params == 78_400 + 1_000 == 79_400
+    assert s.total_params == 79_510 == cnnzoo.count_parameters(net)
+    assert s.total_macs == 79_400
+    assert row(s, "1").receptive_field is None and row(s, "0").receptive_field == 1
+
+
+def test_inception_five_by_five_branch_and_its_bottleneck():
+    plain = summarize(cnn.Conv2d(192, 32, 5, padding=2), (192, 28, 28))
+    bottleneck = summarize(nn.Sequential(cnn.Conv2d(192, 16, 1), cnn.Conv2d(16, 32, 5, padding=2)), (192, 28, 28))
+    assert plain.total_macs == 28 * 28 * 32 * 5 * 5 * 192 == 120_422_400
+    assert bottleneck.total_macs == 28 * 28 * 16 * 192 + 28 * 28 * 32 * 5 * 5 * 16 == 12_443_648
+    assert 0.1 < bottleneck.total_macs / plain.total_macs < 0.11
+
+
+def test_lenet5_1998_layers_match_the_paper():
+    s = summarize(meta("lenet5_1998"), (1, 32, 32))
+    assert [row(s, n).params for n in ("c1", "s2", "c3", "s4", "c5", "f6")] == [156, 12, 1_516, 32, 48_120, 10_164]
+    assert row(s, "c1").output_shape == [1, 6, 28, 28] and row(s, "c5").output_shape == [1, 120, 1, 1]
+
+
+@pytest.mark.parametrize("name,gmacs", [("alexnet", 0.714), ("vgg16", 15.470), ("resnet18", 1.814),
+                                        ("resnet50", 4.089), ("googlenet", 1.498)])
+def test_macs_equal_torchvisions_published_figures(name, gmacs):
+    assert round(summarize(meta(name), (3, 224, 224)).total_macs / 1e9, 3) == gmacs
+
+
+def test_textbook_receptive_fields():
+    alexnet = summarize(meta("alexnet"), (3, 224, 224))
+    assert (row(alexnet, "features.12").receptive_field, row(alexnet, "features.12").jump) == (195, 32)
+    vgg = summarize(meta("vgg16"), (3, 224, 224))
+    assert row(vgg, "features.28").receptive_field == 196  # conv5_3
+    assert row(vgg, "features.30").receptive_field == 212  # pool5
+    assert [row(vgg, f"features.{i}").receptive_field for i in (0, 2, 4)] == [3, 5, 6]
+
+
+class TwoPaths(nn.Module):
+    """A residual sum and a concatenation: the field is the largest path's."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = cnn.Conv2d(1, 1, 3, padding=1)
+        self.b = cnn.Conv2d(1, 1, 3, padding=1)
+        self.c = cnn.Conv2d(1, 1, 1)
+        self.d = cnn.Conv2d(2, 1, 3, padding=1)
+
+    def forward(self, x):
+        residual = self.b(self.a(x)) + x  # 5 on the long path, 1 on the shortcut
+        both = torch.cat([self.c(x), residual], 1)  # 1 and 5
+        return self.d(both)  # 5 + 2
+
+
+def test_receptive_fields_through_branches():
+    s = summarize(TwoPaths(), (1, 16, 16))
+    assert [row(s, n).receptive_field for n in ("a", "b", "c", "d")] == [3, 5, 1, 7]
+    assert s.layers[0].receptive_field == 7
+    resnet = summarize(meta("resnet18"), (3, 224, 224))
+    # 7x7/2 stem (7), 3x3/2 pool (11, jump 4), two 3x3 convolutions (19, 27); the shortcut carries 11
+    assert row(resnet, "layer1.0").receptive_field == row(resnet, "layer1.0.conv2").receptive_field == 27
+    inception = summarize(meta("googlenet"), (3, 224, 224))
+    block = row(inception, "inception3a")
+    assert block.receptive_field == max(row(inception, f"inception3a.branch{i}").receptive_field for i in (1, 2, 3, 4))
+
+
+def test_json_schema_and_real_models_are_left_alone():
+    model = cnnzoo.create_model("resnet20")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    s = summarize(model, (3, 32, 32), batch_size=4)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a meta copy ran
+    data = s.to_dict()
+    for key in ("model", "input_size", "total_params", "trainable_params", "total_macs", "param_bytes",
+                "activation_bytes", "layers"):
+        assert key in data
+    assert data["input_size"] == [3, 32, 32] and data["param_bytes"] == 4 * 269_722
+    assert data["activation_bytes"]["forward_backward"] == 2 * data["activation_bytes"]["forward"] > 0
+    for layer in data["layers"]:
+        assert {"name", "type", "output_shape", "params", "macs", "receptive_field", "jump"} <= set(layer)
+    assert json.loads(json.dumps(data)) == data
+    frozen = cnnzoo.create_model("lenet5")
+    frozen.features.requires_grad_(False)
+    s = summarize(frozen, (1, 32, 32))
+    assert s.trainable_params == 61_706 - (156 + 2_416 + 48_120) and s.total_params == 61_706
+
+
+def run(*args, capsys):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_command_line_formats(capsys):
+    code, out, _ = run("alexnet", "--depth", "1", capsys=capsys)
+    assert code == 0 and "features" in out and "features.0" not in out and "total MACs 714,188,480" in out
+    code, out, _ = run("resnet20", "--format", "csv", capsys=capsys)
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0][:4] == ["layer", "type", "kernel", "output shape"] and len(rows) > 20
+    code, out, _ = run("vgg16", "--format", "json", "--batch-size", "8", "--input-size", "3", "64", "64",
+                       capsys=capsys)
+    data = json.loads(out)
+    assert data["input_size"] == [3, 64, 64] and data["batch_size"] == 8
+    code, out, _ = run("lenet5", "--format", "markdown", "--set", "num_classes=5", capsys=capsys)
+    assert out.startswith("| layer |") and "| 5 |" in out
+    code, out, _ = run("--config", str(ROOT / "configs" / "resnet20_cifar10.yaml"), "--format", "json",
+                       capsys=capsys)
+    assert json.loads(out)["input_size"] == [3, 32, 32] and json.loads(out)["total_params"] == 269_722
+
+
+def test_all_models_against_published_figures(capsys):
+    code, out, _ = run("--all", "--format", "csv", capsys=capsys)
+    rows = {r["model"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert code == 0 and set(rows) == set(cnnzoo.list_models())
+    for name in ("alexnet", "vgg16", "resnet50", "googlenet"):
+        assert rows[name]["diff"] == rows[name]["GFLOPS diff"] == "0", rows[name]  # torchvision's figures
+    assert rows["vgg16"]["MACs"] == "15,470,264,320"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["nope"], "unknown model 'nope'"),
+    (["alexnet", "--input-size", "3", "32", "32"], "needs input of at least 63x63 pixels"),
+    (["alexnet", "--input-size", "3", "0", "32"], "three positive numbers"),
+    (["lenet5", "--set", "activation=gelu"], "activation must be one of"),
+    (["lenet5", "--batch-size", "0"], "--batch-size must be at least 1"),
+])
+def test_errors_exit_2(args, message, capsys):
+    code, _, err = run(*args, capsys=capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_malformed_size_on_the_command_line():
+    result = subprocess.run([sys.executable, "-m", "cnnzoo.report", "resnet18", "--input-size", "3", "x", "224"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "invalid int value: 'x'" in result.stderr and "Traceback" not in result.stderr
