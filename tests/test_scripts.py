@@ -42,3 +42,23 @@ def test_bench_ops_bad_arguments(args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bench_train_smoke():
+    result = run_script("bench_train.py", "--tiny", "--repeat", "1", "--only", "lenet5")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("lenet5"))
+    custom_ms, native_ms, ratio = map(float, row.split()[2:5])
+    assert abs(ratio - custom_ms / native_ms) < 0.02 * ratio + 0.01
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--only", "no-such-model"], "no model name contains"),
+    (["--repeat", "0"], "--repeat must be at least 1"),
+] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]))
+def test_bench_train_bad_arguments(args, message):
+    result = run_script("bench_train.py", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

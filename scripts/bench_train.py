@@ -1,0 +1,125 @@
+"""Time whole training steps of zoo models on cnnzoo's ops and on torch.nn's, side by side.
+
+    python scripts/bench_train.py [--device cpu|cuda] [--repeat 5] [--tiny] [--only TEXT]
+
+A step is forward, loss, backward and an SGD step, on random data at the model's CIFAR/LeNet input.
+Both backends get the same weights and batches; their steps are interleaved (custom, native, custom,
+...) and the medians compared: images/s of each and the ratio of step times custom / native. Memory:
+the bytes autograd saves for the backward pass (what the two backends' layers keep), and on CUDA
+also the peak allocated during a step. A benchmark, not a test: read the medians and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ops import peak_memory, timed  # noqa: E402
+
+import cnnzoo  # noqa: E402
+from cnnzoo.train import loss_and_logits  # noqa: E402
+
+# (model, batch, input size): the issue's training-step targets
+MODELS = [("lenet5", 128, 32), ("resnet20", 128, 32), ("resnet18", 64, 32), ("vgg11_bn", 64, 32),
+          ("googlenet", 32, 32)]
+
+
+def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    criterion = nn.CrossEntropyLoss()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss, _, _ = loss_and_logits(criterion, model(x), y)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def saved_bytes(step, model: nn.Module) -> int:
+    """Bytes of the activations autograd saves for backward during one step: every saved tensor's
+    storage once, the parameters (saved by reference, not copied) left out."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        if t.untyped_storage().data_ptr() not in params:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return sum(seen.values())
+
+
+def bench_model(name: str, batch: int, size: int, device: torch.device, repeat: int) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    custom = cnnzoo.create_model(name, backend="custom")
+    native = cnnzoo.create_model(name, backend="torch")
+    native.load_state_dict(custom.state_dict())
+    channels = custom.in_channels
+    x = torch.randn(batch, channels, size, size, generator=gen).to(device)
+    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
+    nets = {"custom": custom.to(device).train(), "native": native.to(device).train()}
+    steps = {label: make_step(m, x, y) for label, m in nets.items()}
+    for step in steps.values():  # warm-up
+        step()
+    times = {label: [] for label in steps}
+    for _ in range(repeat):
+        for label, step in steps.items():
+            times[label].append(timed(step, device))
+    result = {}
+    for label, step in steps.items():
+        result[f"{label} ms"] = statistics.median(times[label]) * 1e3
+        result[f"{label} img/s"] = batch / statistics.median(times[label])
+        result[f"{label} saved"] = saved_bytes(step, nets[label]) / 2**20
+        result[f"{label} peak"] = peak_memory(step, device)
+    result["ratio"] = result["custom ms"] / result["native ms"]
+    result["mem ratio"] = result["custom saved"] / result["native saved"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--repeat", type=int, default=5, help="timed steps per backend (median reported)")
+    parser.add_argument("--tiny", action="store_true", help="batch 2 (a smoke test, not a benchmark)")
+    parser.add_argument("--only", default="", help="run only the models whose name contains this text")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench_train: --device cuda asked for, but CUDA is not available", file=sys.stderr)
+        return 2
+    if args.repeat < 1:
+        print("bench_train: --repeat must be at least 1", file=sys.stderr)
+        return 2
+    models = [(n, 2 if args.tiny else b, s) for n, b, s in MODELS if args.only in n]
+    if not models:
+        print(f"bench_train: no model name contains {args.only!r}", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"training steps, cnnzoo ops (custom) vs torch.nn (native) | {where} | torch {torch.__version__} | "
+          f"float32, SGD, median of {args.repeat} interleaved steps")
+    header = (f"{'model':10} {'batch':>5} {'custom ms':>10} {'native ms':>10} {'ratio':>6} {'custom img/s':>12} "
+              f"{'native img/s':>12} {'saved MiB':>10} {'native':>8} {'ratio':>6} {'peak MiB':>9} {'native':>8}")
+    print(header)
+    print("-" * len(header))
+    for name, batch, size in models:
+        r = bench_model(name, batch, size, device, args.repeat)
+        peak = (f"{r['custom peak']:9.1f} {r['native peak']:8.1f}" if r["custom peak"] is not None
+                else f"{'n/a':>9} {'n/a':>8}")
+        print(f"{name:10} {batch:5d} {r['custom ms']:10.1f} {r['native ms']:10.1f} {r['ratio']:6.2f} "
+              f"{r['custom img/s']:12.0f} {r['native img/s']:12.0f} {r['custom saved']:10.1f} "
+              f"{r['native saved']:8.1f} {r['mem ratio']:6.2f} {peak}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
