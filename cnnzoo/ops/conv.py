@@ -52,14 +52,25 @@ def pad2d(x: torch.Tensor, padding: Padding4, value: float = 0.0) -> torch.Tenso
     return F.pad(x, (left, right, top, bottom), value=value)
 
 
+def im2col(x: torch.Tensor, kernel: tuple[int, int], stride, dilation) -> torch.Tensor:
+    """Every ``kernel``-sized window of ``x`` (N, C, H, W) as one column: (N, C*kh*kw, Ho*Wo), rows
+    ordered (c, i, j) like a filter's weights. One contiguous copy, laid out for a matrix product."""
+    return F.unfold(x, kernel, dilation=dilation, stride=stride)
+
+
 def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding: Padding4,
                    dilation, groups: int) -> torch.Tensor:
-    """out[n, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d]."""
-    out_channels = weight.shape[0]
-    cols = windows(pad2d(x, padding), weight.shape[2:], stride, dilation)  # N C Ho Wo kh kw
-    cols = cols.unflatten(1, (groups, -1))
-    w = weight.unflatten(0, (groups, out_channels // groups))
-    out = torch.einsum("ngcyxij,gocij->ngoyx", cols, w).flatten(1, 2)
+    """out[n, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d],
+    as one matrix product per group: (O/G, C/G*kh*kw) @ (C/G*kh*kw, Ho*Wo) for every image."""
+    n, out_channels = x.shape[0], weight.shape[0]
+    xp = pad2d(x, padding)
+    (kh, kw), (sh, sw), (dh, dw) = weight.shape[2:], stride, dilation
+    ho, wo = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1, (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    if n == 0:
+        return x.new_zeros(0, out_channels, ho, wo)
+    cols = im2col(xp, (kh, kw), stride, dilation).unflatten(1, (groups, -1))  # N G C/G*kh*kw L
+    out = torch.matmul(weight.reshape(groups, out_channels // groups, -1), cols)  # N G O/G L
+    out = out.reshape(n, out_channels, ho, wo)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out
@@ -71,20 +82,26 @@ def conv2d_input_grad(grad_out: torch.Tensor, weight: torch.Tensor, input_shape:
     n, c, h, w = input_shape
     top, bottom, left, right = padding
     out_channels, _, kh, kw = weight.shape
-    g = grad_out.unflatten(1, (groups, out_channels // groups))
-    wg = weight.unflatten(0, (groups, out_channels // groups))
-    cols = torch.einsum("ngoyx,gocij->ngcijyx", g, wg).reshape(n, c * kh * kw, -1)
-    grad_padded = F.fold(cols, (h + top + bottom, w + left + right), (kh, kw), dilation=dilation, stride=stride)
+    if n == 0:
+        return grad_out.new_zeros(input_shape)
+    g = grad_out.reshape(n, groups, out_channels // groups, -1)  # N G O/G L
+    cols = torch.matmul(weight.reshape(groups, out_channels // groups, -1).transpose(1, 2), g)  # N G C/G*k*k L
+    grad_padded = F.fold(cols.reshape(n, c * kh * kw, -1), (h + top + bottom, w + left + right), (kh, kw),
+                         dilation=dilation, stride=stride)
     return grad_padded[:, :, top:top + h, left:left + w]
 
 
 def conv2d_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: torch.Size, stride,
                        padding: Padding4, dilation, groups: int) -> torch.Tensor:
-    """grad_w[o, c, i, j] = sum_{n, y, x} grad_out[n, o, y, x] * x_pad[n, c, y*s + i*d, x*s + j*d]."""
-    out_channels = weight_shape[0]
-    cols = windows(pad2d(x, padding), weight_shape[2:], stride, dilation).unflatten(1, (groups, -1))
-    g = grad_out.unflatten(1, (groups, out_channels // groups))
-    return torch.einsum("ngoyx,ngcyxij->gocij", g, cols).flatten(0, 1)
+    """grad_w[o, c, i, j] = sum_{n, y, x} grad_out[n, o, y, x] * x_pad[n, c, y*s + i*d, x*s + j*d]: per
+    image and group ``grad_out @ cols^T``, summed over the images. The windows are gathered again
+    rather than kept from the forward pass, so the op saves no more than its input."""
+    n, out_channels = x.shape[0], weight_shape[0]
+    if n == 0:
+        return grad_out.new_zeros(weight_shape)
+    cols = im2col(pad2d(x, padding), weight_shape[2:], stride, dilation).unflatten(1, (groups, -1))
+    g = grad_out.reshape(n, groups, out_channels // groups, -1)
+    return torch.matmul(g, cols.transpose(-1, -2)).sum(0).reshape(weight_shape)
 
 
 class Conv2dFunction(torch.autograd.Function):
