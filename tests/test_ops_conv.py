@@ -292,3 +292,22 @@ def test_autocast_casts_like_torch():
     assert [g.dtype for g in my_grads] == [torch.float32] * 3
     for a, r in zip(my_grads, ref_grads):
         torch.testing.assert_close(a, r, atol=0.1, rtol=0.02)
+
+
+@pytest.mark.parametrize("threshold", [0, 10**9], ids=["im2col", "windows"])
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=(2, 1), dilation=(1, 2), groups=2),
+                                    dict(padding="same", dilation=2), dict(padding="full")])
+def test_both_algorithms_match_torch(threshold, kwargs, monkeypatch):
+    """Each algorithm (chosen per shape by the number of output pixels) is exact on its own."""
+    monkeypatch.setattr(conv_module, "PER_IMAGE_PIXELS", threshold)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 4, 9, 8, generator=gen, dtype=torch.float64)
+    w = torch.randn(6, 4 // kwargs.get("groups", 1), 3, 2, generator=gen, dtype=torch.float64)
+    b = torch.randn(6, generator=gen, dtype=torch.float64)
+    if kwargs.get("padding") == "full":
+        ref_kwargs = {**kwargs, "padding": (2, 1)}
+    else:
+        ref_kwargs = kwargs
+    assert_matches(ops.conv2d, F.conv2d, [x, w, b], kwargs, ref_kwargs=ref_kwargs)
+    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    assert torch.autograd.gradgradcheck(lambda *t: ops.conv2d(*t, **kwargs), leaves)

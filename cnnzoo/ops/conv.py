@@ -58,10 +58,10 @@ def im2col(x: torch.Tensor, kernel: tuple[int, int], stride, dilation) -> torch.
     return F.unfold(x, kernel, dilation=dilation, stride=stride)
 
 
-def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding: Padding4,
+def conv2d_forward_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding: Padding4,
                    dilation, groups: int) -> torch.Tensor:
     """out[n, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d],
-    as one matrix product per group: (O/G, C/G*kh*kw) @ (C/G*kh*kw, Ho*Wo) for every image."""
+    as matrix products per group: (O/G, C/G*kh*kw) @ (C/G*kh*kw, Ho*Wo) for every image."""
     n, out_channels = x.shape[0], weight.shape[0]
     xp = pad2d(x, padding)
     (kh, kw), (sh, sw), (dh, dw) = weight.shape[2:], stride, dilation
@@ -76,7 +76,7 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return out
 
 
-def conv2d_input_grad(grad_out: torch.Tensor, weight: torch.Tensor, input_shape: torch.Size, stride,
+def conv2d_input_grad_im2col(grad_out: torch.Tensor, weight: torch.Tensor, input_shape: torch.Size, stride,
                       padding: Padding4, dilation, groups: int) -> torch.Tensor:
     """col2im of ``weight^T @ grad_out``: each output pixel sends its gradient back to its window."""
     n, c, h, w = input_shape
@@ -91,17 +91,84 @@ def conv2d_input_grad(grad_out: torch.Tensor, weight: torch.Tensor, input_shape:
     return grad_padded[:, :, top:top + h, left:left + w]
 
 
-def conv2d_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: torch.Size, stride,
+def conv2d_weight_grad_im2col(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: torch.Size, stride,
                        padding: Padding4, dilation, groups: int) -> torch.Tensor:
     """grad_w[o, c, i, j] = sum_{n, y, x} grad_out[n, o, y, x] * x_pad[n, c, y*s + i*d, x*s + j*d]: per
-    image and group ``grad_out @ cols^T``, summed over the images. The windows are gathered again
-    rather than kept from the forward pass, so the op saves no more than its input."""
+    group ``grad_out @ cols^T`` over all images and pixels. The windows are gathered again rather than
+    kept from the forward pass, so the op saves no more than its input."""
     n, out_channels = x.shape[0], weight_shape[0]
     if n == 0:
         return grad_out.new_zeros(weight_shape)
     cols = im2col(pad2d(x, padding), weight_shape[2:], stride, dilation).unflatten(1, (groups, -1))
     g = grad_out.reshape(n, groups, out_channels // groups, -1)
     return torch.matmul(g, cols.transpose(-1, -2)).sum(0).reshape(weight_shape)
+
+
+def conv2d_forward_windows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding: Padding4,
+                   dilation, groups: int) -> torch.Tensor:
+    """out[n, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d]."""
+    out_channels = weight.shape[0]
+    cols = windows(pad2d(x, padding), weight.shape[2:], stride, dilation)  # N C Ho Wo kh kw
+    cols = cols.unflatten(1, (groups, -1))
+    w = weight.unflatten(0, (groups, out_channels // groups))
+    out = torch.einsum("ngcyxij,gocij->ngoyx", cols, w).flatten(1, 2)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    return out
+
+
+def conv2d_input_grad_windows(grad_out: torch.Tensor, weight: torch.Tensor, input_shape: torch.Size, stride,
+                      padding: Padding4, dilation, groups: int) -> torch.Tensor:
+    """col2im of ``weight^T @ grad_out``: each output pixel sends its gradient back to its window."""
+    n, c, h, w = input_shape
+    top, bottom, left, right = padding
+    out_channels, _, kh, kw = weight.shape
+    g = grad_out.unflatten(1, (groups, out_channels // groups))
+    wg = weight.unflatten(0, (groups, out_channels // groups))
+    cols = torch.einsum("ngoyx,gocij->ngcijyx", g, wg).reshape(n, c * kh * kw, -1)
+    grad_padded = F.fold(cols, (h + top + bottom, w + left + right), (kh, kw), dilation=dilation, stride=stride)
+    return grad_padded[:, :, top:top + h, left:left + w]
+
+
+def conv2d_weight_grad_windows(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: torch.Size, stride,
+                       padding: Padding4, dilation, groups: int) -> torch.Tensor:
+    """grad_w[o, c, i, j] = sum_{n, y, x} grad_out[n, o, y, x] * x_pad[n, c, y*s + i*d, x*s + j*d]."""
+    out_channels = weight_shape[0]
+    cols = windows(pad2d(x, padding), weight_shape[2:], stride, dilation).unflatten(1, (groups, -1))
+    g = grad_out.unflatten(1, (groups, out_channels // groups))
+    return torch.einsum("ngoyx,ngcyxij->gocij", g, cols).flatten(0, 1)
+
+
+PER_IMAGE_PIXELS = 256  # output pixels per image from which the im2col algorithm is the faster one
+
+
+def conv2d_forward(x, weight, bias, stride, padding: Padding4, dilation, groups: int) -> torch.Tensor:
+    """The forward pass by the algorithm that suits the shape (see ``use_im2col``)."""
+    algorithm = conv2d_forward_im2col if use_im2col(x.shape, weight.shape, stride, padding, dilation) \
+        else conv2d_forward_windows
+    return algorithm(x, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d_input_grad(grad_out, weight, input_shape, stride, padding: Padding4, dilation, groups: int):
+    algorithm = conv2d_input_grad_im2col if grad_out.shape[2] * grad_out.shape[3] >= PER_IMAGE_PIXELS \
+        else conv2d_input_grad_windows
+    return algorithm(grad_out, weight, input_shape, stride, padding, dilation, groups)
+
+
+def conv2d_weight_grad(x, grad_out, weight_shape, stride, padding: Padding4, dilation, groups: int):
+    algorithm = conv2d_weight_grad_im2col if grad_out.shape[2] * grad_out.shape[3] >= PER_IMAGE_PIXELS \
+        else conv2d_weight_grad_windows
+    return algorithm(x, grad_out, weight_shape, stride, padding, dilation, groups)
+
+
+def use_im2col(input_shape, weight_shape, stride, padding: Padding4, dilation) -> bool:
+    """Large output planes: im2col (one contiguous copy of the windows, then a product per image)
+    keeps the products large and the copy cheap. Small planes: contracting the window view with
+    ``einsum`` lets it fold images and pixels into one product per group."""
+    (kh, kw), (sh, sw), (dh, dw) = weight_shape[2:], stride, dilation
+    ho = (input_shape[2] + padding[0] + padding[1] - dh * (kh - 1) - 1) // sh + 1
+    wo = (input_shape[3] + padding[2] + padding[3] - dw * (kw - 1) - 1) // sw + 1
+    return ho * wo >= PER_IMAGE_PIXELS
 
 
 class Conv2dFunction(torch.autograd.Function):
