@@ -58,6 +58,15 @@ def im2col(x: torch.Tensor, kernel: tuple[int, int], stride, dilation) -> torch.
     return F.unfold(x, kernel, dilation=dilation, stride=stride)
 
 
+def col2im(cols: torch.Tensor, input_shape, kernel, stride, padding: Padding4, dilation) -> torch.Tensor:
+    """The adjoint of im2col: add every column (N, C*kh*kw, L) back onto its window of the padded
+    input, then drop the padding."""
+    n, c, h, w = input_shape
+    top, bottom, left, right = padding
+    grad_padded = F.fold(cols, (h + top + bottom, w + left + right), kernel, dilation=dilation, stride=stride)
+    return grad_padded[:, :, top:top + h, left:left + w]
+
+
 def conv2d_forward_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding: Padding4,
                    dilation, groups: int) -> torch.Tensor:
     """out[n, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d],
@@ -77,22 +86,19 @@ def conv2d_forward_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
 
 
 def conv2d_input_grad_im2col(grad_out: torch.Tensor, weight: torch.Tensor, input_shape: torch.Size, stride,
-                      padding: Padding4, dilation, groups: int) -> torch.Tensor:
+                             padding: Padding4, dilation, groups: int) -> torch.Tensor:
     """col2im of ``weight^T @ grad_out``: each output pixel sends its gradient back to its window."""
-    n, c, h, w = input_shape
-    top, bottom, left, right = padding
+    n, c = input_shape[:2]
     out_channels, _, kh, kw = weight.shape
     if n == 0:
         return grad_out.new_zeros(input_shape)
     g = grad_out.reshape(n, groups, out_channels // groups, -1)  # N G O/G L
     cols = torch.matmul(weight.reshape(groups, out_channels // groups, -1).transpose(1, 2), g)  # N G C/G*k*k L
-    grad_padded = F.fold(cols.reshape(n, c * kh * kw, -1), (h + top + bottom, w + left + right), (kh, kw),
-                         dilation=dilation, stride=stride)
-    return grad_padded[:, :, top:top + h, left:left + w]
+    return col2im(cols.reshape(n, c * kh * kw, -1), input_shape, (kh, kw), stride, padding, dilation)
 
 
 def conv2d_weight_grad_im2col(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: torch.Size, stride,
-                       padding: Padding4, dilation, groups: int) -> torch.Tensor:
+                              padding: Padding4, dilation, groups: int) -> torch.Tensor:
     """grad_w[o, c, i, j] = sum_{n, y, x} grad_out[n, o, y, x] * x_pad[n, c, y*s + i*d, x*s + j*d]: per
     group ``grad_out @ cols^T`` over all images and pixels. The windows are gathered again rather than
     kept from the forward pass, so the op saves no more than its input."""
@@ -104,8 +110,8 @@ def conv2d_weight_grad_im2col(x: torch.Tensor, grad_out: torch.Tensor, weight_sh
     return torch.matmul(g, cols.transpose(-1, -2)).sum(0).reshape(weight_shape)
 
 
-def conv2d_forward_windows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding: Padding4,
-                   dilation, groups: int) -> torch.Tensor:
+def conv2d_forward_windows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride,
+                           padding: Padding4, dilation, groups: int) -> torch.Tensor:
     """out[n, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d]."""
     out_channels = weight.shape[0]
     cols = windows(pad2d(x, padding), weight.shape[2:], stride, dilation)  # N C Ho Wo kh kw
@@ -118,20 +124,18 @@ def conv2d_forward_windows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
 
 
 def conv2d_input_grad_windows(grad_out: torch.Tensor, weight: torch.Tensor, input_shape: torch.Size, stride,
-                      padding: Padding4, dilation, groups: int) -> torch.Tensor:
+                              padding: Padding4, dilation, groups: int) -> torch.Tensor:
     """col2im of ``weight^T @ grad_out``: each output pixel sends its gradient back to its window."""
-    n, c, h, w = input_shape
-    top, bottom, left, right = padding
+    n, c = input_shape[:2]
     out_channels, _, kh, kw = weight.shape
     g = grad_out.unflatten(1, (groups, out_channels // groups))
     wg = weight.unflatten(0, (groups, out_channels // groups))
     cols = torch.einsum("ngoyx,gocij->ngcijyx", g, wg).reshape(n, c * kh * kw, -1)
-    grad_padded = F.fold(cols, (h + top + bottom, w + left + right), (kh, kw), dilation=dilation, stride=stride)
-    return grad_padded[:, :, top:top + h, left:left + w]
+    return col2im(cols, input_shape, (kh, kw), stride, padding, dilation)
 
 
 def conv2d_weight_grad_windows(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: torch.Size, stride,
-                       padding: Padding4, dilation, groups: int) -> torch.Tensor:
+                               padding: Padding4, dilation, groups: int) -> torch.Tensor:
     """grad_w[o, c, i, j] = sum_{n, y, x} grad_out[n, o, y, x] * x_pad[n, c, y*s + i*d, x*s + j*d]."""
     out_channels = weight_shape[0]
     cols = windows(pad2d(x, padding), weight_shape[2:], stride, dilation).unflatten(1, (groups, -1))
