@@ -89,6 +89,15 @@ def bench_layer(layer: Layer, device, dtype, repeat: int) -> dict:
     return result
 
 
+def argument_error(prog: str, args: argparse.Namespace) -> bool:
+    """Print the problem with ``--device`` or ``--repeat`` (shared by the benchmark scripts), if any."""
+    problem = ("--device cuda asked for, but CUDA is not available" if args.device == "cuda"
+               and not torch.cuda.is_available() else "--repeat must be at least 1" if args.repeat < 1 else None)
+    if problem:
+        print(f"{prog}: {problem}", file=sys.stderr)
+    return problem is not None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -97,11 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="shrink every layer (a smoke test, not a benchmark)")
     parser.add_argument("--only", default="", help="run only the layers whose name contains this text")
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("bench_ops: --device cuda asked for, but CUDA is not available", file=sys.stderr)
-        return 2
-    if args.repeat < 1:
-        print("bench_ops: --repeat must be at least 1", file=sys.stderr)
+    if argument_error("bench_ops", args):
         return 2
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     layers = [layer.shrunk() if args.tiny else layer for layer in LAYERS if args.only in layer.name]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ops import peak_memory, timed  # noqa: E402
+from bench_ops import argument_error, peak_memory, timed  # noqa: E402
 
 import cnnzoo  # noqa: E402
 from cnnzoo.train import loss_and_logits  # noqa: E402
@@ -93,11 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="batch 2 (a smoke test, not a benchmark)")
     parser.add_argument("--only", default="", help="run only the models whose name contains this text")
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("bench_train: --device cuda asked for, but CUDA is not available", file=sys.stderr)
-        return 2
-    if args.repeat < 1:
-        print("bench_train: --repeat must be at least 1", file=sys.stderr)
+    if argument_error("bench_train", args):
         return 2
     models = [(n, 2 if args.tiny else b, s) for n, b, s in MODELS if args.only in n]
     if not models:

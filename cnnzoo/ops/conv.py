@@ -67,9 +67,9 @@ def col2im(cols: torch.Tensor, input_shape, kernel, stride, padding: Padding4, d
     return grad_padded[:, :, top:top + h, left:left + w]
 
 
-def conv2d_forward_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding: Padding4,
-                   dilation, groups: int) -> torch.Tensor:
-    """out[n, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d],
+def conv2d_forward_im2col(x: torch.Tensor, weight: torch.Tensor, stride, padding: Padding4, dilation,
+                          groups: int) -> torch.Tensor:
+    """out[n, o, y, x] = sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d],
     as matrix products per group: (O/G, C/G*kh*kw) @ (C/G*kh*kw, Ho*Wo) for every image."""
     n, out_channels = x.shape[0], weight.shape[0]
     xp = pad2d(x, padding)
@@ -79,10 +79,7 @@ def conv2d_forward_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
         return x.new_zeros(0, out_channels, ho, wo)
     cols = im2col(xp, (kh, kw), stride, dilation).unflatten(1, (groups, -1))  # N G C/G*kh*kw L
     out = torch.matmul(weight.reshape(groups, out_channels // groups, -1), cols)  # N G O/G L
-    out = out.reshape(n, out_channels, ho, wo)
-    if bias is not None:
-        out = out + bias.view(1, -1, 1, 1)
-    return out
+    return out.reshape(n, out_channels, ho, wo)
 
 
 def conv2d_input_grad_im2col(grad_out: torch.Tensor, weight: torch.Tensor, input_shape: torch.Size, stride,
@@ -110,17 +107,14 @@ def conv2d_weight_grad_im2col(x: torch.Tensor, grad_out: torch.Tensor, weight_sh
     return torch.matmul(g, cols.transpose(-1, -2)).sum(0).reshape(weight_shape)
 
 
-def conv2d_forward_windows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride,
-                           padding: Padding4, dilation, groups: int) -> torch.Tensor:
-    """out[n, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d]."""
+def conv2d_forward_windows(x: torch.Tensor, weight: torch.Tensor, stride, padding: Padding4, dilation,
+                           groups: int) -> torch.Tensor:
+    """out[n, o, y, x] = sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d]."""
     out_channels = weight.shape[0]
     cols = windows(pad2d(x, padding), weight.shape[2:], stride, dilation)  # N C Ho Wo kh kw
     cols = cols.unflatten(1, (groups, -1))
     w = weight.unflatten(0, (groups, out_channels // groups))
-    out = torch.einsum("ngcyxij,gocij->ngoyx", cols, w).flatten(1, 2)
-    if bias is not None:
-        out = out + bias.view(1, -1, 1, 1)
-    return out
+    return torch.einsum("ngcyxij,gocij->ngoyx", cols, w).flatten(1, 2)
 
 
 def conv2d_input_grad_windows(grad_out: torch.Tensor, weight: torch.Tensor, input_shape: torch.Size, stride,
@@ -147,10 +141,11 @@ PER_IMAGE_PIXELS = 256  # output pixels per image from which the im2col algorith
 
 
 def conv2d_forward(x, weight, bias, stride, padding: Padding4, dilation, groups: int) -> torch.Tensor:
-    """The forward pass by the algorithm that suits the shape (see ``use_im2col``)."""
+    """The forward pass by the algorithm that suits the shape (see ``use_im2col``), plus the bias."""
     algorithm = conv2d_forward_im2col if use_im2col(x.shape, weight.shape, stride, padding, dilation) \
         else conv2d_forward_windows
-    return algorithm(x, weight, bias, stride, padding, dilation, groups)
+    out = algorithm(x, weight, stride, padding, dilation, groups)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
 def conv2d_input_grad(grad_out, weight, input_shape, stride, padding: Padding4, dilation, groups: int):
