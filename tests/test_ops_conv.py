@@ -294,12 +294,15 @@ def test_autocast_casts_like_torch():
         torch.testing.assert_close(a, r, atol=0.1, rtol=0.02)
 
 
-@pytest.mark.parametrize("threshold", [0, 10**9], ids=["im2col", "windows"])
+@pytest.mark.parametrize("folded", [False, True], ids=["per-image", "folded"])
+@pytest.mark.parametrize("chunk_bytes", [1, 2**30], ids=["image-by-image", "one-chunk"])
 @pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=(2, 1), dilation=(1, 2), groups=2),
                                     dict(padding="same", dilation=2), dict(padding="full")])
-def test_both_algorithms_match_torch(threshold, kwargs, monkeypatch):
-    """Each algorithm (chosen per shape by the number of output pixels) is exact on its own."""
-    monkeypatch.setattr(conv_module, "PER_IMAGE_PIXELS", threshold)
+def test_both_layouts_match_torch(folded, chunk_bytes, kwargs, monkeypatch):
+    """Each product layout (chosen per shape by ``fold_images``) is exact on its own, whether the batch
+    is split into chunks or not."""
+    monkeypatch.setattr(conv_module, "fold_images", lambda k, plane: folded)
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", chunk_bytes)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(3, 4, 9, 8, generator=gen, dtype=torch.float64)
     w = torch.randn(6, 4 // kwargs.get("groups", 1), 3, 2, generator=gen, dtype=torch.float64)
@@ -309,5 +312,5 @@ def test_both_algorithms_match_torch(threshold, kwargs, monkeypatch):
     else:
         ref_kwargs = kwargs
     assert_matches(ops.conv2d, F.conv2d, [x, w, b], kwargs, ref_kwargs=ref_kwargs)
-    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    leaves = [x[:2, :, :6, :6].clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()]
     assert torch.autograd.gradgradcheck(lambda *t: ops.conv2d(*t, **kwargs), leaves)

@@ -52,122 +52,139 @@ def pad2d(x: torch.Tensor, padding: Padding4, value: float = 0.0) -> torch.Tenso
     return F.pad(x, (left, right, top, bottom), value=value)
 
 
-def im2col(x: torch.Tensor, kernel: tuple[int, int], stride, dilation) -> torch.Tensor:
-    """Every ``kernel``-sized window of ``x`` (N, C, H, W) as one column: (N, C*kh*kw, Ho*Wo), rows
-    ordered (c, i, j) like a filter's weights. One contiguous copy, laid out for a matrix product."""
-    return F.unfold(x, kernel, dilation=dilation, stride=stride)
+def output_plane(input_hw, kernel, stride, padding: Padding4, dilation) -> tuple[int, int]:
+    """Output height and width: how many windows fit along each axis of the padded input."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    ho = (input_hw[0] + padding[0] + padding[1] - dh * (kh - 1) - 1) // sh + 1
+    wo = (input_hw[1] + padding[2] + padding[3] - dw * (kw - 1) - 1) // sw + 1
+    return ho, wo
 
 
-def col2im(cols: torch.Tensor, input_shape, kernel, stride, padding: Padding4, dilation) -> torch.Tensor:
-    """The adjoint of im2col: add every column (N, C*kh*kw, L) back onto its window of the padded
-    input, then drop the padding."""
-    n, c, h, w = input_shape
-    top, bottom, left, right = padding
-    grad_padded = F.fold(cols, (h + top + bottom, w + left + right), kernel, dilation=dilation, stride=stride)
-    return grad_padded[:, :, top:top + h, left:left + w]
+CHUNK_BYTES = 16 * 2**20  # column matrices are built for as many images at a time as fit in this
 
 
-def conv2d_forward_im2col(x: torch.Tensor, weight: torch.Tensor, stride, padding: Padding4, dilation,
-                          groups: int) -> torch.Tensor:
-    """out[n, o, y, x] = sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d],
-    as matrix products per group: (O/G, C/G*kh*kw) @ (C/G*kh*kw, Ho*Wo) for every image."""
+def image_chunks(n: int, column_elements_per_image: int, itemsize: int) -> list[slice]:
+    """Batch slices whose column matrices stay near ``CHUNK_BYTES``.
+
+    A bounded chunk keeps the temporary small next to the batch (native convolutions need none), and
+    an allocator serves chunk-sized buffers from memory it already holds, where a buffer the size of
+    the whole batch's windows costs a fresh round of page faults on every call.
+    """
+    step = max(1, CHUNK_BYTES // max(1, column_elements_per_image * itemsize))
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def fold_images(k: int, plane: int) -> bool:
+    """Small planes (few output pixels against many rows per column) make thin per-image products;
+    folding the images into the columns turns them into one wide product."""
+    return 16 * plane <= k
+
+
+def im2col(x: torch.Tensor, kernel, stride, padding: Padding4, dilation, folded: bool) -> torch.Tensor:
+    """The windows of ``x`` (b, C, H, W) copied into column order: (b, C, kh, kw, Ho, Wo), or
+    (C, kh, kw, b, Ho, Wo) when ``folded``. Row (c, i, j) of a column lines up with ``weight[o, c, i, j]``.
+
+    An unpadded 1x1 stride-1 convolution needs no copy: its columns are the input itself.
+    """
+    if not folded and tuple(kernel) == (1, 1) and tuple(stride) == (1, 1) and not any(padding):
+        return x.unsqueeze(2).unsqueeze(3)
+    win = windows(pad2d(x, padding), kernel, stride, dilation)  # b C Ho Wo kh kw, a view
+    return win.permute((1, 4, 5, 0, 2, 3) if folded else (0, 1, 4, 5, 2, 3)).contiguous()
+
+
+def col2im_add(grad_padded: torch.Tensor, cols: torch.Tensor, stride, dilation) -> None:
+    """The adjoint of im2col: add ``cols`` (b, C, kh, kw, Ho, Wo) onto the padded input gradient, one
+    strided slice per kernel tap (overlapping windows add up)."""
+    kh, kw, ho, wo = cols.shape[2:]
+    (sh, sw), (dh, dw) = stride, dilation
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+            columns = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+            grad_padded[:, :, rows, columns] += cols[:, :, i, j]
+
+
+def grouped(t: torch.Tensor, groups: int, folded: bool) -> torch.Tensor:
+    """``grad_out`` or ``out`` rows of a chunk (b, O, Ho, Wo) as (b, G, O/G, L), or as (G, O/G, b*L) when
+    ``folded`` (a copy then)."""
+    b, o = t.shape[:2]
+    t = t.reshape(b, groups, o // groups, -1)
+    return t.permute(1, 2, 0, 3).reshape(groups, o // groups, -1) if folded else t
+
+
+def conv2d_forward_gemm(x: torch.Tensor, weight: torch.Tensor, stride, padding: Padding4, dilation,
+                        groups: int) -> torch.Tensor:
+    """out[n, o, y, x] = sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d], as the
+    matrix product (O/G, C/G*kh*kw) @ (C/G*kh*kw, Ho*Wo) per image and group, or one product over all
+    images' pixels of a chunk when the planes are small."""
     n, out_channels = x.shape[0], weight.shape[0]
-    xp = pad2d(x, padding)
-    (kh, kw), (sh, sw), (dh, dw) = weight.shape[2:], stride, dilation
-    ho, wo = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1, (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
-    if n == 0:
-        return x.new_zeros(0, out_channels, ho, wo)
-    cols = im2col(xp, (kh, kw), stride, dilation).unflatten(1, (groups, -1))  # N G C/G*kh*kw L
-    out = torch.matmul(weight.reshape(groups, out_channels // groups, -1), cols)  # N G O/G L
-    return out.reshape(n, out_channels, ho, wo)
+    kernel, k = weight.shape[2:], weight[0].numel()
+    ho, wo = output_plane(x.shape[2:], kernel, stride, padding, dilation)
+    folded = fold_images(k, ho * wo)
+    w = weight.reshape(groups, out_channels // groups, k)
+    out = x.new_empty(n, out_channels, ho, wo)
+    for part in image_chunks(n, k * groups * ho * wo, x.element_size()):
+        b = out[part].shape[0]
+        cols = im2col(x[part], kernel, stride, padding, dilation, folded)
+        if folded:
+            products = torch.matmul(w, cols.view(groups, k, -1))  # G O/G b*L
+            out[part] = products.view(out_channels, b, ho, wo).transpose(0, 1)
+        else:
+            torch.matmul(w, cols.view(b, groups, k, -1), out=out[part].view(b, groups, out_channels // groups, -1))
+    return out
 
 
-def conv2d_input_grad_im2col(grad_out: torch.Tensor, weight: torch.Tensor, input_shape: torch.Size, stride,
-                             padding: Padding4, dilation, groups: int) -> torch.Tensor:
+def conv2d_input_grad(grad_out: torch.Tensor, weight: torch.Tensor, input_shape: torch.Size, stride,
+                           padding: Padding4, dilation, groups: int) -> torch.Tensor:
     """col2im of ``weight^T @ grad_out``: each output pixel sends its gradient back to its window."""
-    n, c = input_shape[:2]
+    n, c, h, w = input_shape
     out_channels, _, kh, kw = weight.shape
-    if n == 0:
-        return grad_out.new_zeros(input_shape)
-    g = grad_out.reshape(n, groups, out_channels // groups, -1)  # N G O/G L
-    cols = torch.matmul(weight.reshape(groups, out_channels // groups, -1).transpose(1, 2), g)  # N G C/G*k*k L
-    return col2im(cols.reshape(n, c * kh * kw, -1), input_shape, (kh, kw), stride, padding, dilation)
+    k, (ho, wo) = weight[0].numel(), grad_out.shape[2:]
+    top, bottom, left, right = padding
+    folded = fold_images(k, ho * wo)
+    wt = weight.reshape(groups, out_channels // groups, k).transpose(1, 2)  # G C/G*kh*kw O/G
+    grad = grad_out.new_empty(input_shape)
+    for part in image_chunks(n, k * groups * ho * wo, grad_out.element_size()):
+        b = grad[part].shape[0]
+        cols = torch.matmul(wt, grouped(grad_out[part], groups, folded))
+        if folded:
+            cols = cols.view(c, kh, kw, b, ho, wo).permute(3, 0, 1, 2, 4, 5)
+        else:
+            cols = cols.view(b, c, kh, kw, ho, wo)
+        if (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(padding):
+            grad[part] = cols.reshape(b, c, h, w)
+            continue
+        grad_padded = grad_out.new_zeros(b, c, h + top + bottom, w + left + right)
+        col2im_add(grad_padded, cols, stride, dilation)
+        grad[part] = grad_padded[:, :, top:top + h, left:left + w]
+    return grad
 
 
-def conv2d_weight_grad_im2col(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: torch.Size, stride,
-                              padding: Padding4, dilation, groups: int) -> torch.Tensor:
+def conv2d_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: torch.Size, stride,
+                            padding: Padding4, dilation, groups: int) -> torch.Tensor:
     """grad_w[o, c, i, j] = sum_{n, y, x} grad_out[n, o, y, x] * x_pad[n, c, y*s + i*d, x*s + j*d]: per
-    group ``grad_out @ cols^T`` over all images and pixels. The windows are gathered again rather than
+    group ``grad_out @ cols^T`` summed over the images. The windows are gathered again rather than
     kept from the forward pass, so the op saves no more than its input."""
     n, out_channels = x.shape[0], weight_shape[0]
-    if n == 0:
-        return grad_out.new_zeros(weight_shape)
-    cols = im2col(pad2d(x, padding), weight_shape[2:], stride, dilation).unflatten(1, (groups, -1))
-    g = grad_out.reshape(n, groups, out_channels // groups, -1)
-    return torch.matmul(g, cols.transpose(-1, -2)).sum(0).reshape(weight_shape)
-
-
-def conv2d_forward_windows(x: torch.Tensor, weight: torch.Tensor, stride, padding: Padding4, dilation,
-                           groups: int) -> torch.Tensor:
-    """out[n, o, y, x] = sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d]."""
-    out_channels = weight.shape[0]
-    cols = windows(pad2d(x, padding), weight.shape[2:], stride, dilation)  # N C Ho Wo kh kw
-    cols = cols.unflatten(1, (groups, -1))
-    w = weight.unflatten(0, (groups, out_channels // groups))
-    return torch.einsum("ngcyxij,gocij->ngoyx", cols, w).flatten(1, 2)
-
-
-def conv2d_input_grad_windows(grad_out: torch.Tensor, weight: torch.Tensor, input_shape: torch.Size, stride,
-                              padding: Padding4, dilation, groups: int) -> torch.Tensor:
-    """col2im of ``weight^T @ grad_out``: each output pixel sends its gradient back to its window."""
-    n, c = input_shape[:2]
-    out_channels, _, kh, kw = weight.shape
-    g = grad_out.unflatten(1, (groups, out_channels // groups))
-    wg = weight.unflatten(0, (groups, out_channels // groups))
-    cols = torch.einsum("ngoyx,gocij->ngcijyx", g, wg).reshape(n, c * kh * kw, -1)
-    return col2im(cols, input_shape, (kh, kw), stride, padding, dilation)
-
-
-def conv2d_weight_grad_windows(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: torch.Size, stride,
-                               padding: Padding4, dilation, groups: int) -> torch.Tensor:
-    """grad_w[o, c, i, j] = sum_{n, y, x} grad_out[n, o, y, x] * x_pad[n, c, y*s + i*d, x*s + j*d]."""
-    out_channels = weight_shape[0]
-    cols = windows(pad2d(x, padding), weight_shape[2:], stride, dilation).unflatten(1, (groups, -1))
-    g = grad_out.unflatten(1, (groups, out_channels // groups))
-    return torch.einsum("ngoyx,ngcyxij->gocij", g, cols).flatten(0, 1)
-
-
-PER_IMAGE_PIXELS = 256  # output pixels per image from which the im2col algorithm is the faster one
+    kernel, (ho, wo) = weight_shape[2:], grad_out.shape[2:]
+    k = weight_shape[1] * kernel[0] * kernel[1]
+    folded = fold_images(k, ho * wo)
+    grad = grad_out.new_zeros(groups, out_channels // groups, k)
+    for part in image_chunks(n, k * groups * ho * wo, x.element_size()):
+        cols = im2col(x[part], kernel, stride, padding, dilation, folded)
+        g = grouped(grad_out[part], groups, folded)
+        if folded:  # (G, O/G, b*L) @ (G, b*L, C/G*kh*kw)
+            grad = grad + torch.matmul(g, cols.view(groups, k, -1).transpose(1, 2))
+        else:  # (O/G, L) @ (L, C/G*kh*kw) per image, summed over the chunk's images
+            cols = cols.view(g.shape[0], groups, k, -1)
+            grad = torch.stack([torch.addbmm(grad[i], g[:, i], cols[:, i].transpose(1, 2)) for i in range(groups)])
+    return grad.view(weight_shape)
 
 
 def conv2d_forward(x, weight, bias, stride, padding: Padding4, dilation, groups: int) -> torch.Tensor:
-    """The forward pass by the algorithm that suits the shape (see ``use_im2col``), plus the bias."""
-    algorithm = conv2d_forward_im2col if use_im2col(x.shape, weight.shape, stride, padding, dilation) \
-        else conv2d_forward_windows
-    out = algorithm(x, weight, stride, padding, dilation, groups)
-    return out if bias is None else out + bias.view(1, -1, 1, 1)
-
-
-def conv2d_input_grad(grad_out, weight, input_shape, stride, padding: Padding4, dilation, groups: int):
-    algorithm = conv2d_input_grad_im2col if grad_out.shape[2] * grad_out.shape[3] >= PER_IMAGE_PIXELS \
-        else conv2d_input_grad_windows
-    return algorithm(grad_out, weight, input_shape, stride, padding, dilation, groups)
-
-
-def conv2d_weight_grad(x, grad_out, weight_shape, stride, padding: Padding4, dilation, groups: int):
-    algorithm = conv2d_weight_grad_im2col if grad_out.shape[2] * grad_out.shape[3] >= PER_IMAGE_PIXELS \
-        else conv2d_weight_grad_windows
-    return algorithm(x, grad_out, weight_shape, stride, padding, dilation, groups)
-
-
-def use_im2col(input_shape, weight_shape, stride, padding: Padding4, dilation) -> bool:
-    """Large output planes: im2col (one contiguous copy of the windows, then a product per image)
-    keeps the products large and the copy cheap. Small planes: contracting the window view with
-    ``einsum`` lets it fold images and pixels into one product per group."""
-    (kh, kw), (sh, sw), (dh, dw) = weight_shape[2:], stride, dilation
-    ho = (input_shape[2] + padding[0] + padding[1] - dh * (kh - 1) - 1) // sh + 1
-    wo = (input_shape[3] + padding[2] + padding[3] - dw * (kw - 1) - 1) // sw + 1
-    return ho * wo >= PER_IMAGE_PIXELS
+    """The forward pass (``conv2d_forward_gemm``) plus the bias, broadcast over images and pixels."""
+    out = conv2d_forward_gemm(x, weight, stride, padding, dilation, groups)
+    return out if bias is None else out.add_(bias.view(1, -1, 1, 1))
 
 
 class Conv2dFunction(torch.autograd.Function):
@@ -184,8 +201,10 @@ class Conv2dFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conf
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = conv2d_input_grad(grad_out, weight, x.shape, stride, padding, dilation, groups) if need_x else None
-        grad_w = conv2d_weight_grad(x, grad_out, weight.shape, stride, padding, dilation, groups) if need_w else None
+        grad_x = conv2d_input_grad(grad_out, weight, x.shape, stride, padding, dilation, groups) \
+            if need_x else None
+        grad_w = conv2d_weight_grad(x, grad_out, weight.shape, stride, padding, dilation, groups) \
+            if need_w else None
         grad_b = grad_out.sum((0, 2, 3)) if need_b else None
         return grad_x, grad_w, grad_b, None, None, None, None
 
