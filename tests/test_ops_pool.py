@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnzoo import ops
+from cnnzoo.ops import pool as pool_module
 
 from .helpers import assert_matches
 
@@ -20,7 +21,7 @@ MAX_CASES = [
 ]
 AVG_CASES = [
     dict(kernel_size=k, stride=s, padding=p, ceil_mode=c, count_include_pad=i, divisor_override=o)
-    for k, s, p, c, i, o in itertools.product([2, 3, (3, 2)], [None, 1, 2, (3, 2)], [0, 1], [False, True],
+    for k, s, p, c, i, o in itertools.product([2, 3, (3, 2), 4], [None, 1, 2, (3, 2)], [0, 1], [False, True],
                                               [True, False], [None, 5])
 ]
 
@@ -114,10 +115,14 @@ def test_max_pool_ties_follow_torch():
                            F.max_pool2d(xl, return_indices=True, **kwargs)[1])
 
 
-def test_max_pool_nan_and_negative_infinity_follow_torch():
-    x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+@pytest.mark.parametrize("chunk_bytes", [1, 2**30], ids=["plane-by-plane", "one-chunk"])
+def test_max_pool_nan_and_negative_infinity_follow_torch(chunk_bytes, monkeypatch):
+    """Max pooling runs over chunks of planes; a NaN in one chunk must not disturb the others."""
+    monkeypatch.setattr(pool_module, "PLANE_CHUNK_BYTES", chunk_bytes)
+    x = torch.randn(2, 2, 6, 6, dtype=torch.float64)
     x[0, 0, 1, 1] = x[0, 0, 1, 2] = float("nan")
     x[0, 1] = float("-inf")
+    x[1, 1, 4, 5] = float("nan")
     for kwargs in (dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
                    dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True)):
         values, indices = ops.max_pool2d(x, return_indices=True, **kwargs)

@@ -1,9 +1,11 @@
 """Max, average and adaptive average pooling written out by hand.
 
-Max and average pooling read the same windows as the convolution (a view of the padded input);
-their gradients are the adjoints: a scatter of ``grad_out`` to the recorded argmax positions for max
-pooling, col2im (``F.fold``) of ``grad_out / divisor`` for average pooling. Adaptive average pooling
-is separable: averaging rows and then columns is a product with two small averaging matrices.
+Max and average pooling walk the kernel taps: each tap is one strided block of the input (no copy,
+no padding: taps that land in the padding are skipped). Max pooling keeps a running maximum and the
+flat index of where it came from; its gradient is a scatter of ``grad_out`` to those indices.
+Average pooling sums the taps (one reshape when the windows tile the input) and divides; its
+gradient adds ``grad_out / divisor`` back onto every tap. Adaptive average pooling is separable:
+averaging rows and then columns is a product with two small averaging matrices.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ._args import (
     IntPair,
@@ -24,7 +25,6 @@ from ._args import (
     pair,
     pool_out_size,
 )
-from .conv import pad2d, windows
 
 
 def _pool_args(fn: str, x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None, padding: IntPair,
@@ -51,13 +51,6 @@ def _pool_args(fn: str, x: torch.Tensor, kernel_size: IntPair, stride: IntPair |
     return kernel, stride, padding, dilation, out
 
 
-def _window_padding(size: tuple[int, int], kernel, stride, padding, dilation, out) -> tuple[int, int, int, int]:
-    """Top/bottom/left/right padding that makes all ``out`` windows fit (ceil_mode may need more at the end)."""
-    ends = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(out, stride, dilation, kernel)]
-    bottom, right = (max(e - n - p, 0) for e, n, p in zip(ends, size, padding))
-    return padding[0], bottom, padding[1], right
-
-
 def _first_valid_tap(out: int, stride: int, pad: int, dilation: int, device) -> torch.Tensor:
     """For each output position, the first kernel tap that lands inside the input (not in padding)."""
     start = torch.arange(out, device=device) * stride - pad
@@ -70,50 +63,95 @@ def _any(mask: torch.Tensor) -> bool:
     return mask.device.type != "meta" and bool(mask.any())
 
 
+def tap_span(out: int, size: int, stride: int, pad: int, offset: int) -> tuple[slice, slice]:
+    """Along one axis, the output positions whose kernel tap at ``offset`` (a multiple of the dilation)
+    lands inside the input, and the input positions it reads there: window ``y`` reads
+    ``y * stride - pad + offset``. Taps in the padding are skipped, so nothing is ever padded."""
+    first = max(0, -((offset - pad) // stride))  # the first y with y * stride - pad + offset >= 0
+    end = min(out, (size - 1 + pad - offset) // stride + 1)  # past the last y that stays below size
+    if end <= first:
+        return slice(0, 0), slice(0, 0)
+    start = first * stride - pad + offset
+    return slice(first, end), slice(start, start + (end - first - 1) * stride + 1, stride)
+
+
+def taps(x_shape, kernel, stride, padding, dilation, out):
+    """Every kernel tap ``(i, j)`` with the output block it reaches and the strided input block it reads
+    there: ``(i, j, out_rows, out_cols, in_rows, in_cols)``. Taps that only ever see padding are left out."""
+    for i in range(kernel[0]):
+        out_rows, in_rows = tap_span(out[0], x_shape[2], stride[0], padding[0], i * dilation[0])
+        for j in range(kernel[1]):
+            out_cols, in_cols = tap_span(out[1], x_shape[3], stride[1], padding[1], j * dilation[1])
+            if out_rows.stop > out_rows.start and out_cols.stop > out_cols.start:
+                yield i, j, out_rows, out_cols, in_rows, in_cols
+
+
+PLANE_CHUNK_BYTES = 4 * 2**20  # max pooling runs over this much input at a time, so that it stays in cache
+
+
+def max_pool2d_taps(x: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, kernel, stride, padding,
+                    dilation, nan_aware: bool = False) -> None:
+    """Max pooling of ``x`` into ``values`` and ``indices`` as a running maximum over the kernel taps,
+    each tap one strided block of the input.
+
+    A tap replaces the running maximum only where it is strictly larger, so ties keep the first
+    maximum in window order, as torch's kernels do; ``nan_aware`` also lets every NaN replace it (torch
+    keeps a window's last NaN). Indices start at each window's first tap inside the input, which is
+    what torch reports for a window holding only ``-inf``.
+    """
+    w, out = x.shape[3], values.shape[2:]
+    rows = torch.arange(out[0], device=x.device) * stride[0] - padding[0]  # each window's first row
+    cols = torch.arange(out[1], device=x.device) * stride[1] - padding[1]
+    first_row = rows + _first_valid_tap(out[0], stride[0], padding[0], dilation[0], x.device) * dilation[0]
+    first_col = cols + _first_valid_tap(out[1], stride[1], padding[1], dilation[1], x.device) * dilation[1]
+    values.fill_(float("-inf"))
+    indices.copy_(first_row[:, None] * w + first_col[None, :])
+    for i, j, out_rows, out_cols, in_rows, in_cols in taps(x.shape, kernel, stride, padding, dilation, out):
+        tap = x[:, :, in_rows, in_cols]
+        best, index = values[:, :, out_rows, out_cols], indices[:, :, out_rows, out_cols]
+        take = tap > best
+        if nan_aware:
+            take |= tap.isnan()
+        torch.maximum(best, tap, out=best)  # NaN wins here whatever its position
+        position = (rows[out_rows, None] + i * dilation[0]) * w + cols[None, out_cols] + j * dilation[1]
+        torch.where(take, position, index, out=index)
+
+
 class MaxPool2dFunction(torch.autograd.Function):
     """Max pooling of a batched input; also returns torch-style flat indices into each input plane."""
 
     @staticmethod
     def forward(ctx, x, kernel, stride, padding, dilation, out):
         n, c, h, w = x.shape
-        pads = _window_padding((h, w), kernel, stride, padding, dilation, out)
-        win = windows(pad2d(x, pads, float("-inf")), kernel, stride, dilation).flatten(-2)
-        values, tap = win.max(-1)  # the first maximum on ties, as torch's kernels pick
-        nan = values.isnan()
-        if _any(nan):  # torch keeps the last NaN of a window
-            last_nan = win.shape[-1] - 1 - win.isnan().flip(-1).to(torch.uint8).argmax(-1)
-            tap = torch.where(nan, last_nan, tap)
-        if padding != (0, 0) or pads[1] or pads[3]:
-            # a window holding only -inf: torch points at its first tap inside the input, not into padding
-            all_inf = values == float("-inf")
-            if _any(all_inf):
-                first_row = _first_valid_tap(out[0], stride[0], padding[0], dilation[0], x.device)
-                first_col = _first_valid_tap(out[1], stride[1], padding[1], dilation[1], x.device)
-                first = first_row[:, None] * kernel[1] + first_col[None, :]
-                tap = torch.where(all_inf, first, tap)
-        row_start = torch.arange(out[0], device=x.device) * stride[0] - padding[0]
-        col_start = torch.arange(out[1], device=x.device) * stride[1] - padding[1]
-        rows = row_start[:, None] + tap.div(kernel[1], rounding_mode="floor") * dilation[0]
-        cols = col_start[None, :] + tap.remainder(kernel[1]) * dilation[1]
-        indices = rows * w + cols
+        values = x.new_empty(n, c, *out)
+        indices = torch.empty(n, c, *out, dtype=torch.int64, device=x.device)
+        planes = (x.reshape(n * c, 1, h, w), values.view(n * c, 1, *out), indices.view(n * c, 1, *out))
+        step = max(1, PLANE_CHUNK_BYTES // max(1, h * w * x.element_size()))
+        for start in range(0, n * c, step):
+            chunk = [t[start:start + step] for t in planes]
+            max_pool2d_taps(*chunk, kernel, stride, padding, dilation)
+            if _any(chunk[1].isnan()):  # rare: find each window's last NaN
+                max_pool2d_taps(*chunk, kernel, stride, padding, dilation, nan_aware=True)
         ctx.save_for_backward(indices)
-        ctx.input_shape = x.shape
+        ctx.input_shape, ctx.dilated = x.shape, dilation != (1, 1)
         ctx.mark_non_differentiable(indices)
         return values, indices
 
     @staticmethod
     def backward(ctx, grad_out, _grad_indices):
         (indices,) = ctx.saved_tensors
-        return max_pool2d_backward(grad_out, indices, ctx.input_shape), None, None, None, None, None
+        return max_pool2d_backward(grad_out, indices, ctx.input_shape, ctx.dilated), None, None, None, None, None
 
 
-def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
+def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, input_shape: torch.Size,
+                        dilated: bool = True) -> torch.Tensor:
     """Each output's gradient goes to the input pixel its maximum came from (summed where windows overlap)."""
     n, c, h, w = input_shape
     # NOTE: a dilated window may hold padding only; torch then reports an index past the plane and
-    # its gradient goes nowhere
-    outside = indices >= h * w
-    if _any(outside):
+    # its gradient goes nowhere. An undilated window always holds an input pixel (padding is at most
+    # half the kernel).
+    outside = indices >= h * w if dilated else None
+    if outside is not None and _any(outside):
         grad_out, indices = grad_out.masked_fill(outside, 0), indices.masked_fill(outside, 0)
     grad = grad_out.new_zeros(n, c, h * w)
     return grad.scatter_add(2, indices.flatten(2), grad_out.flatten(2)).view(n, c, h, w)
@@ -146,32 +184,56 @@ def _avg_divisor(size: int, out: int, kernel: int, stride: int, pad: int, count_
     return torch.clamp(end, max=size) - torch.clamp(start, min=0)
 
 
+def large_tiles(x_shape, kernel, stride, padding, out) -> bool:
+    """Whether the windows tile the input (side by side, no padding, none overhanging the end; rows
+    and columns that no window reaches are allowed) and are large enough (16 pixels or more) that one
+    reshaped reduction beats a pass per tap. Global average pooling is the common case."""
+    return (tuple(stride) == tuple(kernel) and not any(padding) and kernel[0] * kernel[1] >= 16
+            and out[0] * kernel[0] <= x_shape[2] and out[1] * kernel[1] <= x_shape[3])
+
+
+def window_sums(x: torch.Tensor, kernel, stride, padding, out) -> torch.Tensor:
+    """The sum of every window: each kernel tap adds its strided block of the input (taps in the
+    padding add zero, so they are skipped). Large tiling windows are one reshape and a sum."""
+    n, c = x.shape[:2]
+    if large_tiles(x.shape, kernel, stride, padding, out):
+        x = x[:, :, :out[0] * kernel[0], :out[1] * kernel[1]]
+        return x.reshape(n, c, out[0], kernel[0], out[1], kernel[1]).sum((3, 5))
+    sums = x.new_zeros(n, c, *out)
+    for _, _, out_rows, out_cols, in_rows, in_cols in taps(x.shape, kernel, stride, padding, (1, 1), out):
+        sums[:, :, out_rows, out_cols] += x[:, :, in_rows, in_cols]
+    return sums
+
+
+def window_sums_backward(grad_sums: torch.Tensor, input_shape, kernel, stride, padding) -> torch.Tensor:
+    """The adjoint of ``window_sums``: every pixel of a window receives the window's gradient."""
+    n, c, h, w = input_shape
+    out = grad_sums.shape[2:]
+    grad = grad_sums.new_zeros(input_shape)
+    if large_tiles(input_shape, kernel, stride, padding, out):
+        grad[:, :, :out[0] * kernel[0], :out[1] * kernel[1]] = (
+            grad_sums.reshape(n, c, out[0], 1, out[1], 1).expand(n, c, out[0], kernel[0], out[1], kernel[1])
+            .reshape(n, c, out[0] * kernel[0], out[1] * kernel[1]))
+        return grad
+    for _, _, out_rows, out_cols, in_rows, in_cols in taps(input_shape, kernel, stride, padding, (1, 1), out):
+        grad[:, :, in_rows, in_cols] += grad_sums[:, :, out_rows, out_cols]
+    return grad
+
+
 class AvgPool2dFunction(torch.autograd.Function):
     """Average pooling of a batched input; ``divisor`` holds each output's denominator (Ho, Wo)."""
 
     @staticmethod
     def forward(ctx, x, kernel, stride, padding, out, divisor):
-        pads = _window_padding(x.shape[-2:], kernel, stride, padding, (1, 1), out)
-        sums = windows(pad2d(x, pads), kernel, stride, (1, 1)).sum((-1, -2))
         ctx.save_for_backward(divisor)
-        ctx.conf = x.shape, kernel, stride, pads
-        return sums / divisor
+        ctx.conf = x.shape, kernel, stride, padding
+        return window_sums(x, kernel, stride, padding, out).div_(divisor)
 
     @staticmethod
     def backward(ctx, grad_out):
         (divisor,) = ctx.saved_tensors
-        shape, kernel, stride, pads = ctx.conf
-        return avg_pool2d_backward(grad_out / divisor, shape, kernel, stride, pads), None, None, None, None, None
-
-
-def avg_pool2d_backward(grad_sums: torch.Tensor, input_shape, kernel, stride, pads) -> torch.Tensor:
-    """Adjoint of a window sum: every window pixel receives its window's gradient (col2im)."""
-    n, c, h, w = input_shape
-    top, bottom, left, right = pads
-    taps = kernel[0] * kernel[1]
-    cols = grad_sums.reshape(n * c, 1, -1).expand(-1, taps, -1)
-    grad = F.fold(cols, (h + top + bottom, w + left + right), kernel, stride=stride)
-    return grad.view(n, c, *grad.shape[-2:])[:, :, top:top + h, left:left + w]
+        shape, kernel, stride, padding = ctx.conf
+        return window_sums_backward(grad_out / divisor, shape, kernel, stride, padding), None, None, None, None, None
 
 
 def avg_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
@@ -208,17 +270,27 @@ def adaptive_matrix(size: int, out: int, dtype: torch.dtype, device) -> torch.Te
 
 
 class AdaptiveAvgPool2dFunction(torch.autograd.Function):
-    """out = A_h @ x @ A_w^T for the row and column averaging matrices A_h, A_w."""
+    """out = A_h @ x @ A_w^T for the row and column averaging matrices A_h, A_w; when the output size
+    divides the input size the bins are equal tiles, and this is plain average pooling."""
 
     @staticmethod
     def forward(ctx, x, out):
-        a_h = adaptive_matrix(x.shape[2], out[0], x.dtype, x.device)
-        a_w = adaptive_matrix(x.shape[3], out[1], x.dtype, x.device)
+        h, w = x.shape[2:]
+        ctx.input_shape = x.shape
+        if min(out) > 0 and h % out[0] == 0 and w % out[1] == 0:
+            ctx.tile = (h // out[0], w // out[1])
+            return window_sums(x, ctx.tile, ctx.tile, (0, 0), out).div_(ctx.tile[0] * ctx.tile[1])
+        ctx.tile = None
+        a_h = adaptive_matrix(h, out[0], x.dtype, x.device)
+        a_w = adaptive_matrix(w, out[1], x.dtype, x.device)
         ctx.save_for_backward(a_h, a_w)
         return torch.einsum("ih,nchw,jw->ncij", a_h, x, a_w)
 
     @staticmethod
     def backward(ctx, grad_out):
+        if ctx.tile is not None:
+            area = ctx.tile[0] * ctx.tile[1]
+            return window_sums_backward(grad_out / area, ctx.input_shape, ctx.tile, ctx.tile, (0, 0)), None
         a_h, a_w = ctx.saved_tensors
         return torch.einsum("ih,ncij,jw->nchw", a_h, grad_out, a_w), None
 
