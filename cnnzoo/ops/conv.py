@@ -1,12 +1,14 @@
 """2-D convolution (cross-correlation, as in every deep learning library) written out by hand.
 
-Forward is im2col: every output pixel's receptive window is gathered as a view of the padded input
-(``Tensor.unfold``, no copy) and contracted with the filters in one ``einsum``. The backward pass is
-written in the same terms:
+Forward is im2col: every output pixel's receptive window is a view of the padded input
+(``Tensor.unfold``, no copy); a chunk of images' windows is copied into column order and multiplied
+by the filters, one product per image and group, or one per group with the chunk's images folded
+into the columns when the planes are small. The backward pass is written in the same terms:
 
-* grad wrt input  = col2im (``F.fold``) of ``weight^T @ grad_out``, the adjoint of im2col;
-* grad wrt weight = the same windows of the input contracted with ``grad_out`` over batch and pixels;
-* grad wrt bias   = ``grad_out`` summed over batch and pixels.
+* grad wrt input  = col2im of ``weight^T @ grad_out`` (each kernel tap's block added back in place),
+  the adjoint of im2col;
+* grad wrt weight = ``grad_out`` times the same columns, summed over images and pixels;
+* grad wrt bias   = ``grad_out`` summed over images and pixels.
 
 Both gradients are built from differentiable operations, so double backward works.
 """
