@@ -297,7 +297,7 @@ def test_autocast_casts_like_torch():
 @pytest.mark.parametrize("folded", [False, True], ids=["per-image", "folded"])
 @pytest.mark.parametrize("chunk_bytes", [1, 2**30], ids=["image-by-image", "one-chunk"])
 @pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=(2, 1), dilation=(1, 2), groups=2),
-                                    dict(padding="same", dilation=2), dict(padding="full")])
+                                    dict(padding="same", dilation=2), dict(padding="full"), dict(stride=4)])
 def test_both_layouts_match_torch(folded, chunk_bytes, kwargs, monkeypatch):
     """Each product layout (chosen per shape by ``fold_images``) is exact on its own, whether the batch
     is split into chunks or not."""

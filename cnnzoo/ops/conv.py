@@ -177,7 +177,9 @@ def conv2d_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: to
         g = grouped(grad_out[part], groups, folded)
         if folded:  # (G, O/G, b*L) @ (G, b*L, C/G*kh*kw)
             grad = grad + torch.matmul(g, cols.view(groups, k, -1).transpose(1, 2))
-        else:  # (O/G, L) @ (L, C/G*kh*kw) per image, summed over the chunk's images
+        elif out_channels // groups <= ho * wo:  # (O/G, L) @ (L, C/G*kh*kw) per image, then summed
+            grad = grad + torch.matmul(g, cols.view(g.shape[0], groups, k, -1).transpose(2, 3)).sum(0)
+        else:  # the same, accumulated image by image: the per-image products would outgrow the columns
             cols = cols.view(g.shape[0], groups, k, -1)
             grad = torch.stack([torch.addbmm(grad[i], g[:, i], cols[:, i].transpose(1, 2)) for i in range(groups)])
     return grad.view(weight_shape)
