@@ -3,8 +3,11 @@
 A checkpoint holds ``model``, ``optimizer``, ``scheduler`` and ``scaler`` state dicts, ``epoch`` (the
 number of finished epochs), ``history`` (one metrics row per finished epoch), ``best_val_acc``,
 ``rng`` (the state of every random number generator the training loop draws from, one entry per
-process) and ``config`` (the resolved
-config as a dict). Nothing in it is a pickled object, so loading it cannot run code.
+process) and ``config`` (the resolved config as a dict). A run stopped by SIGINT or SIGTERM in the
+middle of an epoch also saves ``step`` (the optimizer steps done in epoch ``epoch + 1``), ``partial``
+(that epoch's metric sums so far: loss * n, correct, n, seconds) and ``batches`` (batch size and
+number of processes, which fix the epoch's batches). Nothing in it is a pickled object, so loading it
+cannot run code.
 """
 
 from __future__ import annotations
@@ -45,6 +48,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _Sink:
+    """A file for ``torch.save`` that remembers the operating system's error: torch turns a failed write
+    (a full disk) into a RuntimeError that no longer says what went wrong."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def write_atomic(path: str | Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, flush and fsync it, then rename it over
     ``path``. A crash or a full disk leaves the previous ``path`` as it was."""
@@ -54,7 +75,13 @@ def write_atomic(path: str | Path, write) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            sink = _Sink(f)
+            try:
+                write(sink)
+            except RuntimeError:
+                if sink.error is None:
+                    raise
+                raise sink.error from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

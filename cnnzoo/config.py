@@ -46,9 +46,9 @@ class DataConfig:
     name: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "fake"] = "digits"
     root: str = "data"
     download: bool = False
-    batch_size: int = _rule(64, low=1)  # per process
-    num_workers: int = _rule(0, low=0)
-    image_size: int | None = _rule(None, low=1)  # None: the data's own size, raised to the model's minimum
+    batch_size: int = _rule(64, low=1, high=2**16)  # per process
+    num_workers: int = _rule(0, low=0, high=128)
+    image_size: int | None = _rule(None, low=1, high=4096)  # None: the data's own size, raised to the model's minimum
     augment: bool = True
     val_fraction: float = _rule(0.2, low=0, high=1, open_low=True, open_high=True)  # digits: held-out share
     limit_train: int | None = _rule(None, low=1)  # use only this many training images
@@ -75,11 +75,11 @@ class SchedConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = _rule(10, low=1)
+    epochs: int = _rule(10, low=1, high=10**6)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
-    seed: int = _rule(0, low=0)
+    seed: int = _rule(0, low=0, high=2**32 - 1)  # numpy takes 32-bit seeds
     grad_clip: float | None = _rule(None, low=0, open_low=True)  # max gradient norm
     label_smoothing: float = _rule(0.0, low=0, high=1, open_high=True)
     log_every: int = _rule(10, low=1)  # steps between progress-bar updates

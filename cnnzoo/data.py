@@ -19,6 +19,7 @@ files.
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,6 +262,19 @@ def _set_transform(dataset: Dataset, transform) -> None:
     dataset.transform = transform
 
 
+class EpochSampler(DistributedSampler):
+    """A DistributedSampler that can begin its epoch part-way through: ``start`` images of this
+    process's share are skipped, which is how an interrupted epoch is resumed. The order of the
+    rest is the same as the uninterrupted epoch's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.start = 0
+
+    def __iter__(self):
+        return itertools.islice(super().__iter__(), self.start, None)
+
+
 def make_loaders(source: DataSource, cfg: DataConfig, size: int, seed: int, rank: int = 0, world: int = 1,
                  pin_memory: bool = False) -> tuple[DataLoader, DataLoader]:
     """Training and validation loaders for this process.
@@ -273,7 +287,7 @@ def make_loaders(source: DataSource, cfg: DataConfig, size: int, seed: int, rank
     _set_transform(source.train, transforms(source, size, cfg.augment, train=True))
     _set_transform(source.val, transforms(source, size, cfg.augment, train=False))
     # drop_last: the processes' shares are cut to equal length instead of padded with repeated images
-    sampler = DistributedSampler(source.train, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    sampler = EpochSampler(source.train, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=pin_memory)
     # a last batch of one image would break batch norm; drop the incomplete batch when there is a full one
     train = DataLoader(source.train, sampler=sampler, drop_last=len(sampler) > cfg.batch_size, **common)

@@ -18,7 +18,9 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .config import Config, ConfigError, build_config, dump, flatten, load_config
 from .data import make_loaders, open_dataset
-from .errors import UserError
+from .errors import Interrupted, UserError
 from .models import create_model
 from .models.common import fit_input_size
 
@@ -118,12 +120,14 @@ def check_output_dir(path: Path, resume_path: str | None) -> None:
     (it may replace those of the checkpoint it resumes from)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"  # one per process: under torchrun all of them check
+        probe = path / f".write-test-{os.getpid()}"
         checkpoint.write_text(probe, "")
         probe.unlink()
     except (OSError, UserError) as e:
         raise UserError(f"output directory {str(path)!r} cannot be written: {getattr(e, 'strerror', None) or e}") \
             from None
+    for stale in [*path.glob(".*.tmp"), *path.glob(".write-test-*")]:  # left by a process killed while writing
+        stale.unlink(missing_ok=True)
     if not any(path.glob("*.pt")):
         return
     if resume_path is None:
@@ -319,6 +323,78 @@ def build_model(cfg: Config, source) -> tuple[nn.Module, int]:
     return model, size
 
 
+class StopSignals:
+    """While active, SIGINT (Ctrl-C) and SIGTERM do not kill the run: they ask it to stop at the next safe
+    point, the end of an optimizer step, where it saves its state and exits. A second Ctrl-C stops at
+    once (every file on disk is still whole: checkpoints are replaced atomically)."""
+
+    def __init__(self):
+        self.signum = 0
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def handle(self, signum, frame):
+        if self.signum and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def requested(self, procs: Processes) -> int:
+        """The signal that asked to stop, 0 if none; under torchrun, a signal to any process stops all of them
+        at the same step."""
+        if procs.world == 1:
+            return self.signum
+        flag = torch.tensor(self.signum, device=procs.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+
+def resume_point(state: dict, cfg: Config, procs: Processes, steps_per_epoch: int) -> tuple[int, list[float]]:
+    """Where in its unfinished epoch a checkpoint saved by an interrupted run stopped: the number of
+    optimizer steps done and the epoch's metric sums so far ``(loss * n, correct, n, seconds)``; (0, [])
+    for a checkpoint saved at the end of an epoch. A changed batch size or number of processes changes
+    the epoch's batches, so that epoch then starts again from its beginning."""
+    step = state.get("step", 0)
+    if not step:
+        return 0, []
+    partial = state.get("partial")
+    if (not isinstance(step, int) or isinstance(step, bool) or not 0 < step < steps_per_epoch
+            or not isinstance(partial, list) or len(partial) != 4
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in partial)):
+        raise checkpoint.CheckpointError(f"the checkpoint's position in its epoch (step={step!r}, "
+                                         f"partial={partial!r}) is not valid for {steps_per_epoch} steps per epoch")
+    if state.get("batches") != [cfg.data.batch_size, procs.world]:
+        log(procs, "note: the batch size or the number of processes changed since the run was interrupted, "
+                   f"so epoch {state['epoch'] + 1} starts again from its first batch")
+        return 0, []
+    return step, [float(v) for v in partial]
+
+
+def partial_save(state: dict, path: Path, procs: Processes):
+    """The step that writes an interrupted run's checkpoint (rank 0 writes, the others wait)."""
+    return (lambda: checkpoint.save(state, path)) if procs.main else (lambda: None)
+
+
+def stopped_message(signum: int, where: str, out: Path) -> str:
+    last = str(out / "last.pt")
+    return (f"stopped by {signal.Signals(signum).name} {where}; saved {last!r}; continue with: "
+            f"python -m cnnzoo.train --resume {last} (under torchrun, the same torchrun command with that --resume)")
+
+
+def restore_rng(state: dict, procs: Processes) -> None:
+    if not checkpoint.set_rng_state(state["rng"], procs.rank, procs.world):
+        log(procs, f"note: the checkpoint was written by {len(state['rng'])} processes and this run has "
+                   f"{procs.world}, so its random augmentation does not repeat the original's")
+
+
 def gather_rng(procs: Processes) -> list[dict]:
     """Every process's generator states, in rank order."""
     state = checkpoint.rng_state()
@@ -346,7 +422,7 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(procs.device, memory_format=memory_format)
     params = sum(p.numel() for p in model.parameters())
-    seed_everything(cfg.train.seed + procs.rank)  # but each process its own augmentation and dropout
+    seed_everything((cfg.train.seed + procs.rank) % 2**32)  # but each process its own augmentation and dropout
 
     # optimizer, schedule, mixed precision
     optimizer = build_optimizer(cfg, model)
@@ -360,7 +436,7 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
 
     # resume
-    start_epoch, history, best_val_acc = 0, [], -1.0
+    start_epoch, history, best_val_acc, resume_step, partial = 0, [], -1.0, 0, []
     if resume_state is not None:
         what = f"checkpoint {resume_path!r} ({resume_state['config'].get('model', {}).get('name')!r})"
         checkpoint.check_model_keys(model.state_dict(), resume_state["model"], what)
@@ -372,17 +448,19 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
                                                  f"says {cfg.optim.name!r}")
             start_epoch, history = int(resume_state["epoch"]), list(resume_state["history"])
             best_val_acc = float(resume_state["best_val_acc"])
+            resume_step, partial = resume_point(resume_state, cfg, procs, len(train_loader))
             try:
-                load_optimizer_state(optimizer, scheduler, resume_state, start_epoch * len(train_loader))
+                load_optimizer_state(optimizer, scheduler, resume_state,
+                                     start_epoch * len(train_loader) + resume_step)
                 if resume_state["scaler"] and scaler.is_enabled():
                     scaler.load_state_dict(resume_state["scaler"])
             except (ValueError, KeyError, RuntimeError, TypeError) as e:
                 raise checkpoint.CheckpointError(f"{what}: optimizer state does not fit: {e}") from None
-            if not checkpoint.set_rng_state(resume_state["rng"], procs.rank, procs.world):
-                log(procs, f"note: the checkpoint was written by {len(resume_state['rng'])} processes and this run "
-                           f"has {procs.world}, so its random augmentation does not repeat the original's")
+            if not resume_step:  # mid-epoch, after the epoch's loader has drawn its seed (below)
+                restore_rng(resume_state, procs)
             changes = config_changes(resume_state["config"], cfg)
-            log(procs, f"resuming from {resume_path} after epoch {start_epoch}"
+            where = f"epoch {start_epoch + 1}, step {resume_step}" if resume_step else f"after epoch {start_epoch}"
+            log(procs, f"resuming from {resume_path} {where}"
                 + (f"; config changes: {', '.join(changes)}" if changes else ""))
 
     if eval_only:
@@ -400,71 +478,94 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
 
     show_bar = procs.main and not quiet and sys.stderr.isatty()
     summary = {}
-    for epoch in range(start_epoch, cfg.train.epochs):
-        net.train()
-        train_loader.sampler.set_epoch(epoch)
-        sums = torch.zeros(3, dtype=torch.float64, device=procs.device)
-        started = time.perf_counter()
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not show_bar, leave=False,
-                   dynamic_ncols=True)
-        for step, (x, y) in enumerate(bar):
-            x, y = x.to(procs.device, non_blocking=True), y.to(procs.device, non_blocking=True)
-            if cfg.train.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast():
-                loss, main_loss, logits = loss_and_logits(criterion, net(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.train.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-            scheduler.step()
-            sums += batch_sums(main_loss, logits, y)
-            if (step + 1) % cfg.train.log_every == 0 or step + 1 == len(train_loader):
-                if not all_finite(loss, procs):
-                    raise UserError(f"the loss became nan or infinite at epoch {epoch + 1}, step {step + 1}; "
-                                    f"stopping (the last checkpoint in {str(out)!r} is kept)")
-                if show_bar:
-                    seen = sums[2].item()
-                    bar.set_postfix(loss=f"{sums[0].item() / seen:.4f}", acc=f"{sums[1].item() / seen:.4f}",
-                                    lr=f"{lr:.3g}",
-                                    img_s=f"{seen * procs.world / (time.perf_counter() - started):.0f}")
-        train_seconds = time.perf_counter() - started
-        loss_sum, correct, n = reduce_sums(sums, procs)
-        if ddp:  # every process evaluates with rank 0's batch-norm statistics, so all hold the same model
-            for buffer in model.buffers():
-                dist.broadcast(buffer, 0)
-        val_loss, val_acc, _ = evaluate(model, val_loader, criterion, procs, autocast, cfg.train.channels_last)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n, "val_loss": val_loss,
-               "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - started,
-               "images_per_second": n / train_seconds}
-        history.append(row)
-        is_best = val_acc > best_val_acc
-        best_val_acc = max(best_val_acc, val_acc)
-        log(procs, f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {row['train_loss']:.4f}  "
-                   f"train_acc {row['train_acc']:.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
-                   f"lr {row['lr']:.4g}  {row['images_per_second']:.0f} img/s  {row['seconds']:.1f}s")
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                 "history": history, "best_val_acc": best_val_acc, "rng": gather_rng(procs),
-                 "config": cfg.to_dict()}
-        summary = {"model": cfg.model.name, "backend": cfg.model.backend, "dataset": source.name,
-                   "val_acc": val_acc, "val_loss": val_loss, "best_val_acc": best_val_acc,
-                   "best_epoch": max(history, key=lambda r: r["val_acc"])["epoch"], "epochs": epoch + 1,
-                   "params": params, "device": str(procs.device), "processes": procs.world,
-                   "image_size": size, "train_seconds": sum(r["seconds"] for r in history),
-                   "images_per_second": row["images_per_second"]}
+    with StopSignals() as stop:
+        for epoch in range(start_epoch, cfg.train.epochs):
+            net.train()
+            first_step, sums = 0, torch.zeros(3, dtype=torch.float64, device=procs.device)
+            if epoch == start_epoch and resume_step:  # the rest of an interrupted epoch
+                first_step = resume_step
+                if procs.main:  # rank 0 saved the sums of all processes
+                    sums = torch.tensor(partial[:3], dtype=torch.float64, device=procs.device)
+            train_loader.sampler.set_epoch(epoch)
+            train_loader.sampler.start = first_step * cfg.data.batch_size
+            started = time.perf_counter() - (partial[3] if first_step else 0.0)
+            batches = iter(train_loader)  # draws the seed of the loader's workers from the generators
+            if first_step:
+                restore_rng(resume_state, procs)
+            bar = tqdm(batches, total=len(train_loader), initial=first_step, disable=not show_bar, leave=False,
+                       desc=f"epoch {epoch + 1}/{cfg.train.epochs}", dynamic_ncols=True)
+            for step, (x, y) in enumerate(bar, start=first_step):
+                x, y = x.to(procs.device, non_blocking=True), y.to(procs.device, non_blocking=True)
+                if cfg.train.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast():
+                    loss, main_loss, logits = loss_and_logits(criterion, net(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.train.grad_clip:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+                scheduler.step()
+                sums += batch_sums(main_loss, logits, y)
+                signum = stop.requested(procs)
+                if signum or (step + 1) % cfg.train.log_every == 0 or step + 1 == len(train_loader):
+                    if not all_finite(loss, procs):
+                        raise UserError(f"the loss became nan or infinite at epoch {epoch + 1}, step {step + 1}; "
+                                        f"stopping (the last checkpoint in {str(out)!r} is kept)")
+                    if show_bar:
+                        seen = sums[2].item()
+                        bar.set_postfix(loss=f"{sums[0].item() / seen:.4f}", acc=f"{sums[1].item() / seen:.4f}",
+                                        lr=f"{lr:.3g}",
+                                        img_s=f"{seen * procs.world / (time.perf_counter() - started):.0f}")
+                if signum and step + 1 < len(train_loader):  # at the last step, finish the epoch first
+                    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                             "step": step + 1, "batches": [cfg.data.batch_size, procs.world],
+                             "partial": reduce_sums(sums.clone(), procs) + [time.perf_counter() - started],
+                             "history": history, "best_val_acc": best_val_acc, "rng": gather_rng(procs),
+                             "config": cfg.to_dict()}
+                    together(procs, partial_save(state, out / "last.pt", procs))
+                    raise Interrupted(stopped_message(signum, f"at epoch {epoch + 1}, step {step + 1} of "
+                                                              f"{len(train_loader)}", out), signum)
+            train_seconds = time.perf_counter() - started
+            loss_sum, correct, n = reduce_sums(sums, procs)
+            if ddp:  # every process evaluates with rank 0's batch-norm statistics, so all hold the same model
+                for buffer in model.buffers():
+                    dist.broadcast(buffer, 0)
+            val_loss, val_acc, _ = evaluate(model, val_loader, criterion, procs, autocast, cfg.train.channels_last)
+            row = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n, "val_loss": val_loss,
+                   "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - started,
+                   "images_per_second": n / train_seconds}
+            history.append(row)
+            is_best = val_acc > best_val_acc
+            best_val_acc = max(best_val_acc, val_acc)
+            log(procs, f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {row['train_loss']:.4f}  "
+                       f"train_acc {row['train_acc']:.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
+                       f"lr {row['lr']:.4g}  {row['images_per_second']:.0f} img/s  {row['seconds']:.1f}s")
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
+                     "history": history, "best_val_acc": best_val_acc, "rng": gather_rng(procs),
+                     "config": cfg.to_dict()}
+            summary = {"model": cfg.model.name, "backend": cfg.model.backend, "dataset": source.name,
+                       "val_acc": val_acc, "val_loss": val_loss, "best_val_acc": best_val_acc,
+                       "best_epoch": max(history, key=lambda r: r["val_acc"])["epoch"], "epochs": epoch + 1,
+                       "params": params, "device": str(procs.device), "processes": procs.world,
+                       "image_size": size, "train_seconds": sum(r["seconds"] for r in history),
+                       "images_per_second": row["images_per_second"]}
 
-        def save(state=state, summary=summary, is_best=is_best) -> None:
-            checkpoint.save(state, out / "last.pt")
-            if is_best:
-                checkpoint.save_copy(out / "last.pt", out / "best.pt")
-            write_outputs(out, cfg, history, summary)
+            def save(state=state, summary=summary, is_best=is_best) -> None:
+                checkpoint.save(state, out / "last.pt")
+                if is_best:
+                    checkpoint.save_copy(out / "last.pt", out / "best.pt")
+                write_outputs(out, cfg, history, summary)
 
-        together(procs, save if procs.main else lambda: None)
+            together(procs, save if procs.main else lambda: None)
+            signum = stop.requested(procs)
+            if signum and epoch + 1 < cfg.train.epochs:
+                raise Interrupted(stopped_message(signum, f"after epoch {epoch + 1}", out), signum)
     if start_epoch >= cfg.train.epochs:
         log(procs, f"nothing to do: the checkpoint has finished {start_epoch} of {cfg.train.epochs} epochs")
     elif summary:
@@ -494,6 +595,14 @@ def main(argv: list[str] | None = None) -> int:
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, together() gives rank 0 every message
             print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(str(e), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; the checkpoints on disk are those of the last finished epoch or interruption",
+              file=sys.stderr)
+        return 128 + signal.SIGINT
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

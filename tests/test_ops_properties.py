@@ -53,9 +53,9 @@ def conv_calls(draw):
     g = max(groups, 1)
     cin, cout = g * draw(small_int(1, 3)), g * draw(small_int(1, 2))
     cin_given = cin + draw(st.sampled_from([0, 0, 0, 1]))  # sometimes a channel mismatch
-    n, h, w = draw(small_int(1, 2)), draw(small_int(1, 9)), draw(small_int(1, 9))
+    n, h, w = draw(small_int(0, 2)), draw(small_int(1, 9)), draw(small_int(1, 9))
     kh, kw = draw(small_int(1, 4)), draw(small_int(1, 4))
-    x = maybe_unbatched(torch.randn(n, cin_given, h, w, dtype=torch.float64), draw(st.booleans()))
+    x = maybe_unbatched(torch.randn(n, cin_given, h, w, dtype=torch.float64), n > 0 and draw(st.booleans()))
     weight = torch.randn(cout, cin // g, kh, kw, dtype=torch.float64)
     bias = torch.randn(cout, dtype=torch.float64) if draw(st.booleans()) else None
     kwargs = dict(
