@@ -312,5 +312,6 @@ def test_both_layouts_match_torch(folded, chunk_bytes, kwargs, monkeypatch):
     else:
         ref_kwargs = kwargs
     assert_matches(ops.conv2d, F.conv2d, [x, w, b], kwargs, ref_kwargs=ref_kwargs)
-    leaves = [x[:2, :, :6, :6].clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()]
-    assert torch.autograd.gradgradcheck(lambda *t: ops.conv2d(*t, **kwargs), leaves)
+    if chunk_bytes > 1:  # double backward once per layout (image by image it is the same code, only slower)
+        leaves = [x[:2, :, :6, :6].clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()]
+        assert torch.autograd.gradgradcheck(lambda *t: ops.conv2d(*t, **kwargs), leaves)
