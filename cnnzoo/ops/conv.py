@@ -63,16 +63,19 @@ def output_plane(input_hw, kernel, stride, padding: Padding4, dilation) -> tuple
 
 
 CHUNK_BYTES = 16 * 2**20  # column matrices are built for as many images at a time as fit in this
+GPU_CHUNK_BYTES = 512 * 2**20  # on a GPU the caching allocator keeps buffers, and fewer launches pay
 
 
-def image_chunks(n: int, column_elements_per_image: int, itemsize: int) -> list[slice]:
-    """Batch slices whose column matrices stay near ``CHUNK_BYTES``.
+def image_chunks(x: torch.Tensor, column_elements_per_image: int) -> list[slice]:
+    """Slices of the batch of ``x`` whose column matrices stay near ``CHUNK_BYTES``.
 
     A bounded chunk keeps the temporary small next to the batch (native convolutions need none), and
-    an allocator serves chunk-sized buffers from memory it already holds, where a buffer the size of
-    the whole batch's windows costs a fresh round of page faults on every call.
+    on a CPU an allocator serves chunk-sized buffers from memory it already holds, where a buffer the
+    size of the whole batch's windows costs a fresh round of page faults on every call.
     """
-    step = max(1, CHUNK_BYTES // max(1, column_elements_per_image * itemsize))
+    budget = CHUNK_BYTES if x.device.type == "cpu" else GPU_CHUNK_BYTES
+    n = x.shape[0]
+    step = max(1, budget // max(1, column_elements_per_image * x.element_size()))
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
@@ -125,7 +128,7 @@ def conv2d_forward_gemm(x: torch.Tensor, weight: torch.Tensor, stride, padding: 
     folded = fold_images(k, ho * wo)
     w = weight.reshape(groups, out_channels // groups, k)
     out = x.new_empty(n, out_channels, ho, wo)
-    for part in image_chunks(n, k * groups * ho * wo, x.element_size()):
+    for part in image_chunks(x, k * groups * ho * wo):
         b = out[part].shape[0]
         cols = im2col(x[part], kernel, stride, padding, dilation, folded)
         if folded:
@@ -146,7 +149,7 @@ def conv2d_input_grad(grad_out: torch.Tensor, weight: torch.Tensor, input_shape:
     folded = fold_images(k, ho * wo)
     wt = weight.reshape(groups, out_channels // groups, k).transpose(1, 2)  # G C/G*kh*kw O/G
     grad = grad_out.new_empty(input_shape)
-    for part in image_chunks(n, k * groups * ho * wo, grad_out.element_size()):
+    for part in image_chunks(grad_out, k * groups * ho * wo):
         b = grad[part].shape[0]
         cols = torch.matmul(wt, grouped(grad_out[part], groups, folded))
         if folded:
@@ -167,12 +170,12 @@ def conv2d_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: to
     """grad_w[o, c, i, j] = sum_{n, y, x} grad_out[n, o, y, x] * x_pad[n, c, y*s + i*d, x*s + j*d]: per
     group ``grad_out @ cols^T`` summed over the images. The windows are gathered again rather than
     kept from the forward pass, so the op saves no more than its input."""
-    n, out_channels = x.shape[0], weight_shape[0]
+    out_channels = weight_shape[0]
     kernel, (ho, wo) = weight_shape[2:], grad_out.shape[2:]
     k = weight_shape[1] * kernel[0] * kernel[1]
     folded = fold_images(k, ho * wo)
     grad = grad_out.new_zeros(groups, out_channels // groups, k)
-    for part in image_chunks(n, k * groups * ho * wo, x.element_size()):
+    for part in image_chunks(x, k * groups * ho * wo):
         cols = im2col(x[part], kernel, stride, padding, dilation, folded)
         g = grouped(grad_out[part], groups, folded)
         if folded:  # (G, O/G, b*L) @ (G, b*L, C/G*kh*kw)

@@ -126,7 +126,8 @@ class MaxPool2dFunction(torch.autograd.Function):
         values = x.new_empty(n, c, *out)
         indices = torch.empty(n, c, *out, dtype=torch.int64, device=x.device)
         planes = (x.reshape(n * c, 1, h, w), values.view(n * c, 1, *out), indices.view(n * c, 1, *out))
-        step = max(1, PLANE_CHUNK_BYTES // max(1, h * w * x.element_size()))
+        # on a GPU there is no cache to stay in: one chunk
+        step = max(1, PLANE_CHUNK_BYTES // max(1, h * w * x.element_size())) if x.device.type == "cpu" else n * c
         for start in range(0, n * c, step):
             chunk = [t[start:start + step] for t in planes]
             max_pool2d_taps(*chunk, kernel, stride, padding, dilation)
