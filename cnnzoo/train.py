@@ -18,6 +18,7 @@ import json
 import math
 import os
 import random
+import shlex
 import signal
 import sys
 import threading
@@ -386,7 +387,8 @@ def partial_save(state: dict, path: Path, procs: Processes):
 def stopped_message(signum: int, where: str, out: Path) -> str:
     last = str(out / "last.pt")
     return (f"stopped by {signal.Signals(signum).name} {where}; saved {last!r}; continue with: "
-            f"python -m cnnzoo.train --resume {last} (under torchrun, the same torchrun command with that --resume)")
+            f"python -m cnnzoo.train --resume {shlex.quote(last)} "
+            f"(under torchrun, the same torchrun command with that --resume)")
 
 
 def restore_rng(state: dict, procs: Processes) -> None:
