@@ -379,11 +379,6 @@ def resume_point(state: dict, cfg: Config, procs: Processes, steps_per_epoch: in
     return step, [float(v) for v in partial]
 
 
-def partial_save(state: dict, path: Path, procs: Processes):
-    """The step that writes an interrupted run's checkpoint (rank 0 writes, the others wait)."""
-    return (lambda: checkpoint.save(state, path)) if procs.main else (lambda: None)
-
-
 def stopped_message(signum: int, where: str, out: Path) -> str:
     last = str(out / "last.pt")
     return (f"stopped by {signal.Signals(signum).name} {where}; saved {last!r}; continue with: "
@@ -480,6 +475,12 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
 
     show_bar = procs.main and not quiet and sys.stderr.isatty()
     summary = {}
+    def snapshot(finished_epochs: int, **position) -> dict:
+        """The checkpoint of the run as it stands; ``position``: where an interrupted epoch stopped."""
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "epoch": finished_epochs, "history": history,
+                "best_val_acc": best_val_acc, "rng": gather_rng(procs), "config": cfg.to_dict(), **position}
+
     with StopSignals() as stop:
         for epoch in range(start_epoch, cfg.train.epochs):
             net.train()
@@ -523,13 +524,9 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
                                         lr=f"{lr:.3g}",
                                         img_s=f"{seen * procs.world / (time.perf_counter() - started):.0f}")
                 if signum and step + 1 < len(train_loader):  # at the last step, finish the epoch first
-                    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                             "step": step + 1, "batches": [cfg.data.batch_size, procs.world],
-                             "partial": reduce_sums(sums.clone(), procs) + [time.perf_counter() - started],
-                             "history": history, "best_val_acc": best_val_acc, "rng": gather_rng(procs),
-                             "config": cfg.to_dict()}
-                    together(procs, partial_save(state, out / "last.pt", procs))
+                    state = snapshot(epoch, step=step + 1, batches=[cfg.data.batch_size, procs.world],
+                                     partial=reduce_sums(sums.clone(), procs) + [time.perf_counter() - started])
+                    together(procs, lambda state=state: checkpoint.save(state, out / "last.pt") if procs.main else None)
                     raise Interrupted(stopped_message(signum, f"at epoch {epoch + 1}, step {step + 1} of "
                                                               f"{len(train_loader)}", out), signum)
             train_seconds = time.perf_counter() - started
@@ -547,10 +544,7 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
             log(procs, f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {row['train_loss']:.4f}  "
                        f"train_acc {row['train_acc']:.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
                        f"lr {row['lr']:.4g}  {row['images_per_second']:.0f} img/s  {row['seconds']:.1f}s")
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                     "history": history, "best_val_acc": best_val_acc, "rng": gather_rng(procs),
-                     "config": cfg.to_dict()}
+            state = snapshot(epoch + 1)
             summary = {"model": cfg.model.name, "backend": cfg.model.backend, "dataset": source.name,
                        "val_acc": val_acc, "val_loss": val_loss, "best_val_acc": best_val_acc,
                        "best_epoch": max(history, key=lambda r: r["val_acc"])["epoch"], "epochs": epoch + 1,

@@ -89,6 +89,15 @@ def bench_layer(layer: Layer, device, dtype, repeat: int) -> dict:
     return result
 
 
+def device_label(device: torch.device) -> str:
+    return torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+
+
+def print_header(header: str) -> None:
+    print(header)
+    print("-" * len(header))
+
+
 def argument_error(prog: str, args: argparse.Namespace) -> bool:
     """Print the problem with ``--device`` or ``--repeat`` (shared by the benchmark scripts), if any."""
     problem = ("--device cuda asked for, but CUDA is not available" if args.device == "cuda"
@@ -113,13 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     if not layers:
         print(f"bench_ops: no layer name contains {args.only!r}", file=sys.stderr)
         return 2
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"cnnzoo.ops vs torch.nn.functional | {name} | torch {torch.__version__} | {args.dtype} | "
+    print(f"cnnzoo.ops vs torch.nn.functional | {device_label(device)} | torch {torch.__version__} | {args.dtype} | "
           f"median of {args.repeat} interleaved runs, times in ms, ratio = custom / native")
     header = (f"{'layer':28} {'input':>18} {'fwd':>8} {'native':>8} {'ratio':>6} {'fwd+bwd':>8} {'native':>8} "
               f"{'ratio':>6} {'peak MiB':>9} {'native':>7}")
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     ratios = []
     for layer in layers:
         r = bench_layer(layer, device, dtype, args.repeat)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ops import argument_error, peak_memory, timed  # noqa: E402
+from bench_ops import argument_error, device_label, peak_memory, print_header, timed  # noqa: E402
 
 import cnnzoo  # noqa: E402
 from cnnzoo.train import loss_and_logits  # noqa: E402
@@ -100,13 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_train: no model name contains {args.only!r}", file=sys.stderr)
         return 2
     device = torch.device(args.device)
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"training steps, cnnzoo ops (custom) vs torch.nn (native) | {where} | torch {torch.__version__} | "
-          f"float32, SGD, median of {args.repeat} interleaved steps")
+    print(f"training steps, cnnzoo ops (custom) vs torch.nn (native) | {device_label(device)} | "
+          f"torch {torch.__version__} | float32, SGD, median of {args.repeat} interleaved steps")
     header = (f"{'model':10} {'batch':>5} {'custom ms':>10} {'native ms':>10} {'ratio':>6} {'custom img/s':>12} "
               f"{'native img/s':>12} {'saved MiB':>10} {'native':>8} {'ratio':>6} {'peak MiB':>9} {'native':>8}")
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for name, batch, size in models:
         r = bench_model(name, batch, size, device, args.repeat)
         peak = (f"{r['custom peak']:9.1f} {r['native peak']:8.1f}" if r["custom peak"] is not None

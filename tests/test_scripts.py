@@ -33,17 +33,6 @@ def test_bench_ops_smoke():
     assert lines[-1].startswith("geomean fwd+bwd ratio:")
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--only", "no-such-layer"], "no layer name contains"),
-    (["--repeat", "0"], "--repeat must be at least 1"),
-] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]))
-def test_bench_ops_bad_arguments(args, message):
-    result = run_script("bench_ops.py", *args)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_bench_train_smoke():
     result = run_script("bench_train.py", "--tiny", "--repeat", "1", "--only", "lenet5")
     assert result.returncode == 0, result.stderr
@@ -53,12 +42,16 @@ def test_bench_train_smoke():
     assert abs(ratio - custom_ms / native_ms) < 0.02 * ratio + 0.01
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--only", "no-such-model"], "no model name contains"),
-    (["--repeat", "0"], "--repeat must be at least 1"),
-] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]))
-def test_bench_train_bad_arguments(args, message):
-    result = run_script("bench_train.py", *args)
+NO_CUDA = [] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]
+
+
+@pytest.mark.parametrize("script,args,message", [
+    (script, args, message) for script, no_match in (("bench_ops.py", "no layer name contains"),
+                                                     ("bench_train.py", "no model name contains"))
+    for args, message in [(["--only", "no-such-name"], no_match), (["--repeat", "0"], "--repeat must be at least 1"),
+                          *NO_CUDA]])
+def test_bench_bad_arguments(script, args, message):
+    result = run_script(script, *args)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr

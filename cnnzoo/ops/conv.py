@@ -85,13 +85,19 @@ def fold_images(k: int, plane: int) -> bool:
     return 16 * plane <= k
 
 
+def pointwise(kernel, stride, padding: Padding4) -> bool:
+    """A 1x1, stride-1, unpadded convolution: every column is one input pixel, so the input is its own
+    column matrix and the input gradient needs no col2im."""
+    return tuple(kernel) == (1, 1) and tuple(stride) == (1, 1) and not any(padding)
+
+
 def im2col(x: torch.Tensor, kernel, stride, padding: Padding4, dilation, folded: bool) -> torch.Tensor:
     """The windows of ``x`` (b, C, H, W) copied into column order: (b, C, kh, kw, Ho, Wo), or
     (C, kh, kw, b, Ho, Wo) when ``folded``. Row (c, i, j) of a column lines up with ``weight[o, c, i, j]``.
 
     An unpadded 1x1 stride-1 convolution needs no copy: its columns are the input itself.
     """
-    if not folded and tuple(kernel) == (1, 1) and tuple(stride) == (1, 1) and not any(padding):
+    if not folded and pointwise(kernel, stride, padding):
         return x.unsqueeze(2).unsqueeze(3)
     win = windows(pad2d(x, padding), kernel, stride, dilation)  # b C Ho Wo kh kw, a view
     return win.permute((1, 4, 5, 0, 2, 3) if folded else (0, 1, 4, 5, 2, 3)).contiguous()
@@ -156,7 +162,7 @@ def conv2d_input_grad(grad_out: torch.Tensor, weight: torch.Tensor, input_shape:
             cols = cols.view(c, kh, kw, b, ho, wo).permute(3, 0, 1, 2, 4, 5)
         else:
             cols = cols.view(b, c, kh, kw, ho, wo)
-        if (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(padding):
+        if pointwise((kh, kw), stride, padding):
             grad[part] = cols.reshape(b, c, h, w)
             continue
         grad_padded = grad_out.new_zeros(b, c, h + top + bottom, w + left + right)
