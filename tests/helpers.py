@@ -3,6 +3,8 @@ compare the outputs and every gradient."""
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 TOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
@@ -58,6 +60,11 @@ def graph_nodes(tensor: torch.Tensor) -> list[str]:
         seen.append(node)
         stack.extend(next_fn for next_fn, _ in node.next_functions)
     return [type(node).__name__ for node in seen]
+
+
+def cnnzoo_node(names: list[str], op: str) -> bool:
+    """Whether the graph node names hold the backward of ``torch.ops.cnnzoo.<op>``."""
+    return any(re.search(rf"cnnzoo_{op}_default", n) for n in names)
 
 
 class Payload:

@@ -1,4 +1,5 @@
-"""2-D convolution (cross-correlation, as in every deep learning library) written out by hand.
+"""2-D convolution (cross-correlation, as in every deep learning library) written out by hand: the
+reference implementation of the ``torch.ops.cnnzoo.conv2d*`` operators (see ``library.py``).
 
 Forward is im2col: every output pixel's receptive window is a view of the padded input
 (``Tensor.unfold``, no copy); a chunk of images' windows is copied into column order and multiplied
@@ -10,7 +11,9 @@ into the columns when the planes are small. The backward pass is written in the 
 * grad wrt weight = ``grad_out`` times the same columns, summed over images and pixels;
 * grad wrt bias   = ``grad_out`` summed over images and pixels.
 
-Both gradients are built from differentiable operations, so double backward works.
+Every function here takes checked, normalised arguments (a batched input, padding as
+``(top, bottom, left, right)``) and runs below autograd: the registered operators give them their
+derivatives, and the three are each other's gradients (``library.py``).
 """
 
 from __future__ import annotations
@@ -18,21 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._args import (
-    IntPair,
-    as_int,
-    autocast_cast,
-    autocast_dtype,
-    check_float,
-    check_input,
-    check_non_negative,
-    check_positive,
-    outside_autocast,
-    pair,
-)
-
 Padding4 = tuple[int, int, int, int]  # top, bottom, left, right
-PaddingArg = str | IntPair
 
 
 def windows(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
@@ -198,104 +187,3 @@ def conv2d_forward(x, weight, bias, stride, padding: Padding4, dilation, groups:
     """The forward pass (``conv2d_forward_gemm``) plus the bias, broadcast over images and pixels."""
     out = conv2d_forward_gemm(x, weight, stride, padding, dilation, groups)
     return out if bias is None else out.add_(bias.view(1, -1, 1, 1))
-
-
-class Conv2dFunction(torch.autograd.Function):
-    """Convolution with explicit ``(top, bottom, left, right)`` padding on a batched input."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
-        ctx.save_for_backward(x, weight)
-        ctx.conf = stride, padding, dilation, groups
-        return conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.conf
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = conv2d_input_grad(grad_out, weight, x.shape, stride, padding, dilation, groups) \
-            if need_x else None
-        grad_w = conv2d_weight_grad(x, grad_out, weight.shape, stride, padding, dilation, groups) \
-            if need_w else None
-        grad_b = grad_out.sum((0, 2, 3)) if need_b else None
-        return grad_x, grad_w, grad_b, None, None, None, None
-
-
-def resolve_padding(padding: PaddingArg, kernel: tuple[int, int], stride: tuple[int, int],
-                    dilation: tuple[int, int]) -> Padding4:
-    """``padding`` as ``(top, bottom, left, right)``.
-
-    'valid' is no padding; 'same' pads ``d(k-1)`` in total, the odd one at the bottom/right as torch
-    does, and needs stride 1; 'full' pads ``d(k-1)`` on every side, so that every input pixel meets
-    every kernel tap (output size ``n + d(k-1)``).
-    """
-    if isinstance(padding, str):
-        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
-        if padding == "valid":
-            return 0, 0, 0, 0
-        if padding == "same":
-            if stride != (1, 1):
-                raise ValueError(
-                    f"conv2d: padding='same' is not supported for strided convolutions, got stride={stride}")
-            (th, tw) = totals
-            return th // 2, th - th // 2, tw // 2, tw - tw // 2
-        if padding == "full":
-            return totals[0], totals[0], totals[1], totals[1]
-        raise ValueError(f"conv2d: invalid padding string {padding!r}, expected 'valid', 'same' or 'full'")
-    ph, pw = pair(padding, "padding", "conv2d")
-    check_non_negative((ph, pw), "padding", "conv2d")
-    return ph, ph, pw, pw
-
-
-def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: IntPair = 1,
-           padding: PaddingArg = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
-    """2-D cross-correlation with ``torch.nn.functional.conv2d``'s signature and semantics.
-
-    ``padding`` also accepts ``'full'``: ``dilation * (k - 1)`` zeros on every side.
-    """
-    fn = "conv2d"
-    unbatched = check_input(input, fn)
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
-        shape = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
-        raise ValueError(f"{fn}: weight must be a 4D tensor (out_channels, in_channels/groups, kH, kW), got {shape}")
-    check_float(weight, "weight", fn)
-    cast = autocast_dtype(input)  # under torch.autocast, convolution runs in its lower precision, as torch's does
-    input, weight, bias = (autocast_cast(t, cast) for t in (input, weight, bias))
-    stride, dilation = pair(stride, "stride", fn), pair(dilation, "dilation", fn)
-    groups = as_int(groups, "groups", fn)
-    check_positive(stride, "stride", fn)
-    check_positive(dilation, "dilation", fn)
-    if groups <= 0:
-        raise ValueError(f"{fn}: groups must be positive, got groups={groups}")
-    x = input.unsqueeze(0) if unbatched else input
-    out_channels, in_per_group, kh, kw = weight.shape
-    if out_channels == 0 or out_channels % groups:
-        raise ValueError(f"{fn}: weight of size {list(weight.shape)} has {out_channels} output channels, "
-                         f"which must be a positive multiple of groups={groups}")
-    if x.shape[1] != in_per_group * groups:
-        raise ValueError(f"{fn}: weight of size {list(weight.shape)} with groups={groups} expects input with "
-                         f"{in_per_group * groups} channels, got input of size {list(input.shape)}")
-    if min(kh, kw) <= 0:
-        raise ValueError(f"{fn}: kernel size must be positive, got weight of size {list(weight.shape)}")
-    if bias is not None:
-        if not isinstance(bias, torch.Tensor) or bias.shape != (out_channels,):
-            shape = list(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
-            raise ValueError(f"{fn}: bias must be 1D with {out_channels} elements for weight of size "
-                             f"{list(weight.shape)}, got {shape}")
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t is not None and (t.dtype != input.dtype or t.device != input.device):
-            raise TypeError(f"{fn}: input ({input.dtype}, {input.device}) and {name} ({t.dtype}, {t.device}) "
-                            f"must have the same dtype and device")
-    pads = resolve_padding(padding, (kh, kw), stride, dilation)
-    h, w = x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3]
-    if h < dilation[0] * (kh - 1) + 1 or w < dilation[1] * (kw - 1) + 1:
-        raise ValueError(f"{fn}: padded input size per channel ({h} x {w}) is smaller than the dilated kernel "
-                         f"({dilation[0] * (kh - 1) + 1} x {dilation[1] * (kw - 1) + 1}); input of size "
-                         f"{list(input.shape)}, weight of size {list(weight.shape)}, padding={padding}")
-    with outside_autocast(x):
-        out = Conv2dFunction.apply(x, weight, bias, stride, pads, dilation, groups)
-    return out.squeeze(0) if unbatched else out
-
-
-__all__ = ["conv2d", "Conv2dFunction"]

@@ -1,0 +1,129 @@
+"""The public functions: ``torch.nn.functional``'s signatures and semantics on cnnzoo's operators.
+
+Each function reads its arguments as torch does (an int or a pair, ``stride=None``, padding strings,
+unbatched input, autocast), checks them, and makes one call into ``torch.ops.cnnzoo.*`` through
+:func:`cnnzoo.ops.library.call`. The operators check what they are given again, so a direct call
+to them fails just as clearly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import library
+from ._args import IntPair, as_int, autocast_cast, autocast_dtype, check_float, check_input, check_non_negative, pair
+
+Padding4 = tuple[int, int, int, int]  # top, bottom, left, right
+PaddingArg = str | IntPair
+
+
+def resolve_padding(padding: PaddingArg, kernel: tuple[int, int], stride: tuple[int, int],
+                    dilation: tuple[int, int]) -> Padding4:
+    """``padding`` as ``(top, bottom, left, right)``.
+
+    'valid' is no padding; 'same' pads ``d(k-1)`` in total, the odd one at the bottom/right as torch
+    does, and needs stride 1; 'full' pads ``d(k-1)`` on every side, so that every input pixel meets
+    every kernel tap (output size ``n + d(k-1)``).
+    """
+    if isinstance(padding, str):
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        if padding == "valid":
+            return 0, 0, 0, 0
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(
+                    f"conv2d: padding='same' is not supported for strided convolutions, got stride={stride}")
+            (th, tw) = totals
+            return th // 2, th - th // 2, tw // 2, tw - tw // 2
+        if padding == "full":
+            return totals[0], totals[0], totals[1], totals[1]
+        raise ValueError(f"conv2d: invalid padding string {padding!r}, expected 'valid', 'same' or 'full'")
+    ph, pw = pair(padding, "padding", "conv2d")
+    check_non_negative((ph, pw), "padding", "conv2d")
+    return ph, ph, pw, pw
+
+
+def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: IntPair = 1,
+           padding: PaddingArg = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
+    """2-D cross-correlation with ``torch.nn.functional.conv2d``'s signature and semantics.
+
+    ``padding`` also accepts ``'full'``: ``dilation * (k - 1)`` zeros on every side. A weight with zero
+    input channels gives the bias, broadcast to every pixel (the empty sum is zero).
+    """
+    fn = "conv2d"
+    unbatched = check_input(input, fn)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        shape = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(f"{fn}: weight must be a 4D tensor (out_channels, in_channels/groups, kH, kW), got {shape}")
+    check_float(weight, "weight", fn)
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise ValueError(f"{fn}: bias must be 1D with {weight.shape[0]} elements for weight of size "
+                         f"{list(weight.shape)}, got {type(bias).__name__}")
+    cast = autocast_dtype(input)  # under torch.autocast, convolution runs in its lower precision, as torch's does
+    input, weight, bias = (autocast_cast(t, cast) for t in (input, weight, bias))
+    stride, dilation = pair(stride, "stride", fn), pair(dilation, "dilation", fn)
+    groups = as_int(groups, "groups", fn)
+    pads = resolve_padding(padding, weight.shape[2:], stride, dilation)
+    x = input.unsqueeze(0) if unbatched else input
+    out = library.call(library.CONV2D, x, weight, bias, stride, pads, dilation, groups)
+    return out.squeeze(0) if unbatched else out
+
+
+def _window(fn: str, kernel_size: IntPair, stride: IntPair | None, padding: IntPair, dilation: IntPair):
+    """A pooling window's arguments as pairs; ``stride`` defaults to the kernel size."""
+    kernel = pair(kernel_size, "kernel_size", fn)
+    no_stride = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
+    stride = kernel if no_stride else pair(stride, "stride", fn)
+    return kernel, stride, pair(padding, "padding", fn), pair(dilation, "dilation", fn)
+
+
+def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
+               dilation: IntPair = 1, ceil_mode: bool = False, return_indices: bool = False):
+    """Max pooling with ``torch.nn.functional.max_pool2d``'s signature and semantics.
+
+    Indices are flat positions in each input plane (``h * W + w``), so ``F.max_unpool2d`` takes them.
+    """
+    fn = "max_pool2d"
+    unbatched = check_input(input, fn)
+    window = _window(fn, kernel_size, stride, padding, dilation)
+    x = input.unsqueeze(0) if unbatched else input
+    values, indices = library.call(library.MAX_POOL2D, x, *window, bool(ceil_mode))
+    if unbatched:
+        values, indices = values.squeeze(0), indices.squeeze(0)
+    return (values, indices) if return_indices else values
+
+
+def avg_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: int | None = None) -> torch.Tensor:
+    """Average pooling with ``torch.nn.functional.avg_pool2d``'s signature and semantics."""
+    fn = "avg_pool2d"
+    unbatched = check_input(input, fn)
+    kernel, stride, padding, _ = _window(fn, kernel_size, stride, padding, 1)
+    if divisor_override is not None:
+        divisor_override = as_int(divisor_override, "divisor_override", fn)
+    x = input.unsqueeze(0) if unbatched else input
+    out = library.call(library.AVG_POOL2D, x, kernel, stride, padding, bool(ceil_mode), bool(count_include_pad),
+                       divisor_override)
+    return out.squeeze(0) if unbatched else out
+
+
+def adaptive_avg_pool2d(input: torch.Tensor, output_size: int | None | Sequence[int | None]) -> torch.Tensor:
+    """Adaptive average pooling with ``torch.nn.functional.adaptive_avg_pool2d``'s semantics.
+
+    ``output_size`` is an int or a pair; ``None`` in the pair keeps that input dimension.
+    """
+    fn = "adaptive_avg_pool2d"
+    unbatched = check_input(input, fn)
+    h, w = input.shape[-2:]
+    if isinstance(output_size, (tuple, list, torch.Size)):
+        if len(output_size) != 2:
+            raise ValueError(f"{fn}: output_size must be an int or a pair, got output_size={output_size}")
+        sizes = tuple(d if s is None else as_int(s, "output_size", fn) for s, d in zip(output_size, (h, w)))
+    else:
+        sizes = (as_int(output_size, "output_size", fn),) * 2
+    x = input.unsqueeze(0) if unbatched else input
+    out = library.call(library.ADAPTIVE_AVG_POOL2D, x, sizes)
+    return out.squeeze(0) if unbatched else out

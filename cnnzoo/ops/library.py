@@ -1,0 +1,751 @@
+"""The registered operators: ``torch.ops.cnnzoo.*``, the layer that makes the reference functions in
+``conv.py`` and ``pool.py`` first-class PyTorch operators.
+
+Each operator gets, next to its kernel (the reference function, wrapped):
+
+* a check of its arguments, so that a direct call with bad arguments fails with a message, never
+  inside a matrix product;
+* a fake kernel: the output's shape, dtype and memory format without computing it, for
+  ``torch.compile``, ``torch.export`` and the meta device;
+* an autograd formula, written with these same operators, so every order of derivative stays
+  inside cnnzoo: conv2d, its input gradient and its weight gradient are each other's gradients, and a
+  pooling backward is linear, so its gradient is the pooling again (a gather for max pooling);
+* a forward-mode (jvp) formula: every operator is linear or bilinear in its tensors;
+* a vmap rule: a vmapped dimension is folded into the batch, or into the groups of a convolution
+  when the weights are vmapped.
+
+Each formula is written once and installed twice: as ``register_autograd`` on the operator, and as a
+``setup_context``-style ``autograd.Function`` (``Conv2dFunction``, ...). ``torch.func``'s transforms
+refuse the autograd wrapper that ``register_autograd`` generates (it has no ``setup_context``), so
+:func:`call` sends calls through the ``Function`` while a transform or forward-mode AD is active and
+straight to the operator otherwise, which costs less per call.
+
+Memory format follows torch: an output is channels_last when the input (or, for conv2d, the weight)
+is; a gradient takes the format of the tensor it is the gradient of.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch._prims_common import suggest_memory_format
+from torch.autograd import forward_ad
+
+from . import conv as reference_conv
+from . import pool as reference_pool
+from ._args import check_float, check_non_negative, check_positive, outside_autocast, pool_out_size
+
+# --- arguments ----------------------------------------------------------------------------------
+
+
+def _ints(values: Sequence[int], count: int, name: str, fn: str) -> tuple[int, ...]:
+    values = tuple(values)
+    if len(values) != count:
+        raise ValueError(f"{fn}: {name} must have {count} elements, got {name}={list(values)}")
+    return values
+
+
+def _check_4d(t: Tensor, name: str, fn: str) -> None:
+    if t.dim() != 4:
+        raise ValueError(f"{fn}: expected a 4D (N, C, H, W) {name}, got {name} of size {list(t.shape)}")
+    check_float(t, name, fn)
+
+
+def _check_same_kind(fn: str, first: tuple[str, Tensor], *others: tuple[str, Tensor | None]) -> None:
+    name, t = first
+    for other, u in others:
+        if u is not None and (u.dtype != t.dtype or u.device != t.device):
+            raise TypeError(f"{fn}: {name} ({t.dtype}, {t.device}) and {other} ({u.dtype}, {u.device}) "
+                            f"must have the same dtype and device")
+
+
+def _check_size(t: Tensor, size: Sequence[int], name: str, fn: str) -> None:
+    if tuple(t.shape) != tuple(size):
+        raise ValueError(f"{fn}: expected {name} of size {list(size)}, got {list(t.shape)}")
+
+
+def conv2d_output_size(fn: str, input_size: Sequence[int], weight_size: Sequence[int], stride: Sequence[int],
+                       padding: Sequence[int], dilation: Sequence[int], groups: int) -> tuple[int, int, int, int]:
+    """Check a convolution's sizes and arguments like torch does; its output size (N, O, Ho, Wo).
+
+    ``padding`` is ``(top, bottom, left, right)``.
+    """
+    stride, dilation = _ints(stride, 2, "stride", fn), _ints(dilation, 2, "dilation", fn)
+    padding = _ints(padding, 4, "padding", fn)
+    check_positive(stride, "stride", fn)
+    check_positive(dilation, "dilation", fn)
+    check_non_negative(padding, "padding", fn)
+    if groups <= 0:
+        raise ValueError(f"{fn}: groups must be positive, got groups={groups}")
+    n, c, h, w = input_size
+    out_channels, in_per_group, kh, kw = weight_size
+    if out_channels == 0 or out_channels % groups:
+        raise ValueError(f"{fn}: weight of size {list(weight_size)} has {out_channels} output channels, "
+                         f"which must be a positive multiple of groups={groups}")
+    if c != in_per_group * groups:
+        raise ValueError(f"{fn}: weight of size {list(weight_size)} with groups={groups} expects input with "
+                         f"{in_per_group * groups} channels, got input of size {list(input_size)}")
+    if min(kh, kw) <= 0:
+        raise ValueError(f"{fn}: kernel size must be positive, got weight of size {list(weight_size)}")
+    hp, wp = h + padding[0] + padding[1], w + padding[2] + padding[3]
+    if hp < dilation[0] * (kh - 1) + 1 or wp < dilation[1] * (kw - 1) + 1:
+        raise ValueError(f"{fn}: padded input size per channel ({hp} x {wp}) is smaller than the dilated kernel "
+                         f"({dilation[0] * (kh - 1) + 1} x {dilation[1] * (kw - 1) + 1}); input of size "
+                         f"{list(input_size)}, weight of size {list(weight_size)}, padding={list(padding)}")
+    ho, wo = reference_conv.output_plane((h, w), (kh, kw), stride, padding, dilation)
+    return n, out_channels, ho, wo
+
+
+def pool2d_output_size(fn: str, input_size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
+                       padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool) -> tuple[int, int]:
+    """Check a pooling window like torch does; the output plane (Ho, Wo)."""
+    kernel, stride = _ints(kernel_size, 2, "kernel_size", fn), _ints(stride, 2, "stride", fn)
+    padding, dilation = _ints(padding, 2, "padding", fn), _ints(dilation, 2, "dilation", fn)
+    check_positive(kernel, "kernel_size", fn)
+    check_positive(stride, "stride", fn)
+    check_positive(dilation, "dilation", fn)
+    check_non_negative(padding, "padding", fn)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"{fn}: padding must be at most half of kernel_size, got padding={padding} "
+                         f"and kernel_size={kernel}")
+    if any(s == 0 for s in input_size[1:]):
+        raise ValueError(f"{fn}: expected non-zero channel, height and width, got input of size {list(input_size)}")
+    h, w = input_size[2:]
+    out = (pool_out_size(h, kernel[0], stride[0], padding[0], dilation[0], bool(ceil_mode)),
+           pool_out_size(w, kernel[1], stride[1], padding[1], dilation[1], bool(ceil_mode)))
+    if min(out) < 1:
+        raise ValueError(f"{fn}: input of size {list(input_size)} is too small for kernel_size={kernel}, "
+                         f"stride={stride}, padding={padding}, dilation={dilation}: output size would be {out}")
+    return out
+
+
+def _check_divisor(divisor_override: int | None, fn: str) -> None:
+    if divisor_override == 0:
+        raise ValueError(f"{fn}: divisor_override must not be zero")
+
+
+def _adaptive_output(fn: str, input_size: Sequence[int], output_size: Sequence[int]) -> tuple[int, int]:
+    out = _ints(output_size, 2, "output_size", fn)
+    if min(out) < 0:
+        raise ValueError(f"{fn}: output_size must be non-negative, got output_size={out}")
+    if any(s == 0 for s in input_size[1:]):
+        raise ValueError(f"{fn}: expected non-zero channel, height and width, got input of size {list(input_size)}")
+    return out
+
+
+# --- memory format ------------------------------------------------------------------------------
+
+
+def is_channels_last(t: Tensor) -> bool:
+    return suggest_memory_format(t) == torch.channels_last
+
+
+def _strides(size: Sequence[int], channels_last: bool) -> tuple[int, ...]:
+    n, c, h, w = (max(s, 1) for s in size)
+    return (c * h * w, 1, w * c, c) if channels_last else (c * h * w, h * w, w, 1)
+
+
+def empty(like: Tensor, size: Sequence[int], channels_last: bool, dtype: torch.dtype | None = None) -> Tensor:
+    """An uninitialised output in the given memory format (the fake kernels' answer)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(tuple(size), dtype=dtype or like.dtype, device=like.device, memory_format=fmt)
+
+
+def in_format(t: Tensor, channels_last: bool) -> Tensor:
+    """``t`` with exactly the strides ``empty`` gives, copied only if it has others."""
+    if t.stride() == _strides(t.shape, channels_last):
+        return t
+    return empty(t, t.shape, channels_last).copy_(t)
+
+
+# --- dispatch: the operator, or its Function under torch.func ---------------------------------------
+
+_FUNCTIONS: dict[str, type[torch.autograd.Function]] = {}
+
+
+def call(op: torch._ops.OpOverload, *args):
+    """Call a cnnzoo operator: through its ``autograd.Function`` while a ``torch.func`` transform or
+    forward-mode AD is active, directly otherwise (``register_autograd`` gives it its gradient)."""
+    if (not torch.compiler.is_compiling()
+            and (torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0)):
+        return _FUNCTIONS[op._name].apply(*args)
+    return op(*args)
+
+
+def register(op, setup_context: Callable, backward: Callable, jvp: Callable, vmap: Callable) -> type:
+    """Install ``backward`` and ``vmap`` on ``op`` and build its twin ``autograd.Function``."""
+    op.register_autograd(backward, setup_context=setup_context)
+    op.register_vmap(vmap)
+    overload = op._opoverload
+
+    def function_setup_context(ctx, inputs, output):
+        setup_context(ctx, inputs, output)
+        ctx.save_for_forward(*ctx.to_save)
+
+    name = "".join(part.capitalize() for part in overload._opname.split("_")) + "Function"
+    function = type(name, (torch.autograd.Function,), {
+        "__doc__": f"``torch.ops.{overload._name.replace('::', '.')}`` as an autograd.Function (see ``call``).",
+        "forward": staticmethod(lambda *args: overload(*args)),
+        "setup_context": staticmethod(function_setup_context),
+        "backward": staticmethod(backward),
+        "jvp": staticmethod(jvp),
+        "generate_vmap_rule": True,
+    })
+    _FUNCTIONS[overload._name] = function
+    return function
+
+
+def _save(ctx, *tensors: Tensor | None) -> None:
+    ctx.save_for_backward(*tensors)
+    ctx.to_save = tensors
+
+
+def _sum(*terms: Tensor | None) -> Tensor | None:
+    present = [t for t in terms if t is not None]
+    return sum(present[1:], present[0]) if present else None
+
+
+# --- vmap: fold the vmapped dimension into the batch ------------------------------------------------
+
+
+def _front(t: Tensor, dim: int | None, size: int) -> Tensor:
+    """``t`` with its vmapped dimension first (broadcast to ``size`` if it has none)."""
+    return t.expand(size, *t.shape) if dim is None else t.movedim(dim, 0)
+
+
+def _fold_batch(info, in_dims, op, tensors: Sequence[Tensor], rest: Sequence, size_arg: int | None = None):
+    """Run ``op`` once on ``tensors`` with the vmapped dimension merged into the batch: (B, N, ...) ->
+    (B*N, ...). ``size_arg`` is the index in ``rest`` of an input size to grow to match."""
+    b = info.batch_size
+    folded = [_front(t, d, b).flatten(0, 1) for t, d in zip(tensors, in_dims)]
+    rest = list(rest)
+    if size_arg is not None:
+        rest[size_arg] = [b * rest[size_arg][0], *rest[size_arg][1:]]
+    out = op(*folded, *rest)
+    if isinstance(out, tuple):
+        return tuple(o.unflatten(0, (b, -1)) for o in out), (0,) * len(out)
+    return out.unflatten(0, (b, -1)), 0
+
+
+def _into_groups(t: Tensor, dim: int | None, size: int) -> Tensor:
+    """(B, N, C, ...) -> (N, B*C, ...): a vmapped dimension as B groups of channels."""
+    return _front(t, dim, size).movedim(0, 1).flatten(1, 2)
+
+
+def _out_of_groups(t: Tensor, size: int) -> Tensor:
+    return t.unflatten(1, (size, -1)).movedim(1, 0)
+
+
+# --- conv2d -------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("cnnzoo::conv2d", mutates_args=())
+def conv2d_op(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Sequence[int], padding: Sequence[int],
+              dilation: Sequence[int], groups: int) -> Tensor:
+    """2-D convolution of a batched input; ``padding`` is ``(top, bottom, left, right)``."""
+    _check_conv2d(input, weight, bias, stride, padding, dilation, groups)
+    with outside_autocast(input):
+        out = reference_conv.conv2d_forward(input, weight, bias, stride, padding, dilation, groups)
+    return in_format(out, is_channels_last(input) or is_channels_last(weight))
+
+
+def _check_conv2d(input, weight, bias, stride, padding, dilation, groups) -> tuple[int, int, int, int]:
+    fn = "conv2d"
+    _check_4d(input, "input", fn)
+    if weight.dim() != 4:
+        raise ValueError(f"{fn}: weight must be a 4D tensor (out_channels, in_channels/groups, kH, kW), "
+                         f"got {list(weight.shape)}")
+    check_float(weight, "weight", fn)
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"{fn}: bias must be 1D with {weight.shape[0]} elements for weight of size "
+                         f"{list(weight.shape)}, got {list(bias.shape)}")
+    _check_same_kind(fn, ("input", input), ("weight", weight), ("bias", bias))
+    return conv2d_output_size(fn, input.shape, weight.shape, stride, padding, dilation, groups)
+
+
+@conv2d_op.register_fake
+def _(input, weight, bias, stride, padding, dilation, groups):
+    size = _check_conv2d(input, weight, bias, stride, padding, dilation, groups)
+    return empty(input, size, is_channels_last(input) or is_channels_last(weight))
+
+
+@torch.library.custom_op("cnnzoo::conv2d_input_grad", mutates_args=())
+def conv2d_input_grad_op(grad_output: Tensor, weight: Tensor, input_size: Sequence[int], stride: Sequence[int],
+                         padding: Sequence[int], dilation: Sequence[int], groups: int,
+                         channels_last: bool = False) -> Tensor:
+    """The gradient of conv2d with respect to an input of ``input_size``: col2im of ``weight^T @ grad_output``."""
+    _check_conv2d_grad("conv2d_input_grad", grad_output, weight, input_size, weight.shape, stride, padding,
+                       dilation, groups)
+    with outside_autocast(grad_output):
+        grad = reference_conv.conv2d_input_grad(grad_output, weight, torch.Size(input_size), stride, padding,
+                                                dilation, groups)
+    return in_format(grad, channels_last)
+
+
+@torch.library.custom_op("cnnzoo::conv2d_weight_grad", mutates_args=())
+def conv2d_weight_grad_op(input: Tensor, grad_output: Tensor, weight_size: Sequence[int], stride: Sequence[int],
+                          padding: Sequence[int], dilation: Sequence[int], groups: int,
+                          channels_last: bool = False) -> Tensor:
+    """The gradient of conv2d with respect to a weight of ``weight_size``: ``grad_output`` times the columns."""
+    _check_conv2d_grad("conv2d_weight_grad", grad_output, input, input.shape, weight_size, stride, padding,
+                       dilation, groups)
+    with outside_autocast(input):
+        grad = reference_conv.conv2d_weight_grad(input, grad_output, torch.Size(weight_size), stride, padding,
+                                                 dilation, groups)
+    return in_format(grad, channels_last)
+
+
+def _check_conv2d_grad(fn, grad_output, other, input_size, weight_size, stride, padding, dilation, groups):
+    _check_4d(grad_output, "grad_output", fn)
+    _check_4d(other, "weight" if fn == "conv2d_input_grad" else "input", fn)
+    _ints(input_size, 4, "input_size", fn)
+    _ints(weight_size, 4, "weight_size", fn)
+    _check_same_kind(fn, ("grad_output", grad_output), ("weight" if fn == "conv2d_input_grad" else "input", other))
+    out = conv2d_output_size(fn, input_size, weight_size, stride, padding, dilation, groups)
+    _check_size(grad_output, out, "grad_output", fn)
+
+
+@conv2d_input_grad_op.register_fake
+def _(grad_output, weight, input_size, stride, padding, dilation, groups, channels_last=False):
+    _check_conv2d_grad("conv2d_input_grad", grad_output, weight, input_size, weight.shape, stride, padding,
+                       dilation, groups)
+    return empty(grad_output, input_size, channels_last)
+
+
+@conv2d_weight_grad_op.register_fake
+def _(input, grad_output, weight_size, stride, padding, dilation, groups, channels_last=False):
+    _check_conv2d_grad("conv2d_weight_grad", grad_output, input, input.shape, weight_size, stride, padding,
+                       dilation, groups)
+    return empty(input, weight_size, channels_last)
+
+
+CONV2D = torch.ops.cnnzoo.conv2d.default
+CONV2D_INPUT_GRAD = torch.ops.cnnzoo.conv2d_input_grad.default
+CONV2D_WEIGHT_GRAD = torch.ops.cnnzoo.conv2d_weight_grad.default
+
+
+def _conv2d_setup(ctx, inputs, output):
+    x, weight, bias, *conf = inputs
+    _save(ctx, x, weight)
+    ctx.conf = tuple(conf)
+    ctx.formats = is_channels_last(x), is_channels_last(weight)
+
+
+def _conv2d_backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    grad_x = call(CONV2D_INPUT_GRAD, grad, weight, x.shape, *ctx.conf, ctx.formats[0]) if need_x else None
+    grad_w = call(CONV2D_WEIGHT_GRAD, x, grad, weight.shape, *ctx.conf, ctx.formats[1]) if need_w else None
+    grad_b = grad.sum((0, 2, 3)) if need_b else None
+    return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def _conv2d_jvp(ctx, tx, tw, tb, *_):
+    x, weight = ctx.saved_tensors
+    return _sum(None if tx is None else call(CONV2D, tx, weight, None, *ctx.conf),
+                None if tw is None else call(CONV2D, x, tw, None, *ctx.conf),
+                None if tb is None else tb.view(1, -1, 1, 1))
+
+
+def _conv2d_vmap(info, in_dims, x, weight, bias, stride, padding, dilation, groups):
+    x_dim, w_dim, b_dim = in_dims
+    if w_dim is None and b_dim is None:
+        return _fold_batch(info, (x_dim,), CONV2D, (x,), (weight, bias, stride, padding, dilation, groups))
+    b = info.batch_size  # a stack of weights: B convolutions side by side, as B times the groups
+    weight = _front(weight, w_dim, b).flatten(0, 1)
+    bias = None if bias is None else _front(bias, b_dim, b).flatten(0, 1)
+    out = CONV2D(_into_groups(x, x_dim, b), weight, bias, stride, padding, dilation, groups * b)
+    return _out_of_groups(out, b), 0
+
+
+def _input_grad_setup(ctx, inputs, output):
+    grad_output, weight = inputs[:2]
+    _save(ctx, grad_output, weight)
+    ctx.conf, ctx.channels_last = tuple(inputs[3:7]), is_channels_last(weight)
+
+
+def _input_grad_backward(ctx, grad):
+    grad_output, weight = ctx.saved_tensors
+    need_gy, need_w = ctx.needs_input_grad[:2]
+    grad_gy = call(CONV2D, grad, weight, None, *ctx.conf) if need_gy else None
+    grad_w = call(CONV2D_WEIGHT_GRAD, grad, grad_output, weight.shape, *ctx.conf, ctx.channels_last) \
+        if need_w else None
+    return grad_gy, grad_w, None, None, None, None, None, None
+
+
+def _input_grad_jvp(ctx, t_gy, t_w, input_size, *conf_and_format):
+    grad_output, weight = ctx.saved_tensors
+    args = (input_size, *ctx.conf, False)
+    return _sum(None if t_gy is None else call(CONV2D_INPUT_GRAD, t_gy, weight, *args),
+                None if t_w is None else call(CONV2D_INPUT_GRAD, grad_output, t_w, *args))
+
+
+def _input_grad_vmap(info, in_dims, grad_output, weight, input_size, stride, padding, dilation, groups,
+                     channels_last=False):
+    gy_dim, w_dim = in_dims[:2]
+    conf = (stride, padding, dilation)
+    if w_dim is None:
+        return _fold_batch(info, (gy_dim,), CONV2D_INPUT_GRAD, (grad_output,),
+                           (weight, input_size, *conf, groups, channels_last), size_arg=1)
+    b = info.batch_size
+    n, c, h, w = input_size
+    grad = CONV2D_INPUT_GRAD(_into_groups(grad_output, gy_dim, b), _front(weight, w_dim, b).flatten(0, 1),
+                             [n, b * c, h, w], *conf, groups * b, channels_last)
+    return _out_of_groups(grad, b), 0
+
+
+def _weight_grad_setup(ctx, inputs, output):
+    x, grad_output = inputs[:2]
+    _save(ctx, x, grad_output)
+    ctx.conf, ctx.channels_last = tuple(inputs[3:7]), is_channels_last(x)
+
+
+def _weight_grad_backward(ctx, grad):
+    x, grad_output = ctx.saved_tensors
+    need_x, need_gy = ctx.needs_input_grad[:2]
+    grad_x = call(CONV2D_INPUT_GRAD, grad_output, grad, x.shape, *ctx.conf, ctx.channels_last) if need_x else None
+    grad_gy = call(CONV2D, x, grad, None, *ctx.conf) if need_gy else None
+    return grad_x, grad_gy, None, None, None, None, None, None
+
+
+def _weight_grad_jvp(ctx, t_x, t_gy, weight_size, *conf_and_format):
+    x, grad_output = ctx.saved_tensors
+    args = (weight_size, *ctx.conf, False)
+    return _sum(None if t_x is None else call(CONV2D_WEIGHT_GRAD, t_x, grad_output, *args),
+                None if t_gy is None else call(CONV2D_WEIGHT_GRAD, x, t_gy, *args))
+
+
+def _weight_grad_vmap(info, in_dims, x, grad_output, weight_size, stride, padding, dilation, groups,
+                      channels_last=False):
+    b = info.batch_size  # one weight gradient per vmapped slice: B times the groups
+    o, c, kh, kw = weight_size
+    grad = CONV2D_WEIGHT_GRAD(_into_groups(x, in_dims[0], b), _into_groups(grad_output, in_dims[1], b),
+                              [b * o, c, kh, kw], stride, padding, dilation, groups * b, channels_last)
+    return grad.unflatten(0, (b, o)), 0
+
+
+Conv2dFunction = register(conv2d_op, _conv2d_setup, _conv2d_backward, _conv2d_jvp, _conv2d_vmap)
+Conv2dInputGradFunction = register(conv2d_input_grad_op, _input_grad_setup, _input_grad_backward, _input_grad_jvp,
+                                   _input_grad_vmap)
+Conv2dWeightGradFunction = register(conv2d_weight_grad_op, _weight_grad_setup, _weight_grad_backward,
+                                    _weight_grad_jvp, _weight_grad_vmap)
+
+
+# --- max_pool2d ---------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("cnnzoo::max_pool2d", mutates_args=())
+def max_pool2d_op(input: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+                  dilation: Sequence[int], ceil_mode: bool) -> tuple[Tensor, Tensor]:
+    """Max pooling of a batched input: the maxima and their flat indices in each input plane (``h * W + w``)."""
+    out = _check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
+    with outside_autocast(input):
+        values, indices = reference_pool.max_pool2d_forward(input, kernel_size, stride, padding, dilation, out)
+    channels_last = is_channels_last(input)
+    return in_format(values, channels_last), in_format(indices, channels_last)
+
+
+def _check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode) -> tuple[int, int]:
+    _check_4d(input, "input", "max_pool2d")
+    return pool2d_output_size("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+@max_pool2d_op.register_fake
+def _(input, kernel_size, stride, padding, dilation, ceil_mode):
+    size = (*input.shape[:2], *_check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode))
+    channels_last = is_channels_last(input)
+    return empty(input, size, channels_last), empty(input, size, channels_last, dtype=torch.int64)
+
+
+@torch.library.custom_op("cnnzoo::max_pool2d_backward", mutates_args=())
+def max_pool2d_backward_op(grad_output: Tensor, indices: Tensor, input_size: Sequence[int]) -> Tensor:
+    """Each output's gradient added onto the input pixel its maximum came from."""
+    _check_max_pool2d_backward(grad_output, indices, input_size)
+    with outside_autocast(grad_output):
+        grad = reference_pool.max_pool2d_backward(grad_output, indices, input_size)
+    return in_format(grad, is_channels_last(indices))
+
+
+def _check_max_pool2d_backward(grad_output, indices, input_size) -> None:
+    fn = "max_pool2d_backward"
+    _check_4d(grad_output, "grad_output", fn)
+    _ints(input_size, 4, "input_size", fn)
+    if indices.dtype != torch.int64:
+        raise TypeError(f"{fn}: indices must be int64, got {indices.dtype}")
+    _check_size(indices, grad_output.shape, "indices", fn)
+    if tuple(grad_output.shape[:2]) != tuple(input_size[:2]) or any(s == 0 for s in input_size[1:]):
+        raise ValueError(f"{fn}: grad_output of size {list(grad_output.shape)} does not pool an input of size "
+                         f"{list(input_size)}")
+
+
+@max_pool2d_backward_op.register_fake
+def _(grad_output, indices, input_size):
+    _check_max_pool2d_backward(grad_output, indices, input_size)
+    return empty(grad_output, input_size, is_channels_last(indices))
+
+
+MAX_POOL2D = torch.ops.cnnzoo.max_pool2d.default
+MAX_POOL2D_BACKWARD = torch.ops.cnnzoo.max_pool2d_backward.default
+
+
+def max_pool2d_gather(grad_input: Tensor, indices: Tensor) -> Tensor:
+    """The adjoint of ``max_pool2d_backward``: each output reads the pixel its maximum came from (a
+    window of padding only, whose index lies past the plane, reads zero)."""
+    plane = grad_input.shape[2] * grad_input.shape[3]
+    flat = indices.flatten(2)
+    inside = flat < plane
+    taken = grad_input.flatten(2).gather(2, torch.where(inside, flat, 0))
+    return torch.where(inside, taken, 0).view(indices.shape)
+
+
+def _max_pool2d_setup(ctx, inputs, output):
+    _save(ctx, output[1])
+    ctx.input_size = inputs[0].shape
+    ctx.mark_non_differentiable(output[1])
+
+
+def _max_pool2d_backward(ctx, grad, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    grad_x = call(MAX_POOL2D_BACKWARD, grad, indices, ctx.input_size) if ctx.needs_input_grad[0] else None
+    return grad_x, None, None, None, None, None
+
+
+def _max_pool2d_jvp(ctx, tx, *_):
+    (indices,) = ctx.saved_tensors
+    return max_pool2d_gather(tx, indices), None
+
+
+def _max_pool2d_vmap(info, in_dims, x, *conf):
+    return _fold_batch(info, in_dims[:1], MAX_POOL2D, (x,), conf)
+
+
+def _max_pool2d_backward_setup(ctx, inputs, output):
+    _save(ctx, inputs[1])
+    ctx.input_size = inputs[2]
+
+
+def _max_pool2d_backward_backward(ctx, grad):
+    (indices,) = ctx.saved_tensors
+    return (max_pool2d_gather(grad, indices) if ctx.needs_input_grad[0] else None), None, None
+
+
+def _max_pool2d_backward_jvp(ctx, t_gy, *_):
+    (indices,) = ctx.saved_tensors
+    return call(MAX_POOL2D_BACKWARD, t_gy, indices, ctx.input_size)
+
+
+def _max_pool2d_backward_vmap(info, in_dims, grad_output, indices, input_size):
+    return _fold_batch(info, in_dims[:2], MAX_POOL2D_BACKWARD, (grad_output, indices), (input_size,), size_arg=0)
+
+
+MaxPool2dFunction = register(max_pool2d_op, _max_pool2d_setup, _max_pool2d_backward, _max_pool2d_jvp,
+                             _max_pool2d_vmap)
+MaxPool2dBackwardFunction = register(max_pool2d_backward_op, _max_pool2d_backward_setup,
+                                     _max_pool2d_backward_backward, _max_pool2d_backward_jvp,
+                                     _max_pool2d_backward_vmap)
+
+
+# --- avg_pool2d ---------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("cnnzoo::avg_pool2d", mutates_args=())
+def avg_pool2d_op(input: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+                  ceil_mode: bool, count_include_pad: bool, divisor_override: int | None) -> Tensor:
+    """Average pooling of a batched input."""
+    out = _check_avg_pool2d("avg_pool2d", input, input.shape, kernel_size, stride, padding, ceil_mode,
+                            divisor_override)
+    divisor = reference_pool.avg_divisor(input.shape[2:], kernel_size, stride, padding, out, count_include_pad,
+                                         divisor_override, input.dtype, input.device)
+    with outside_autocast(input):
+        sums = reference_pool.window_sums(input, kernel_size, stride, padding, out)
+    return in_format(sums.div_(divisor), is_channels_last(input))
+
+
+def _check_avg_pool2d(fn, t, input_size, kernel_size, stride, padding, ceil_mode, divisor_override):
+    _check_4d(t, "input" if fn == "avg_pool2d" else "grad_output", fn)
+    _check_divisor(divisor_override, fn)
+    return pool2d_output_size(fn, input_size, kernel_size, stride, padding, (1, 1), ceil_mode)
+
+
+@avg_pool2d_op.register_fake
+def _(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    out = _check_avg_pool2d("avg_pool2d", input, input.shape, kernel_size, stride, padding, ceil_mode,
+                            divisor_override)
+    return empty(input, (*input.shape[:2], *out), is_channels_last(input))
+
+
+@torch.library.custom_op("cnnzoo::avg_pool2d_backward", mutates_args=())
+def avg_pool2d_backward_op(grad_output: Tensor, input_size: Sequence[int], kernel_size: Sequence[int],
+                           stride: Sequence[int], padding: Sequence[int], ceil_mode: bool, count_include_pad: bool,
+                           divisor_override: int | None, channels_last: bool = False) -> Tensor:
+    """Every pixel of a window receives the window's gradient over its divisor."""
+    out = _check_avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode,
+                                     divisor_override)
+    divisor = reference_pool.avg_divisor(input_size[2:], kernel_size, stride, padding, out, count_include_pad,
+                                         divisor_override, grad_output.dtype, grad_output.device)
+    with outside_autocast(grad_output):
+        grad = reference_pool.window_sums_backward(grad_output / divisor, input_size, kernel_size, stride, padding)
+    return in_format(grad, channels_last)
+
+
+def _check_avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode, divisor_override):
+    fn = "avg_pool2d_backward"
+    _ints(input_size, 4, "input_size", fn)
+    out = _check_avg_pool2d(fn, grad_output, input_size, kernel_size, stride, padding, ceil_mode, divisor_override)
+    _check_size(grad_output, (*input_size[:2], *out), "grad_output", fn)
+    return out
+
+
+@avg_pool2d_backward_op.register_fake
+def _(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+      channels_last=False):
+    _check_avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode, divisor_override)
+    return empty(grad_output, input_size, channels_last)
+
+
+AVG_POOL2D = torch.ops.cnnzoo.avg_pool2d.default
+AVG_POOL2D_BACKWARD = torch.ops.cnnzoo.avg_pool2d_backward.default
+
+
+def _avg_pool2d_setup(ctx, inputs, output):
+    x, *conf = inputs
+    _save(ctx)
+    ctx.input_size, ctx.conf, ctx.channels_last = x.shape, tuple(conf), is_channels_last(x)
+
+
+def _avg_pool2d_backward(ctx, grad):
+    if not ctx.needs_input_grad[0]:
+        return (None,) * 7
+    return call(AVG_POOL2D_BACKWARD, grad, ctx.input_size, *ctx.conf, ctx.channels_last), *(None,) * 6
+
+
+def _avg_pool2d_jvp(ctx, tx, *_):
+    return call(AVG_POOL2D, tx, *ctx.conf)
+
+
+def _avg_pool2d_vmap(info, in_dims, x, *conf):
+    return _fold_batch(info, in_dims[:1], AVG_POOL2D, (x,), conf)
+
+
+def _avg_pool2d_backward_setup(ctx, inputs, output):
+    _save(ctx)
+    ctx.conf = tuple(inputs[2:8])
+    ctx.input_size, ctx.channels_last = inputs[1], len(inputs) > 8 and inputs[8]
+
+
+def _avg_pool2d_backward_backward(ctx, grad):
+    grad_gy = call(AVG_POOL2D, grad, *ctx.conf) if ctx.needs_input_grad[0] else None
+    return grad_gy, *(None,) * 8
+
+
+def _avg_pool2d_backward_jvp(ctx, t_gy, *_):
+    return call(AVG_POOL2D_BACKWARD, t_gy, ctx.input_size, *ctx.conf, ctx.channels_last)
+
+
+def _avg_pool2d_backward_vmap(info, in_dims, grad_output, input_size, *conf):
+    return _fold_batch(info, in_dims[:1], AVG_POOL2D_BACKWARD, (grad_output,), (input_size, *conf), size_arg=0)
+
+
+AvgPool2dFunction = register(avg_pool2d_op, _avg_pool2d_setup, _avg_pool2d_backward, _avg_pool2d_jvp,
+                             _avg_pool2d_vmap)
+AvgPool2dBackwardFunction = register(avg_pool2d_backward_op, _avg_pool2d_backward_setup,
+                                     _avg_pool2d_backward_backward, _avg_pool2d_backward_jvp,
+                                     _avg_pool2d_backward_vmap)
+
+
+# --- adaptive_avg_pool2d ------------------------------------------------------------------------
+
+
+@torch.library.custom_op("cnnzoo::adaptive_avg_pool2d", mutates_args=())
+def adaptive_avg_pool2d_op(input: Tensor, output_size: Sequence[int]) -> Tensor:
+    """Adaptive average pooling of a batched input to ``output_size`` (Ho, Wo)."""
+    out = _check_adaptive("adaptive_avg_pool2d", input, input.shape, output_size)
+    with outside_autocast(input):
+        result = reference_pool.adaptive_avg_pool2d_forward(input, out)
+    return in_format(result, is_channels_last(input))
+
+
+def _check_adaptive(fn, t, input_size, output_size):
+    _check_4d(t, "input" if fn == "adaptive_avg_pool2d" else "grad_output", fn)
+    return _adaptive_output(fn, input_size, output_size)
+
+
+@adaptive_avg_pool2d_op.register_fake
+def _(input, output_size):
+    out = _check_adaptive("adaptive_avg_pool2d", input, input.shape, output_size)
+    return empty(input, (*input.shape[:2], *out), is_channels_last(input))
+
+
+@torch.library.custom_op("cnnzoo::adaptive_avg_pool2d_backward", mutates_args=())
+def adaptive_avg_pool2d_backward_op(grad_output: Tensor, input_size: Sequence[int],
+                                    channels_last: bool = False) -> Tensor:
+    """Each bin's gradient spread evenly over its pixels."""
+    _check_adaptive_backward(grad_output, input_size)
+    with outside_autocast(grad_output):
+        grad = reference_pool.adaptive_avg_pool2d_backward(grad_output, input_size)
+    return in_format(grad, channels_last)
+
+
+def _check_adaptive_backward(grad_output, input_size):
+    fn = "adaptive_avg_pool2d_backward"
+    _ints(input_size, 4, "input_size", fn)
+    _check_adaptive(fn, grad_output, input_size, grad_output.shape[2:])
+    if tuple(grad_output.shape[:2]) != tuple(input_size[:2]):
+        raise ValueError(f"{fn}: grad_output of size {list(grad_output.shape)} does not pool an input of size "
+                         f"{list(input_size)}")
+
+
+@adaptive_avg_pool2d_backward_op.register_fake
+def _(grad_output, input_size, channels_last=False):
+    _check_adaptive_backward(grad_output, input_size)
+    return empty(grad_output, input_size, channels_last)
+
+
+ADAPTIVE_AVG_POOL2D = torch.ops.cnnzoo.adaptive_avg_pool2d.default
+ADAPTIVE_AVG_POOL2D_BACKWARD = torch.ops.cnnzoo.adaptive_avg_pool2d_backward.default
+
+
+def _adaptive_setup(ctx, inputs, output):
+    _save(ctx)
+    ctx.input_size, ctx.output_size, ctx.channels_last = inputs[0].shape, inputs[1], is_channels_last(inputs[0])
+
+
+def _adaptive_backward(ctx, grad):
+    if not ctx.needs_input_grad[0]:
+        return None, None
+    return call(ADAPTIVE_AVG_POOL2D_BACKWARD, grad, ctx.input_size, ctx.channels_last), None
+
+
+def _adaptive_jvp(ctx, tx, _):
+    return call(ADAPTIVE_AVG_POOL2D, tx, ctx.output_size)
+
+
+def _adaptive_vmap(info, in_dims, x, output_size):
+    return _fold_batch(info, in_dims[:1], ADAPTIVE_AVG_POOL2D, (x,), (output_size,))
+
+
+def _adaptive_backward_setup(ctx, inputs, output):
+    _save(ctx)
+    grad_output, ctx.input_size, *flag = inputs
+    ctx.output_size, ctx.channels_last = grad_output.shape[2:], bool(flag and flag[0])
+
+
+def _adaptive_backward_backward(ctx, grad):
+    grad_gy = call(ADAPTIVE_AVG_POOL2D, grad, ctx.output_size) if ctx.needs_input_grad[0] else None
+    return grad_gy, None, None
+
+
+def _adaptive_backward_jvp(ctx, t_gy, *_):
+    return call(ADAPTIVE_AVG_POOL2D_BACKWARD, t_gy, ctx.input_size, ctx.channels_last)
+
+
+def _adaptive_backward_vmap(info, in_dims, grad_output, input_size, channels_last=False):
+    return _fold_batch(info, in_dims[:1], ADAPTIVE_AVG_POOL2D_BACKWARD, (grad_output,),
+                       (input_size, channels_last), size_arg=0)
+
+
+AdaptiveAvgPool2dFunction = register(adaptive_avg_pool2d_op, _adaptive_setup, _adaptive_backward, _adaptive_jvp,
+                                     _adaptive_vmap)
+AdaptiveAvgPool2dBackwardFunction = register(adaptive_avg_pool2d_backward_op, _adaptive_backward_setup,
+                                             _adaptive_backward_backward, _adaptive_backward_jvp,
+                                             _adaptive_backward_vmap)
