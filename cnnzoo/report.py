@@ -87,11 +87,10 @@ def _pair(value) -> tuple[int, int]:
 
 def _geometry(module: nn.Module, x: torch.Tensor):
     """``(kernel, stride, dilation)`` pairs of a sliding-window layer (None for other layers)."""
-    kind = type(module).__name__
-    if kind in ("Conv2d", "MaxPool2d", "AvgPool2d"):
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         dilation = getattr(module, "dilation", 1)
         return _pair(module.kernel_size), _pair(module.stride or module.kernel_size), _pair(dilation)
-    if kind == "AdaptiveAvgPool2d":
+    if isinstance(module, nn.AdaptiveAvgPool2d):
         out = _pair(module.output_size)
         kernels, strides = [], []
         for n, o in zip(x.shape[-2:], out):
@@ -104,25 +103,23 @@ def _geometry(module: nn.Module, x: torch.Tensor):
 
 
 def _macs(module: nn.Module, out: torch.Tensor, batch: int) -> int:
-    kind = type(module).__name__
-    if kind == "Conv2d":
+    if isinstance(module, nn.Conv2d):
         kh, kw = _pair(module.kernel_size)
         return out.numel() // batch * (module.in_channels // module.groups) * kh * kw
-    if kind == "Linear":
+    if isinstance(module, nn.Linear):
         return out.numel() // batch * module.in_features
     return 0
 
 
 def _describe(module: nn.Module) -> str:
-    kind = type(module).__name__
-    if kind == "Conv2d":
+    if isinstance(module, nn.Conv2d):
         k, s, p = _pair(module.kernel_size), _pair(module.stride), module.padding
         text = f"{k[0]}x{k[1]}/{s[0]}" + ("" if s[0] == s[1] else f",{s[1]}") + f" p{p if isinstance(p, str) else p[0]}"
         return text + (f" g{module.groups}" if module.groups > 1 else "")
-    if kind in ("MaxPool2d", "AvgPool2d"):
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
         k, s = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
         return f"{k[0]}x{k[1]}/{s[0]} p{_pair(module.padding)[0]}" + (" ceil" if module.ceil_mode else "")
-    if kind == "AdaptiveAvgPool2d":
+    if isinstance(module, nn.AdaptiveAvgPool2d):
         return f"-> {module.output_size}"
     return ""
 

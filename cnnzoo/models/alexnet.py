@@ -75,7 +75,7 @@ class AlexNet2012(FeatureClassifier):
     def _init_weights(self) -> None:
         """The paper's: weights from N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden fully
         connected layers (to give the ReLUs positive inputs early on), 0 elsewhere."""
-        convs = [m for m in self.features if hasattr(m, "weight")]
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
         linears = [m for m in self.classifier if isinstance(m, nn.Linear)]
         for i, layer in enumerate(convs + linears):
             nn.init.normal_(layer.weight, 0.0, 0.01)

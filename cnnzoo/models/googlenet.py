@@ -119,7 +119,7 @@ class GoogLeNet(ZooModel):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(1024, num_classes)
         for m in self.modules():
-            if isinstance(m, nn.Linear) or (getattr(m, "weight", None) is not None and m.weight.dim() == 4):
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
                 nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)

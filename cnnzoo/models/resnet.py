@@ -69,7 +69,7 @@ def init_resnet(model: nn.Module, zero_init_residual: bool) -> None:
         if isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-        elif not isinstance(m, nn.Linear) and getattr(m, "weight", None) is not None and m.weight.dim() == 4:
+        elif isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     if zero_init_residual:
         for m in model.modules():

@@ -120,6 +120,8 @@ def conv2d_forward_gemm(x: torch.Tensor, weight: torch.Tensor, stride, padding: 
     n, out_channels = x.shape[0], weight.shape[0]
     kernel, k = weight.shape[2:], weight[0].numel()
     ho, wo = output_plane(x.shape[2:], kernel, stride, padding, dilation)
+    if k == 0:  # no input channels: every output is the empty sum
+        return x.new_zeros(n, out_channels, ho, wo)
     folded = fold_images(k, ho * wo)
     w = weight.reshape(groups, out_channels // groups, k)
     out = x.new_empty(n, out_channels, ho, wo)
@@ -141,9 +143,11 @@ def conv2d_input_grad(grad_out: torch.Tensor, weight: torch.Tensor, input_shape:
     out_channels, _, kh, kw = weight.shape
     k, (ho, wo) = weight[0].numel(), grad_out.shape[2:]
     top, bottom, left, right = padding
+    grad = grad_out.new_empty(input_shape)
+    if k == 0:  # no input channels, nothing to send back to
+        return grad
     folded = fold_images(k, ho * wo)
     wt = weight.reshape(groups, out_channels // groups, k).transpose(1, 2)  # G C/G*kh*kw O/G
-    grad = grad_out.new_empty(input_shape)
     for part in image_chunks(grad_out, k * groups * ho * wo):
         b = grad[part].shape[0]
         cols = torch.matmul(wt, grouped(grad_out[part], groups, folded))
@@ -168,8 +172,10 @@ def conv2d_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: to
     out_channels = weight_shape[0]
     kernel, (ho, wo) = weight_shape[2:], grad_out.shape[2:]
     k = weight_shape[1] * kernel[0] * kernel[1]
-    folded = fold_images(k, ho * wo)
     grad = grad_out.new_zeros(groups, out_channels // groups, k)
+    if k == 0:  # a weight with no input channels has no entries
+        return grad.view(weight_shape)
+    folded = fold_images(k, ho * wo)
     for part in image_chunks(x, k * groups * ho * wo):
         cols = im2col(x[part], kernel, stride, padding, dilation, folded)
         g = grouped(grad_out[part], groups, folded)

@@ -20,8 +20,8 @@ refuse the autograd wrapper that ``register_autograd`` generates (it has no ``se
 :func:`call` sends calls through the ``Function`` while a transform or forward-mode AD is active and
 straight to the operator otherwise, which costs less per call.
 
-Memory format follows torch: an output is channels_last when the input (or, for conv2d, the weight)
-is; a gradient takes the format of the tensor it is the gradient of.
+Memory format follows torch: an output and the gradients are channels_last when the input (or, for
+conv2d, the input or the weight) is. The backward operators take that choice as ``channels_last``.
 """
 
 from collections.abc import Callable, Sequence
@@ -168,8 +168,27 @@ def call(op: torch._ops.OpOverload, *args):
     forward-mode AD is active, directly otherwise (``register_autograd`` gives it its gradient)."""
     if (not torch.compiler.is_compiling()
             and (torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0)):
-        return _FUNCTIONS[op._name].apply(*args)
+        return _FUNCTIONS[op._name].apply(*map(_Leaf.wrap, args))
     return op(*args)
+
+
+class _Leaf:
+    """A list argument held as one pytree leaf. torch.func's generated vmap rule for a Function's jvp
+    flattens list arguments into their elements but gives each list one tangent, and then fails to
+    match the two; as one opaque leaf, a list has one of each."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    @staticmethod
+    def wrap(arg):
+        return _Leaf(arg) if isinstance(arg, (list, tuple)) else arg
+
+    @staticmethod
+    def unwrap(arg):
+        return arg.value if isinstance(arg, _Leaf) else arg
 
 
 def register(op, setup_context: Callable, backward: Callable, jvp: Callable, vmap: Callable) -> type:
@@ -179,13 +198,13 @@ def register(op, setup_context: Callable, backward: Callable, jvp: Callable, vma
     overload = op._opoverload
 
     def function_setup_context(ctx, inputs, output):
-        setup_context(ctx, inputs, output)
+        setup_context(ctx, tuple(map(_Leaf.unwrap, inputs)), output)
         ctx.save_for_forward(*ctx.to_save)
 
     name = "".join(part.capitalize() for part in overload._opname.split("_")) + "Function"
     function = type(name, (torch.autograd.Function,), {
         "__doc__": f"``torch.ops.{overload._name.replace('::', '.')}`` as an autograd.Function (see ``call``).",
-        "forward": staticmethod(lambda *args: overload(*args)),
+        "forward": staticmethod(lambda *args: overload(*map(_Leaf.unwrap, args))),
         "setup_context": staticmethod(function_setup_context),
         "backward": staticmethod(backward),
         "jvp": staticmethod(jvp),
@@ -328,14 +347,14 @@ def _conv2d_setup(ctx, inputs, output):
     x, weight, bias, *conf = inputs
     _save(ctx, x, weight)
     ctx.conf = tuple(conf)
-    ctx.formats = is_channels_last(x), is_channels_last(weight)
+    ctx.channels_last = is_channels_last(x) or is_channels_last(weight)
 
 
 def _conv2d_backward(ctx, grad):
     x, weight = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    grad_x = call(CONV2D_INPUT_GRAD, grad, weight, x.shape, *ctx.conf, ctx.formats[0]) if need_x else None
-    grad_w = call(CONV2D_WEIGHT_GRAD, x, grad, weight.shape, *ctx.conf, ctx.formats[1]) if need_w else None
+    grad_x = call(CONV2D_INPUT_GRAD, grad, weight, x.shape, *ctx.conf, ctx.channels_last) if need_x else None
+    grad_w = call(CONV2D_WEIGHT_GRAD, x, grad, weight.shape, *ctx.conf, ctx.channels_last) if need_w else None
     grad_b = grad.sum((0, 2, 3)) if need_b else None
     return grad_x, grad_w, grad_b, None, None, None, None
 
@@ -348,7 +367,7 @@ def _conv2d_jvp(ctx, tx, tw, tb, *_):
 
 
 def _conv2d_vmap(info, in_dims, x, weight, bias, stride, padding, dilation, groups):
-    x_dim, w_dim, b_dim = in_dims
+    x_dim, w_dim, b_dim = in_dims[:3]
     if w_dim is None and b_dim is None:
         return _fold_batch(info, (x_dim,), CONV2D, (x,), (weight, bias, stride, padding, dilation, groups))
     b = info.batch_size  # a stack of weights: B convolutions side by side, as B times the groups
@@ -359,9 +378,10 @@ def _conv2d_vmap(info, in_dims, x, weight, bias, stride, padding, dilation, grou
 
 
 def _input_grad_setup(ctx, inputs, output):
-    grad_output, weight = inputs[:2]
+    grad_output, weight, ctx.input_size = inputs[:3]
     _save(ctx, grad_output, weight)
-    ctx.conf, ctx.channels_last = tuple(inputs[3:7]), is_channels_last(weight)
+    ctx.conf, ctx.channels_last = tuple(inputs[3:7]), is_channels_last(grad_output) or is_channels_last(weight)
+    ctx.output_format = len(inputs) > 7 and inputs[7]
 
 
 def _input_grad_backward(ctx, grad):
@@ -373,9 +393,9 @@ def _input_grad_backward(ctx, grad):
     return grad_gy, grad_w, None, None, None, None, None, None
 
 
-def _input_grad_jvp(ctx, t_gy, t_w, input_size, *conf_and_format):
+def _input_grad_jvp(ctx, t_gy, t_w, *_):
     grad_output, weight = ctx.saved_tensors
-    args = (input_size, *ctx.conf, False)
+    args = (ctx.input_size, *ctx.conf, ctx.output_format)
     return _sum(None if t_gy is None else call(CONV2D_INPUT_GRAD, t_gy, weight, *args),
                 None if t_w is None else call(CONV2D_INPUT_GRAD, grad_output, t_w, *args))
 
@@ -395,9 +415,10 @@ def _input_grad_vmap(info, in_dims, grad_output, weight, input_size, stride, pad
 
 
 def _weight_grad_setup(ctx, inputs, output):
-    x, grad_output = inputs[:2]
+    x, grad_output, ctx.weight_size = inputs[:3]
     _save(ctx, x, grad_output)
-    ctx.conf, ctx.channels_last = tuple(inputs[3:7]), is_channels_last(x)
+    ctx.conf, ctx.channels_last = tuple(inputs[3:7]), is_channels_last(x) or is_channels_last(grad_output)
+    ctx.output_format = len(inputs) > 7 and inputs[7]
 
 
 def _weight_grad_backward(ctx, grad):
@@ -408,9 +429,9 @@ def _weight_grad_backward(ctx, grad):
     return grad_x, grad_gy, None, None, None, None, None, None
 
 
-def _weight_grad_jvp(ctx, t_x, t_gy, weight_size, *conf_and_format):
+def _weight_grad_jvp(ctx, t_x, t_gy, *_):
     x, grad_output = ctx.saved_tensors
-    args = (weight_size, *ctx.conf, False)
+    args = (ctx.weight_size, *ctx.conf, ctx.output_format)
     return _sum(None if t_x is None else call(CONV2D_WEIGHT_GRAD, t_x, grad_output, *args),
                 None if t_gy is None else call(CONV2D_WEIGHT_GRAD, x, t_gy, *args))
 
