@@ -90,7 +90,8 @@ CONF = ([1, 1], [0, 0, 0, 0], [1, 1], 1)
     (lambda: L.conv2d(X, W, rand(5), *CONF), r"bias must be 1D with 4 elements"),
     (lambda: L.conv2d(X, W.float(), None, *CONF), r"same dtype"),
     (lambda: L.conv2d(X, rand(4, 3, 7, 7), None, *CONF), r"smaller than the dilated kernel"),
-    (lambda: L.conv2d_input_grad(rand(2, 4, 4, 4), W, [2, 3, 5, 5], *CONF), r"expected grad_output of size \[2, 4, 3, 3\]"),
+    (lambda: L.conv2d_input_grad(rand(2, 4, 4, 4), W, [2, 3, 5, 5], *CONF),
+     r"expected grad_output of size \[2, 4, 3, 3\]"),
     (lambda: L.conv2d_input_grad(GY, W, [2, 3, 5], *CONF), r"input_size must have 4 elements"),
     (lambda: L.conv2d_input_grad(GY, rand(4, 2, 3, 3), [2, 3, 5, 5], *CONF), r"expects input with 2 channels"),
     (lambda: L.conv2d_weight_grad(X, rand(2, 5, 3, 3), [4, 3, 3, 3], *CONF), r"expected grad_output of size"),
@@ -267,7 +268,8 @@ def test_vmap_pooling_and_their_backwards():
     window = ([3, 3], [2, 2], [1, 1], [1, 1], True)
     values, indices = vmap(lambda x: L.max_pool2d(x, *window))(x)
     ref = [L.max_pool2d(xi, *window) for xi in x]
-    assert torch.equal(values, torch.stack([r[0] for r in ref])) and torch.equal(indices, torch.stack([r[1] for r in ref]))
+    assert torch.equal(values, torch.stack([r[0] for r in ref]))
+    assert torch.equal(indices, torch.stack([r[1] for r in ref]))
     g = rand(*values.shape)
     size = [2, 4, 7, 7]
     torch.testing.assert_close(vmap(lambda g, i: L.max_pool2d_backward(g, i, size))(g, indices),
