@@ -43,7 +43,7 @@ def _avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, d
     # window's average back to its sum, then divide by the override
     divisor = reference_pool.avg_divisor(x.shape[2:], kernel_size, stride, padding, out.shape[2:], count_include_pad,
                                          None, x.dtype, x.device)
-    return out * (divisor / divisor_override)
+    return out * (divisor / divisor_override)  # (a number or a (Ho, Wo) map)
 
 
 STANDARD_OPS = {

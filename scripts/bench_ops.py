@@ -1,11 +1,16 @@
 """Time cnnzoo.ops against torch.nn.functional on the zoo's representative layers, side by side.
 
     python scripts/bench_ops.py [--device cpu|cuda] [--dtype float32] [--repeat 7] [--tiny] [--only TEXT]
+    python scripts/bench_ops.py --overhead [--repeat 500]
 
 For each layer: forward and forward+backward medians of interleaved runs (custom, native,
 custom, native, ...) and their ratio custom/native, plus peak memory on CUDA. The last line gives the
 geometric mean of the forward+backward ratios. A benchmark, not a test: timings on a shared machine
 are noisy, so read the medians and ratios.
+
+``--overhead`` times each op on a 1x1x4x4 input instead, where the arithmetic costs next to nothing:
+the per-call times (in microseconds) are the cost of getting into and out of the op (argument checks,
+dispatch, autograd), and custom - native is what cnnzoo's layers add per call.
 """
 
 from __future__ import annotations
@@ -107,6 +112,25 @@ def argument_error(prog: str, args: argparse.Namespace) -> bool:
     return problem is not None
 
 
+TINY = [Layer("conv2d 3x3 p1", "conv2d", (1, 1, 4, 4), (1, 1, 3, 3), {"padding": 1}),
+        Layer("max_pool2d 2x2", "max_pool2d", (1, 1, 4, 4), None, {"kernel_size": 2}),
+        Layer("avg_pool2d 2x2", "avg_pool2d", (1, 1, 4, 4), None, {"kernel_size": 2}),
+        Layer("adaptive_avg_pool2d 1", "adaptive_avg_pool2d", (1, 1, 4, 4), None, {"output_size": 1})]
+
+
+def overhead(device, dtype, repeat: int) -> int:
+    print(f"per-call cost on a 1x1x4x4 input | {device_label(device)} | torch {torch.__version__} | "
+          f"median of {repeat} interleaved calls, microseconds")
+    print_header(f"{'op':24} {'fwd':>7} {'native':>7} {'added':>7} {'fwd+bwd':>8} {'native':>7} {'added':>7}")
+    for layer in TINY:
+        r = bench_layer(layer, device, dtype, repeat)
+        us = {k: v * 1e3 for k, v in r.items() if isinstance(v, float) and "ratio" not in k}
+        print(f"{layer.name:24} {us['fwd custom']:7.1f} {us['fwd native']:7.1f} "
+              f"{us['fwd custom'] - us['fwd native']:7.1f} {us['fwd+bwd custom']:8.1f} {us['fwd+bwd native']:7.1f} "
+              f"{us['fwd+bwd custom'] - us['fwd+bwd native']:7.1f}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -114,9 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=7, help="timed runs per implementation (median reported)")
     parser.add_argument("--tiny", action="store_true", help="shrink every layer (a smoke test, not a benchmark)")
     parser.add_argument("--only", default="", help="run only the layers whose name contains this text")
+    parser.add_argument("--overhead", action="store_true", help="per-call cost on tiny inputs (microseconds)")
     args = parser.parse_args(argv)
     if argument_error("bench_ops", args):
         return 2
+    if args.overhead:
+        return overhead(torch.device(args.device), getattr(torch, args.dtype), args.repeat)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     layers = [layer.shrunk() if args.tiny else layer for layer in LAYERS if args.only in layer.name]
     if not layers:

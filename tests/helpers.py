@@ -62,9 +62,15 @@ def graph_nodes(tensor: torch.Tensor) -> list[str]:
     return [type(node).__name__ for node in seen]
 
 
+# autograd nodes of torch's own convolution and pooling kernels
+TORCH_NODES = re.compile(r"Convolution|MaxPool2DWithIndices|AvgPool2D|AdaptiveAvgPool2D|CudnnConv|MkldnnConv")
+
+
 def cnnzoo_node(names: list[str], op: str) -> bool:
-    """Whether the graph node names hold the backward of ``torch.ops.cnnzoo.<op>``."""
-    return any(re.search(rf"cnnzoo_{op}_default", n) for n in names)
+    """Whether the graph node names hold the backward of ``torch.ops.cnnzoo.<op>``: its eager Function's
+    (``Conv2dFunctionBackward``) or the one ``register_autograd`` generates."""
+    function = "".join(part.capitalize() for part in op.split("_")) + "FunctionBackward"
+    return any(n == function or re.search(rf"cnnzoo_{op}_default", n) for n in names)
 
 
 class Payload:

@@ -42,6 +42,29 @@ def test_bench_train_smoke():
     assert abs(ratio - custom_ms / native_ms) < 0.02 * ratio + 0.01
 
 
+def test_bench_ops_overhead():
+    result = run_script("bench_ops.py", "--overhead", "--repeat", "3")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[3:]]
+    assert [row[0] for row in rows] == ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
+    for row in rows:
+        fwd, native, added = map(float, row[-6:-3])
+        assert abs(added - (fwd - native)) < 0.11
+
+
+def test_bench_compile_smoke():
+    result = run_script("bench_compile.py", "--models", "lenet5", "--backend", "aot_eager")
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("lenet5"))
+    custom, native, ratio = map(float, row.split()[1:4])
+    assert custom > 0 and native > 0 and abs(ratio - custom / native) < 0.01 + 0.05 * ratio
+
+
+def test_bench_compile_bad_arguments():
+    result = run_script("bench_compile.py", "--models", "lenet6")
+    assert result.returncode == 2 and "unknown model 'lenet6'" in result.stderr and "Traceback" not in result.stderr
+
+
 NO_CUDA = [] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]
 
 

@@ -163,6 +163,29 @@ def test_training_options(tmp_path, options):
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
 
 
+def test_channels_last_trains_channels_last_end_to_end(tmp_path, monkeypatch):
+    """train.channels_last=true: every convolution and pooling output, and every weight gradient, is
+    channels_last, all through our operators."""
+    cl = torch.channels_last
+    seen = {"outputs": [], "grads": []}
+
+    def recording_model(*args, **kwargs):
+        model = cnnzoo.create_model(*args, **kwargs)
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
+                assert type(m).__module__.startswith("cnnzoo.nn")
+                m.register_forward_hook(lambda m, i, o: seen["outputs"].append(o.is_contiguous(memory_format=cl)))
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.register_hook(lambda g: seen["grads"].append(g.is_contiguous(memory_format=cl)))
+        return model
+
+    monkeypatch.setattr("cnnzoo.train.create_model", recording_model)
+    assert train(tmp_path, "--set", "train.epochs=1", "--set", "train.channels_last=true",
+                 "--set", "model.kwargs.pool=max") == 0
+    assert len(seen["outputs"]) > 100 and all(seen["outputs"])
+    assert len(seen["grads"]) > 10 and all(seen["grads"])
+
+
 def test_schedules():
     def factors(**sched):
         cfg = build_config({"optim": {"lr": 0.1}, "sched": sched, "train": {"epochs": 10}})

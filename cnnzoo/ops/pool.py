@@ -112,11 +112,15 @@ def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, input_sha
 
 
 def avg_divisor(input_hw, kernel, stride, padding, out, count_include_pad: bool, divisor_override: int | None,
-                dtype: torch.dtype, device) -> torch.Tensor:
+                dtype: torch.dtype, device) -> torch.Tensor | int:
     """Each output's denominator, (Ho, Wo): ``divisor_override`` if given, else the window's area,
-    counting the padding or not (windows overhang padding only in ceil_mode, and that never counts)."""
+    counting the padding or not (windows overhang padding only in ceil_mode, and that never counts).
+    When every window has the same one (the common case), it is that number."""
     if divisor_override is not None:
-        return torch.full(out, divisor_override, dtype=dtype, device=device)
+        return divisor_override
+    inside = all((o - 1) * s - p + k <= n + p for n, o, k, s, p in zip(input_hw, out, kernel, stride, padding))
+    if inside and (count_include_pad or not any(padding)):  # no window overhangs, or there is no padding
+        return kernel[0] * kernel[1]
     sides = []
     for size, o, k, s, p in zip(input_hw, out, kernel, stride, padding):
         start = torch.arange(o, device=device) * s - p
