@@ -209,6 +209,29 @@ def test_per_sample_gradients_match_the_torch_twin(name):
         torch.testing.assert_close(mine[key][2], p.grad, atol=1e-10, rtol=1e-8)
 
 
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")  # Opacus' hooks, on any model
+@pytest.mark.parametrize("name", ["lenet5", "lenet5_1998"])
+def test_opacus_per_sample_gradients(name):
+    """Opacus' GradSampleModule (DP-SGD): its hooks take cnnzoo's layers through its torch.func path
+    (it looks layers up by exact class) and give the torch.nn twin's per-sample gradients. (Opacus
+    refuses batch norm, in cnnzoo's models and torch's alike, hence the LeNets.)"""
+    pytest.importorskip("opacus")
+    from opacus import GradSampleModule
+
+    custom, native = twins(name, dtype=torch.float64)
+    x = example(custom, 32, batch=4, dtype=torch.float64)
+    y = torch.tensor([0, 3, 7, 9])
+    samples = []
+    for model in (custom, native):
+        wrapped = GradSampleModule(model.train())
+        nn.functional.cross_entropy(wrapped(x), y).backward()
+        samples.append({k: p.grad_sample for k, p in model.named_parameters()})
+        wrapped.remove_hooks()
+    for key in samples[1]:
+        assert samples[0][key].shape[0] == 4
+        torch.testing.assert_close(samples[0][key], samples[1][key], atol=1e-12, rtol=1e-9)
+
+
 def test_vmap_over_a_stack_of_weights():
     """Model ensembling: one input batch, a stack of three models' weights."""
     models = [lively(cnnzoo.create_model("lenet5"), seed=s).double().eval() for s in range(3)]

@@ -74,7 +74,11 @@ def test_sigkill_at_random_moments_then_resume_auto(tmp_path, reference):
     for attempt in range(10):
         proc = start(out, "--set", "train.epochs=6", "--resume", "auto")
         if attempt < 8:
-            time.sleep(rng.uniform(2.0, 6.0))  # import and start-up take about 3 s, an epoch well under one
+            # a random moment in the first half second of training (the run's first line marks its
+            # start; import takes seconds, which a delay from launch would mostly spend): an epoch and
+            # its checkpoint take about 0.2 s, so each kill lands and the run still advances
+            proc.stdout.readline()
+            time.sleep(rng.uniform(0.0, 0.5))
             if proc.poll() is None:
                 proc.kill()
                 kills += 1

@@ -39,7 +39,8 @@ def test_bench_train_smoke():
     lines = result.stdout.splitlines()
     row = next(line for line in lines if line.startswith("lenet5"))
     custom_ms, native_ms, ratio = map(float, row.split()[2:5])
-    assert abs(ratio - custom_ms / native_ms) < 0.02 * ratio + 0.01
+    # the times are printed to 0.1 ms: the ratio lies within what their rounding allows
+    assert (custom_ms - 0.05) / (native_ms + 0.05) - 0.005 <= ratio <= (custom_ms + 0.05) / (native_ms - 0.05) + 0.005
 
 
 def test_bench_ops_overhead():

@@ -137,9 +137,11 @@ def _adaptive_output(fn: str, input_size: Sequence[int], output_size: Sequence[i
 
 
 def is_channels_last(t: Tensor) -> bool:
-    """torch's ``suggest_memory_format`` rule; a contiguous plain tensor (most of them) is answered at
-    once, tensor subclasses (the compiler's fake tensors, with symbolic sizes) by the full rule."""
-    if type(t) in (Tensor, torch.nn.Parameter) and t.is_contiguous():
+    """torch's ``suggest_memory_format`` rule. A plain tensor with exactly the contiguous strides (most
+    of them) is answered at once; others, and tensor subclasses (the compiler's fake tensors, with
+    symbolic sizes), by the full rule. (``is_contiguous()`` would not do: it ignores the strides of
+    size-1 dimensions, and a one-channel weight made channels_last is contiguous by it.)"""
+    if type(t) in (Tensor, torch.nn.Parameter) and t.dim() == 4 and t.stride() == _strides(t.shape, False):
         return False
     return suggest_memory_format(t) == torch.channels_last
 
