@@ -1,4 +1,4 @@
-"""Argument parsing and validation shared by the ops.
+"""Argument parsing and validation shared by the public functions and the registered operators.
 
 Every check mirrors one that ``torch.nn.functional`` makes, so that a bad call fails here with a
 message naming the argument and the shapes instead of deep inside an indexing operation.
@@ -11,6 +11,8 @@ import operator
 from collections.abc import Sequence
 
 import torch
+
+from .conv import output_plane
 
 IntPair = int | Sequence[int]
 
@@ -55,12 +57,6 @@ def check_float(t: torch.Tensor, name: str, fn: str) -> None:
         raise TypeError(f"{fn}: {name} must be a floating point tensor, got dtype {t.dtype}")
 
 
-def check_nonempty_planes(x: torch.Tensor, fn: str) -> None:
-    """Pooling needs at least one channel and one pixel; only the batch may be empty."""
-    if any(s == 0 for s in x.shape[1:]):
-        raise ValueError(f"{fn}: expected non-zero channel, height and width, got input of size {list(x.shape)}")
-
-
 def check_positive(values: tuple[int, int], name: str, fn: str) -> None:
     if min(values) <= 0:
         raise ValueError(f"{fn}: {name} must be positive, got {name}={values}")
@@ -81,6 +77,104 @@ def pool_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int, 
             out -= 1
         return out
     return span // stride + 1
+
+
+# --- the operators' own checks, on normalised arguments (``library.py``) -----------------------------
+
+
+def ints(values: Sequence[int], count: int, name: str, fn: str) -> tuple[int, ...]:
+    values = tuple(values)
+    if len(values) != count:
+        raise ValueError(f"{fn}: {name} must have {count} elements, got {name}={list(values)}")
+    return values
+
+
+def check_4d(t: torch.Tensor, name: str, fn: str) -> None:
+    if t.dim() != 4:
+        raise ValueError(f"{fn}: expected a 4D (N, C, H, W) {name}, got {name} of size {list(t.shape)}")
+    check_float(t, name, fn)
+
+
+def check_same_kind(fn: str, first: tuple[str, torch.Tensor], *others: tuple[str, torch.Tensor | None]) -> None:
+    name, t = first
+    for other, u in others:
+        if u is not None and (u.dtype != t.dtype or u.device != t.device):
+            raise TypeError(f"{fn}: {name} ({t.dtype}, {t.device}) and {other} ({u.dtype}, {u.device}) "
+                            f"must have the same dtype and device")
+
+
+def check_size(t: torch.Tensor, size: Sequence[int], name: str, fn: str) -> None:
+    if tuple(t.shape) != tuple(size):
+        raise ValueError(f"{fn}: expected {name} of size {list(size)}, got {list(t.shape)}")
+
+
+def conv2d_output_size(fn: str, input_size: Sequence[int], weight_size: Sequence[int], stride: Sequence[int],
+                       padding: Sequence[int], dilation: Sequence[int], groups: int) -> tuple[int, int, int, int]:
+    """Check a convolution's sizes and arguments like torch does; its output size (N, O, Ho, Wo).
+
+    ``padding`` is ``(top, bottom, left, right)``.
+    """
+    stride, dilation = ints(stride, 2, "stride", fn), ints(dilation, 2, "dilation", fn)
+    padding = ints(padding, 4, "padding", fn)
+    check_positive(stride, "stride", fn)
+    check_positive(dilation, "dilation", fn)
+    check_non_negative(padding, "padding", fn)
+    if groups <= 0:
+        raise ValueError(f"{fn}: groups must be positive, got groups={groups}")
+    n, c, h, w = input_size
+    out_channels, in_per_group, kh, kw = weight_size
+    if out_channels == 0 or out_channels % groups:
+        raise ValueError(f"{fn}: weight of size {list(weight_size)} has {out_channels} output channels, "
+                         f"which must be a positive multiple of groups={groups}")
+    if c != in_per_group * groups:
+        raise ValueError(f"{fn}: weight of size {list(weight_size)} with groups={groups} expects input with "
+                         f"{in_per_group * groups} channels, got input of size {list(input_size)}")
+    if min(kh, kw) <= 0:
+        raise ValueError(f"{fn}: kernel size must be positive, got weight of size {list(weight_size)}")
+    hp, wp = h + padding[0] + padding[1], w + padding[2] + padding[3]
+    if hp < dilation[0] * (kh - 1) + 1 or wp < dilation[1] * (kw - 1) + 1:
+        raise ValueError(f"{fn}: padded input size per channel ({hp} x {wp}) is smaller than the dilated kernel "
+                         f"({dilation[0] * (kh - 1) + 1} x {dilation[1] * (kw - 1) + 1}); input of size "
+                         f"{list(input_size)}, weight of size {list(weight_size)}, padding={list(padding)}")
+    ho, wo = output_plane((h, w), (kh, kw), stride, padding, dilation)
+    return n, out_channels, ho, wo
+
+
+def pool2d_output_size(fn: str, input_size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
+                       padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool) -> tuple[int, int]:
+    """Check a pooling window like torch does; the output plane (Ho, Wo)."""
+    kernel, stride = ints(kernel_size, 2, "kernel_size", fn), ints(stride, 2, "stride", fn)
+    padding, dilation = ints(padding, 2, "padding", fn), ints(dilation, 2, "dilation", fn)
+    check_positive(kernel, "kernel_size", fn)
+    check_positive(stride, "stride", fn)
+    check_positive(dilation, "dilation", fn)
+    check_non_negative(padding, "padding", fn)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"{fn}: padding must be at most half of kernel_size, got padding={padding} "
+                         f"and kernel_size={kernel}")
+    if any(s == 0 for s in input_size[1:]):
+        raise ValueError(f"{fn}: expected non-zero channel, height and width, got input of size {list(input_size)}")
+    h, w = input_size[2:]
+    out = (pool_out_size(h, kernel[0], stride[0], padding[0], dilation[0], bool(ceil_mode)),
+           pool_out_size(w, kernel[1], stride[1], padding[1], dilation[1], bool(ceil_mode)))
+    if min(out) < 1:
+        raise ValueError(f"{fn}: input of size {list(input_size)} is too small for kernel_size={kernel}, "
+                         f"stride={stride}, padding={padding}, dilation={dilation}: output size would be {out}")
+    return out
+
+
+def check_divisor(divisor_override: int | None, fn: str) -> None:
+    if divisor_override == 0:
+        raise ValueError(f"{fn}: divisor_override must not be zero")
+
+
+def adaptive_output_size(fn: str, input_size: Sequence[int], output_size: Sequence[int]) -> tuple[int, int]:
+    out = ints(output_size, 2, "output_size", fn)
+    if min(out) < 0:
+        raise ValueError(f"{fn}: output_size must be non-negative, got output_size={out}")
+    if any(s == 0 for s in input_size[1:]):
+        raise ValueError(f"{fn}: expected non-zero channel, height and width, got input of size {list(input_size)}")
+    return out
 
 
 def autocast_dtype(t: torch.Tensor) -> torch.dtype | None:

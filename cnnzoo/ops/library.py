@@ -33,105 +33,18 @@ from torch.autograd import forward_ad
 
 from . import conv as reference_conv
 from . import pool as reference_pool
-from ._args import check_float, check_non_negative, check_positive, outside_autocast, pool_out_size
-
-# --- arguments ----------------------------------------------------------------------------------
-
-
-def _ints(values: Sequence[int], count: int, name: str, fn: str) -> tuple[int, ...]:
-    values = tuple(values)
-    if len(values) != count:
-        raise ValueError(f"{fn}: {name} must have {count} elements, got {name}={list(values)}")
-    return values
-
-
-def _check_4d(t: Tensor, name: str, fn: str) -> None:
-    if t.dim() != 4:
-        raise ValueError(f"{fn}: expected a 4D (N, C, H, W) {name}, got {name} of size {list(t.shape)}")
-    check_float(t, name, fn)
-
-
-def _check_same_kind(fn: str, first: tuple[str, Tensor], *others: tuple[str, Tensor | None]) -> None:
-    name, t = first
-    for other, u in others:
-        if u is not None and (u.dtype != t.dtype or u.device != t.device):
-            raise TypeError(f"{fn}: {name} ({t.dtype}, {t.device}) and {other} ({u.dtype}, {u.device}) "
-                            f"must have the same dtype and device")
-
-
-def _check_size(t: Tensor, size: Sequence[int], name: str, fn: str) -> None:
-    if tuple(t.shape) != tuple(size):
-        raise ValueError(f"{fn}: expected {name} of size {list(size)}, got {list(t.shape)}")
-
-
-def conv2d_output_size(fn: str, input_size: Sequence[int], weight_size: Sequence[int], stride: Sequence[int],
-                       padding: Sequence[int], dilation: Sequence[int], groups: int) -> tuple[int, int, int, int]:
-    """Check a convolution's sizes and arguments like torch does; its output size (N, O, Ho, Wo).
-
-    ``padding`` is ``(top, bottom, left, right)``.
-    """
-    stride, dilation = _ints(stride, 2, "stride", fn), _ints(dilation, 2, "dilation", fn)
-    padding = _ints(padding, 4, "padding", fn)
-    check_positive(stride, "stride", fn)
-    check_positive(dilation, "dilation", fn)
-    check_non_negative(padding, "padding", fn)
-    if groups <= 0:
-        raise ValueError(f"{fn}: groups must be positive, got groups={groups}")
-    n, c, h, w = input_size
-    out_channels, in_per_group, kh, kw = weight_size
-    if out_channels == 0 or out_channels % groups:
-        raise ValueError(f"{fn}: weight of size {list(weight_size)} has {out_channels} output channels, "
-                         f"which must be a positive multiple of groups={groups}")
-    if c != in_per_group * groups:
-        raise ValueError(f"{fn}: weight of size {list(weight_size)} with groups={groups} expects input with "
-                         f"{in_per_group * groups} channels, got input of size {list(input_size)}")
-    if min(kh, kw) <= 0:
-        raise ValueError(f"{fn}: kernel size must be positive, got weight of size {list(weight_size)}")
-    hp, wp = h + padding[0] + padding[1], w + padding[2] + padding[3]
-    if hp < dilation[0] * (kh - 1) + 1 or wp < dilation[1] * (kw - 1) + 1:
-        raise ValueError(f"{fn}: padded input size per channel ({hp} x {wp}) is smaller than the dilated kernel "
-                         f"({dilation[0] * (kh - 1) + 1} x {dilation[1] * (kw - 1) + 1}); input of size "
-                         f"{list(input_size)}, weight of size {list(weight_size)}, padding={list(padding)}")
-    ho, wo = reference_conv.output_plane((h, w), (kh, kw), stride, padding, dilation)
-    return n, out_channels, ho, wo
-
-
-def pool2d_output_size(fn: str, input_size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
-                       padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool) -> tuple[int, int]:
-    """Check a pooling window like torch does; the output plane (Ho, Wo)."""
-    kernel, stride = _ints(kernel_size, 2, "kernel_size", fn), _ints(stride, 2, "stride", fn)
-    padding, dilation = _ints(padding, 2, "padding", fn), _ints(dilation, 2, "dilation", fn)
-    check_positive(kernel, "kernel_size", fn)
-    check_positive(stride, "stride", fn)
-    check_positive(dilation, "dilation", fn)
-    check_non_negative(padding, "padding", fn)
-    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-        raise ValueError(f"{fn}: padding must be at most half of kernel_size, got padding={padding} "
-                         f"and kernel_size={kernel}")
-    if any(s == 0 for s in input_size[1:]):
-        raise ValueError(f"{fn}: expected non-zero channel, height and width, got input of size {list(input_size)}")
-    h, w = input_size[2:]
-    out = (pool_out_size(h, kernel[0], stride[0], padding[0], dilation[0], bool(ceil_mode)),
-           pool_out_size(w, kernel[1], stride[1], padding[1], dilation[1], bool(ceil_mode)))
-    if min(out) < 1:
-        raise ValueError(f"{fn}: input of size {list(input_size)} is too small for kernel_size={kernel}, "
-                         f"stride={stride}, padding={padding}, dilation={dilation}: output size would be {out}")
-    return out
-
-
-def _check_divisor(divisor_override: int | None, fn: str) -> None:
-    if divisor_override == 0:
-        raise ValueError(f"{fn}: divisor_override must not be zero")
-
-
-def _adaptive_output(fn: str, input_size: Sequence[int], output_size: Sequence[int]) -> tuple[int, int]:
-    out = _ints(output_size, 2, "output_size", fn)
-    if min(out) < 0:
-        raise ValueError(f"{fn}: output_size must be non-negative, got output_size={out}")
-    if any(s == 0 for s in input_size[1:]):
-        raise ValueError(f"{fn}: expected non-zero channel, height and width, got input of size {list(input_size)}")
-    return out
-
+from ._args import (
+    adaptive_output_size,
+    check_4d,
+    check_divisor,
+    check_float,
+    check_same_kind,
+    check_size,
+    conv2d_output_size,
+    ints,
+    outside_autocast,
+    pool2d_output_size,
+)
 
 # --- memory format ------------------------------------------------------------------------------
 
@@ -319,7 +232,7 @@ def conv2d_op(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Sequen
 
 def _check_conv2d(input, weight, bias, stride, padding, dilation, groups) -> tuple[int, int, int, int]:
     fn = "conv2d"
-    _check_4d(input, "input", fn)
+    check_4d(input, "input", fn)
     if weight.dim() != 4:
         raise ValueError(f"{fn}: weight must be a 4D tensor (out_channels, in_channels/groups, kH, kW), "
                          f"got {list(weight.shape)}")
@@ -327,7 +240,7 @@ def _check_conv2d(input, weight, bias, stride, padding, dilation, groups) -> tup
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"{fn}: bias must be 1D with {weight.shape[0]} elements for weight of size "
                          f"{list(weight.shape)}, got {list(bias.shape)}")
-    _check_same_kind(fn, ("input", input), ("weight", weight), ("bias", bias))
+    check_same_kind(fn, ("input", input), ("weight", weight), ("bias", bias))
     return conv2d_output_size(fn, input.shape, weight.shape, stride, padding, dilation, groups)
 
 
@@ -342,7 +255,7 @@ def conv2d_input_grad_op(grad_output: Tensor, weight: Tensor, input_size: Sequen
                          padding: Sequence[int], dilation: Sequence[int], groups: int,
                          channels_last: bool = False) -> Tensor:
     """The gradient of conv2d with respect to an input of ``input_size``: col2im of ``weight^T @ grad_output``."""
-    _check_conv2d_grad("conv2d_input_grad", grad_output, weight, input_size, weight.shape, stride, padding,
+    _check_conv2d_grad("conv2d_input_grad", grad_output, ("weight", weight), input_size, weight.shape, stride, padding,
                        dilation, groups)
     with outside_autocast(grad_output):
         grad = reference_conv.conv2d_input_grad(grad_output, weight, torch.Size(input_size), stride, padding,
@@ -355,7 +268,7 @@ def conv2d_weight_grad_op(input: Tensor, grad_output: Tensor, weight_size: Seque
                           padding: Sequence[int], dilation: Sequence[int], groups: int,
                           channels_last: bool = False) -> Tensor:
     """The gradient of conv2d with respect to a weight of ``weight_size``: ``grad_output`` times the columns."""
-    _check_conv2d_grad("conv2d_weight_grad", grad_output, input, input.shape, weight_size, stride, padding,
+    _check_conv2d_grad("conv2d_weight_grad", grad_output, ("input", input), input.shape, weight_size, stride, padding,
                        dilation, groups)
     with outside_autocast(input):
         grad = reference_conv.conv2d_weight_grad(input, grad_output, torch.Size(weight_size), stride, padding,
@@ -363,26 +276,28 @@ def conv2d_weight_grad_op(input: Tensor, grad_output: Tensor, weight_size: Seque
     return in_format(grad, channels_last)
 
 
-def _check_conv2d_grad(fn, grad_output, other, input_size, weight_size, stride, padding, dilation, groups):
-    _check_4d(grad_output, "grad_output", fn)
-    _check_4d(other, "weight" if fn == "conv2d_input_grad" else "input", fn)
-    _ints(input_size, 4, "input_size", fn)
-    _ints(weight_size, 4, "weight_size", fn)
-    _check_same_kind(fn, ("grad_output", grad_output), ("weight" if fn == "conv2d_input_grad" else "input", other))
+def _check_conv2d_grad(fn, grad_output, other: tuple[str, Tensor], input_size, weight_size, stride, padding,
+                       dilation, groups):
+    """A gradient operator's arguments: ``other`` is ``('weight', weight)`` or ``('input', input)``."""
+    check_4d(grad_output, "grad_output", fn)
+    check_4d(other[1], other[0], fn)
+    ints(input_size, 4, "input_size", fn)
+    ints(weight_size, 4, "weight_size", fn)
+    check_same_kind(fn, ("grad_output", grad_output), other)
     out = conv2d_output_size(fn, input_size, weight_size, stride, padding, dilation, groups)
-    _check_size(grad_output, out, "grad_output", fn)
+    check_size(grad_output, out, "grad_output", fn)
 
 
 @conv2d_input_grad_op.register_fake
 def _(grad_output, weight, input_size, stride, padding, dilation, groups, channels_last=False):
-    _check_conv2d_grad("conv2d_input_grad", grad_output, weight, input_size, weight.shape, stride, padding,
+    _check_conv2d_grad("conv2d_input_grad", grad_output, ("weight", weight), input_size, weight.shape, stride, padding,
                        dilation, groups)
     return empty(grad_output, input_size, channels_last)
 
 
 @conv2d_weight_grad_op.register_fake
 def _(input, grad_output, weight_size, stride, padding, dilation, groups, channels_last=False):
-    _check_conv2d_grad("conv2d_weight_grad", grad_output, input, input.shape, weight_size, stride, padding,
+    _check_conv2d_grad("conv2d_weight_grad", grad_output, ("input", input), input.shape, weight_size, stride, padding,
                        dilation, groups)
     return empty(input, weight_size, channels_last)
 
@@ -516,7 +431,7 @@ def max_pool2d_op(input: Tensor, kernel_size: Sequence[int], stride: Sequence[in
 
 
 def _check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode) -> tuple[int, int]:
-    _check_4d(input, "input", "max_pool2d")
+    check_4d(input, "input", "max_pool2d")
     return pool2d_output_size("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
 
 
@@ -538,11 +453,11 @@ def max_pool2d_backward_op(grad_output: Tensor, indices: Tensor, input_size: Seq
 
 def _check_max_pool2d_backward(grad_output, indices, input_size) -> None:
     fn = "max_pool2d_backward"
-    _check_4d(grad_output, "grad_output", fn)
-    _ints(input_size, 4, "input_size", fn)
+    check_4d(grad_output, "grad_output", fn)
+    ints(input_size, 4, "input_size", fn)
     if indices.dtype != torch.int64:
         raise TypeError(f"{fn}: indices must be int64, got {indices.dtype}")
-    _check_size(indices, grad_output.shape, "indices", fn)
+    check_size(indices, grad_output.shape, "indices", fn)
     if tuple(grad_output.shape[:2]) != tuple(input_size[:2]) or any(s == 0 for s in input_size[1:]):
         raise ValueError(f"{fn}: grad_output of size {list(grad_output.shape)} does not pool an input of size "
                          f"{list(input_size)}")
@@ -632,8 +547,8 @@ def avg_pool2d_op(input: Tensor, kernel_size: Sequence[int], stride: Sequence[in
 
 
 def _check_avg_pool2d(fn, t, input_size, kernel_size, stride, padding, ceil_mode, divisor_override):
-    _check_4d(t, "input" if fn == "avg_pool2d" else "grad_output", fn)
-    _check_divisor(divisor_override, fn)
+    check_4d(t, "input" if fn == "avg_pool2d" else "grad_output", fn)
+    check_divisor(divisor_override, fn)
     return pool2d_output_size(fn, input_size, kernel_size, stride, padding, (1, 1), ceil_mode)
 
 
@@ -660,9 +575,9 @@ def avg_pool2d_backward_op(grad_output: Tensor, input_size: Sequence[int], kerne
 
 def _check_avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode, divisor_override):
     fn = "avg_pool2d_backward"
-    _ints(input_size, 4, "input_size", fn)
+    ints(input_size, 4, "input_size", fn)
     out = _check_avg_pool2d(fn, grad_output, input_size, kernel_size, stride, padding, ceil_mode, divisor_override)
-    _check_size(grad_output, (*input_size[:2], *out), "grad_output", fn)
+    check_size(grad_output, (*input_size[:2], *out), "grad_output", fn)
     return out
 
 
@@ -736,8 +651,8 @@ def adaptive_avg_pool2d_op(input: Tensor, output_size: Sequence[int]) -> Tensor:
 
 
 def _check_adaptive(fn, t, input_size, output_size):
-    _check_4d(t, "input" if fn == "adaptive_avg_pool2d" else "grad_output", fn)
-    return _adaptive_output(fn, input_size, output_size)
+    check_4d(t, "input" if fn == "adaptive_avg_pool2d" else "grad_output", fn)
+    return adaptive_output_size(fn, input_size, output_size)
 
 
 @adaptive_avg_pool2d_op.register_fake
@@ -758,7 +673,7 @@ def adaptive_avg_pool2d_backward_op(grad_output: Tensor, input_size: Sequence[in
 
 def _check_adaptive_backward(grad_output, input_size):
     fn = "adaptive_avg_pool2d_backward"
-    _ints(input_size, 4, "input_size", fn)
+    ints(input_size, 4, "input_size", fn)
     _check_adaptive(fn, grad_output, input_size, grad_output.shape[2:])
     if tuple(grad_output.shape[:2]) != tuple(input_size[:2]):
         raise ValueError(f"{fn}: grad_output of size {list(grad_output.shape)} does not pool an input of size "
