@@ -60,7 +60,8 @@ def is_channels_last(t: Tensor) -> bool:
 
 
 def _strides(size: Sequence[int], channels_last: bool) -> tuple[int, ...]:
-    n, c, h, w = (max(s, 1) for s in size)
+    """The strides ``torch.empty(size, memory_format=...)`` gives a 4D tensor."""
+    c, h, w = max(size[1], 1), max(size[2], 1), max(size[3], 1)
     return (c * h * w, 1, w * c, c) if channels_last else (c * h * w, h * w, w, 1)
 
 

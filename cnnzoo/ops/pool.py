@@ -154,12 +154,15 @@ def window_sums_backward(grad_sums: torch.Tensor, input_shape, kernel, stride, p
     """The adjoint of ``window_sums``: every pixel of a window receives the window's gradient."""
     n, c, h, w = input_shape
     out = grad_sums.shape[2:]
-    grad = grad_sums.new_zeros(input_shape)
     if large_tiles(input_shape, kernel, stride, padding, out):
-        grad[:, :, :out[0] * kernel[0], :out[1] * kernel[1]] = (
-            grad_sums.reshape(n, c, out[0], 1, out[1], 1).expand(n, c, out[0], kernel[0], out[1], kernel[1])
-            .reshape(n, c, out[0] * kernel[0], out[1] * kernel[1]))
+        tiled = (grad_sums.reshape(n, c, out[0], 1, out[1], 1).expand(n, c, out[0], kernel[0], out[1], kernel[1])
+                 .reshape(n, c, out[0] * kernel[0], out[1] * kernel[1]))
+        if tiled.shape == input_shape:  # the tiles cover the input (global pooling): nothing stays zero
+            return tiled
+        grad = grad_sums.new_zeros(input_shape)
+        grad[:, :, :out[0] * kernel[0], :out[1] * kernel[1]] = tiled
         return grad
+    grad = grad_sums.new_zeros(input_shape)
     for _, _, out_rows, out_cols, in_rows, in_cols in taps(input_shape, kernel, stride, padding, (1, 1), out):
         grad[:, :, in_rows, in_cols] += grad_sums[:, :, out_rows, out_cols]
     return grad
@@ -193,7 +196,7 @@ def adaptive_avg_pool2d_forward(x: torch.Tensor, out) -> torch.Tensor:
         return window_sums(x, tile, tile, (0, 0), out).div_(tile[0] * tile[1])
     a_h = adaptive_matrix(h, out[0], x.dtype, x.device)
     a_w = adaptive_matrix(w, out[1], x.dtype, x.device)
-    return torch.einsum("ih,nchw,jw->ncij", a_h, x, a_w)
+    return (a_h @ x) @ a_w.T  # (matmuls in this order give a contiguous result, and fastest)
 
 
 def adaptive_avg_pool2d_backward(grad_out: torch.Tensor, input_shape) -> torch.Tensor:
@@ -205,4 +208,4 @@ def adaptive_avg_pool2d_backward(grad_out: torch.Tensor, input_shape) -> torch.T
         return window_sums_backward(grad_out / (tile[0] * tile[1]), input_shape, tile, tile, (0, 0))
     a_h = adaptive_matrix(h, out[0], grad_out.dtype, grad_out.device)
     a_w = adaptive_matrix(w, out[1], grad_out.dtype, grad_out.device)
-    return torch.einsum("ih,ncij,jw->nchw", a_h, grad_out, a_w)
+    return a_h.T @ (grad_out @ a_w)
