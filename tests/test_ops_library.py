@@ -241,25 +241,23 @@ def test_vmap_conv2d_over_inputs_weights_and_both(groups):
     torch.testing.assert_close(moved, loop(lambda x: conv(x, w[0], b[0]), x).transpose(0, 1))
 
 
-@pytest.mark.parametrize("batched", [(0, None), (None, 0), (0, 0)], ids=["grad_output", "weight", "both"])
-def test_vmap_conv2d_input_grad(batched):
-    gy, w = rand(3, 2, 6, 3, 6), rand(3, 6, 2, 3, 3)
-    conf = ([2, 1], [1, 1, 1, 1], [1, 1], 2)
-    fn = lambda g, w: L.conv2d_input_grad(g, w, [2, 4, 6, 6], *conf)  # noqa: E731
-    args = [gy if batched[0] == 0 else gy[0], w if batched[1] == 0 else w[0]]
-    expected = torch.stack([fn(args[0] if batched[0] is None else args[0][i],
-                               args[1] if batched[1] is None else args[1][i]) for i in range(3)])
-    torch.testing.assert_close(vmap(fn, batched)(*args), expected)
+def input_grad(gy, w):
+    return L.conv2d_input_grad(gy, w, [2, 4, 6, 6], [2, 1], [1, 1, 1, 1], [1, 1], 2)
 
 
-@pytest.mark.parametrize("batched", [(0, None), (None, 0), (0, 0)], ids=["input", "grad_output", "both"])
-def test_vmap_conv2d_weight_grad(batched):
-    x, gy = rand(3, 2, 4, 6, 6), rand(3, 2, 6, 3, 6)
-    conf = ([2, 1], [1, 1, 1, 1], [1, 1], 2)
-    fn = lambda x, g: L.conv2d_weight_grad(x, g, [6, 2, 3, 3], *conf)  # noqa: E731
-    args = [x if batched[0] == 0 else x[0], gy if batched[1] == 0 else gy[0]]
-    expected = torch.stack([fn(args[0] if batched[0] is None else args[0][i],
-                               args[1] if batched[1] is None else args[1][i]) for i in range(3)])
+def weight_grad(x, gy):
+    return L.conv2d_weight_grad(x, gy, [6, 2, 3, 3], [2, 1], [1, 1, 1, 1], [1, 1], 2)
+
+
+@pytest.mark.parametrize("batched", [(0, None), (None, 0), (0, 0)], ids=["first", "second", "both"])
+@pytest.mark.parametrize("fn,shapes", [(input_grad, [(3, 2, 6, 3, 6), (3, 6, 2, 3, 3)]),
+                                       (weight_grad, [(3, 2, 4, 6, 6), (3, 2, 6, 3, 6)])],
+                         ids=["input_grad", "weight_grad"])
+def test_vmap_conv2d_gradients(fn, shapes, batched):
+    """Either tensor or both vmapped, as the same operator called slice by slice."""
+    stacks = [rand(*shape) for shape in shapes]
+    args = [t if d == 0 else t[0] for t, d in zip(stacks, batched)]
+    expected = torch.stack([fn(*[a[i] if d == 0 else a for a, d in zip(args, batched)]) for i in range(3)])
     torch.testing.assert_close(vmap(fn, batched)(*args), expected)
 
 

@@ -342,11 +342,20 @@ def _conv2d_vmap(info, in_dims, x, weight, bias, stride, padding, dilation, grou
     return _out_of_groups(out, b), 0
 
 
-def _input_grad_setup(ctx, inputs, output):
-    grad_output, weight, ctx.input_size = inputs[:3]
-    _save(ctx, grad_output, weight)
-    ctx.conf, ctx.channels_last = tuple(inputs[3:7]), is_channels_last(grad_output) or is_channels_last(weight)
-    ctx.output_format = len(inputs) > 7 and inputs[7]
+def _conv2d_grad_setup(ctx, inputs, output):
+    """Both gradient operators: two tensors, a size, the convolution's arguments, the output format."""
+    _save(ctx, *inputs[:2])
+    ctx.size, ctx.conf, ctx.output_format = inputs[2], tuple(inputs[3:7]), len(inputs) > 7 and inputs[7]
+    ctx.channels_last = is_channels_last(inputs[0]) or is_channels_last(inputs[1])
+
+
+def _bilinear_jvp(op):
+    """The tangent of an operator bilinear in its two tensors: ``op(ta, b) + op(a, tb)``."""
+    def jvp(ctx, ta, tb, *_):
+        a, b = ctx.saved_tensors
+        rest = (ctx.size, *ctx.conf, ctx.output_format)
+        return _sum(None if ta is None else call(op, ta, b, *rest), None if tb is None else call(op, a, tb, *rest))
+    return jvp
 
 
 def _input_grad_backward(ctx, grad):
@@ -356,13 +365,6 @@ def _input_grad_backward(ctx, grad):
     grad_w = call(CONV2D_WEIGHT_GRAD, grad, grad_output, weight.shape, *ctx.conf, ctx.channels_last) \
         if need_w else None
     return grad_gy, grad_w, None, None, None, None, None, None
-
-
-def _input_grad_jvp(ctx, t_gy, t_w, *_):
-    grad_output, weight = ctx.saved_tensors
-    args = (ctx.input_size, *ctx.conf, ctx.output_format)
-    return _sum(None if t_gy is None else call(CONV2D_INPUT_GRAD, t_gy, weight, *args),
-                None if t_w is None else call(CONV2D_INPUT_GRAD, grad_output, t_w, *args))
 
 
 def _input_grad_vmap(info, in_dims, grad_output, weight, input_size, stride, padding, dilation, groups,
@@ -379,26 +381,12 @@ def _input_grad_vmap(info, in_dims, grad_output, weight, input_size, stride, pad
     return _out_of_groups(grad, b), 0
 
 
-def _weight_grad_setup(ctx, inputs, output):
-    x, grad_output, ctx.weight_size = inputs[:3]
-    _save(ctx, x, grad_output)
-    ctx.conf, ctx.channels_last = tuple(inputs[3:7]), is_channels_last(x) or is_channels_last(grad_output)
-    ctx.output_format = len(inputs) > 7 and inputs[7]
-
-
 def _weight_grad_backward(ctx, grad):
     x, grad_output = ctx.saved_tensors
     need_x, need_gy = ctx.needs_input_grad[:2]
     grad_x = call(CONV2D_INPUT_GRAD, grad_output, grad, x.shape, *ctx.conf, ctx.channels_last) if need_x else None
     grad_gy = call(CONV2D, x, grad, None, *ctx.conf) if need_gy else None
     return grad_x, grad_gy, None, None, None, None, None, None
-
-
-def _weight_grad_jvp(ctx, t_x, t_gy, *_):
-    x, grad_output = ctx.saved_tensors
-    args = (ctx.weight_size, *ctx.conf, ctx.output_format)
-    return _sum(None if t_x is None else call(CONV2D_WEIGHT_GRAD, t_x, grad_output, *args),
-                None if t_gy is None else call(CONV2D_WEIGHT_GRAD, x, t_gy, *args))
 
 
 def _weight_grad_vmap(info, in_dims, x, grad_output, weight_size, stride, padding, dilation, groups,
@@ -411,10 +399,10 @@ def _weight_grad_vmap(info, in_dims, x, grad_output, weight_size, stride, paddin
 
 
 Conv2dFunction = register(conv2d_op, _conv2d_setup, _conv2d_backward, _conv2d_jvp, _conv2d_vmap)
-Conv2dInputGradFunction = register(conv2d_input_grad_op, _input_grad_setup, _input_grad_backward, _input_grad_jvp,
-                                   _input_grad_vmap)
-Conv2dWeightGradFunction = register(conv2d_weight_grad_op, _weight_grad_setup, _weight_grad_backward,
-                                    _weight_grad_jvp, _weight_grad_vmap)
+Conv2dInputGradFunction = register(conv2d_input_grad_op, _conv2d_grad_setup, _input_grad_backward,
+                                   _bilinear_jvp(CONV2D_INPUT_GRAD), _input_grad_vmap)
+Conv2dWeightGradFunction = register(conv2d_weight_grad_op, _conv2d_grad_setup, _weight_grad_backward,
+                                    _bilinear_jvp(CONV2D_WEIGHT_GRAD), _weight_grad_vmap)
 
 
 # --- max_pool2d ---------------------------------------------------------------------------------
