@@ -93,6 +93,8 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.Pa
         raise ImportError("cnnzoo.export_onnx needs the onnx extra: pip install 'cnnzoo[onnx]'") from error
     if not isinstance(example_input, torch.Tensor):
         raise TypeError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
+    if dynamic_batch and example_input.shape[0] == 1:  # torch.export would take a batch of 1 for a constant
+        example_input = torch.cat([example_input, example_input])
     dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     program = torch.export.export(model, (example_input,), dynamic_shapes=dynamic_shapes)
     program = program.run_decompositions(STANDARD_OPS)

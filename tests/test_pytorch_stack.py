@@ -173,6 +173,31 @@ def test_onnx_layers(layer, node, tmp_path):
     torch.testing.assert_close(torch.from_numpy(got), native(x).detach(), atol=1e-5, rtol=1e-5)
 
 
+def test_onnx_from_a_batch_of_one_keeps_the_batch_dynamic(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    custom, native = twins("resnet20")
+    path = cnnzoo.export_onnx(custom, example(custom, 32, batch=1), tmp_path / "b1.onnx")
+    assert onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    x = example(custom, 32, batch=3)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), native(x).detach(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning", "ignore::torch.jit.TracerWarning")
+def test_jit_trace_records_the_operators():
+    """torch.jit.trace sees torch.ops.cnnzoo.* (not the arithmetic inside them), so the trace is the
+    same on every input and runs like the model."""
+    custom, native = twins("lenet5_1998")
+    x = example(custom, 32)
+    traced = torch.jit.trace(custom, x, check_inputs=[(example(custom, 32, batch=3, seed=5),)])
+    kinds = {node.kind() for node in traced.inlined_graph.nodes()}
+    assert {"cnnzoo::conv2d", "cnnzoo::avg_pool2d"} <= kinds, kinds
+    x3 = example(custom, 32, batch=3, seed=6)
+    torch.testing.assert_close(traced(x3), native(x3), atol=1e-5, rtol=1e-4)
+
+
 def test_export_onnx_bad_input(tmp_path):
     with pytest.raises(TypeError, match="example_input must be a torch.Tensor"):
         cnnzoo.export_onnx(cnn.Conv2d(1, 1, 3), [1, 2], tmp_path / "x.onnx")

@@ -104,8 +104,9 @@ def _dispatcher_needed(args) -> bool:
 def call(op: torch._ops.OpOverload, *args):
     """Call a cnnzoo operator with autograd, by the cheapest route that the context allows.
 
-    * Under ``torch.compile`` (and ``torch.export``): the operator itself; its ``register_autograd``
-      formula is traced.
+    * Under ``torch.compile``, ``torch.export`` and ``torch.jit.trace``: the operator itself, which they
+      record (``torch.jit.trace`` would record a Function as an opaque Python call); its
+      ``register_autograd`` formula gives it its gradient.
     * Under a ``torch.func`` transform or forward-mode AD: a ``setup_context``-style Function, the kind
       torch.func accepts (it refuses the wrapper ``register_autograd`` generates).
     * Otherwise: a classic ``autograd.Function``, the cheapest per call (about 7 us, against 15-25 us
@@ -116,7 +117,7 @@ def call(op: torch._ops.OpOverload, *args):
 
     All three install the same formulas, written once below each operator.
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return op(*args)
     if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
         return _TRANSFORMABLE[op._name].apply(*map(_Leaf.wrap, args))
