@@ -179,12 +179,10 @@ def test_adaptive_pooling_to_nothing():
 def test_conv2d_memory_format(x_cl, w_cl, dtype):
     """The output and both gradients are channels_last when the input or the weight is (torch's own
     kernels agree on the output; their gradients' formats vary with the algorithm they pick)."""
+    x = rand(2, 4, 7, 7, channels_last=x_cl, requires_grad=True, dtype=dtype)
+    w = rand(5, 4, 3, 3, channels_last=w_cl, requires_grad=True, dtype=dtype)
     results = []
     for conv in (ops.conv2d, F.conv2d):
-        x = rand(2, 4, 7, 7, channels_last=x_cl, requires_grad=True, dtype=dtype)
-        w = rand(5, 4, 3, 3, channels_last=w_cl, requires_grad=True, dtype=dtype)
-        torch.manual_seed(0)
-        x.data, w.data = x.data.normal_(), w.data.normal_()
         out = conv(x, w, padding=1, stride=2)
         gx, gw = torch.autograd.grad(out, (x, w), torch.ones_like(out))
         results.append((out, gx, gw))

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..ops import conv2d
 from ..ops._args import IntPair
+from ..ops.functional import resolve_padding
 
 
 class Conv2d(nn.Conv2d):
@@ -26,9 +27,8 @@ class Conv2d(nn.Conv2d):
                          bias, padding_mode, device, dtype)
         if full:
             self.padding = "full"
-            self._reversed_padding_repeated_twice = [p for k, d in zip(reversed(self.kernel_size),
-                                                                         reversed(self.dilation))
-                                                     for p in (d * (k - 1),) * 2]
+            top, bottom, left, right = resolve_padding("full", self.kernel_size, self.stride, self.dilation)
+            self._reversed_padding_repeated_twice = [left, right, top, bottom]
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.padding_mode != "zeros":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..ops.functional import resolve_padding
 from .conv import Conv2d
 from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
@@ -26,7 +27,8 @@ def convert(model: nn.Module, backend: str = "custom") -> nn.Module:
         target = swap.get(type(module))
         if target is None:
             continue
-        if target is nn.Conv2d and module.padding == "full":
-            module.padding = tuple(d * (k - 1) for k, d in zip(module.kernel_size, module.dilation))
+        if target is nn.Conv2d and module.padding == "full":  # 'full' is symmetric: (top, left) say it all
+            top, _, left, _ = resolve_padding("full", module.kernel_size, module.stride, module.dilation)
+            module.padding = (top, left)
         module.__class__ = target
     return model
