@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh clone (Python >= 3.10 and pip are all they need):
 #   make run    the main job: train LeNet-5 on the offline digits with the default config
-#   make test   the whole test suite (what .ci/run runs)
+#   make test   the whole test suite (what .ci/run runs), then `make sanitize`
 # Both create .venv on first use. torch/torchvision are pinned to the versions tested here; override
 # with `make TORCH_SPEC="torch torchvision" test` to let pip choose.
 
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.cnnzoo-installed
 
 RUN_DIR ?= runs/lenet5_digits-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: run validate test lint bench clean-venv
+.PHONY: run validate test sanitize lint bench clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,17 @@ validate: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+	@$(MAKE) --no-print-directory sanitize
+
+# The compiled kernels' fuzz tests again, the kernels built with AddressSanitizer and
+# UndefinedBehaviorSanitizer (ASan's runtime preloaded into Python). Skipped without a C++ compiler.
+sanitize: $(STAMP)
+	@cxx="$${CXX:-$$(command -v c++ || command -v g++ || true)}"; \
+	if [ -z "$$cxx" ] || ! command -v "$$cxx" > /dev/null; then echo "sanitize: skipped (no C++ compiler)"; exit 0; fi; \
+	echo "sanitize: fuzz tests with the kernels built under -fsanitize=address,undefined"; \
+	CNNZOO_KERNELS=compiled CNNZOO_KERNELS_SANITIZE=1 ASAN_OPTIONS=detect_leaks=0 \
+	LD_PRELOAD="$$($$cxx -print-file-name=libasan.so)" $(PY) -m pytest -q -p no:cacheprovider -k fuzz \
+	tests/test_ops_compiled.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check cnnzoo tests scripts

@@ -39,6 +39,7 @@ from .data import make_loaders, open_dataset
 from .errors import Interrupted, UserError
 from .models import create_model
 from .models.common import fit_input_size
+from .ops import compiled
 
 METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second")
 AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers, as in the paper
@@ -111,6 +112,8 @@ def setup_processes(cfg: Config) -> Processes:
         raise UserError("train.amp=fp16 needs CUDA; on CPU use train.amp=bf16")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if device.type == "cpu" and cfg.model.backend == "custom":
+        compiled.library()  # build the CPU kernels now (or fall back, or fail), before any output
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Processes(rank, world, device)
@@ -469,7 +472,9 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
     ddp = procs.world > 1
     net = nn.parallel.DistributedDataParallel(model, device_ids=[procs.device] if procs.device.type == "cuda"
                                               else None) if ddp else model
-    log(procs, f"{cfg.model.name} ({cfg.model.backend} ops, {params:,} parameters) on {source.name} "
+    ops = cfg.model.backend if cfg.model.backend == "torch" or procs.device.type != "cpu" else \
+        f"custom, {'compiled' if compiled.library() else 'reference'}"
+    log(procs, f"{cfg.model.name} ({ops} ops, {params:,} parameters) on {source.name} "
                f"({len(source.train)} train / {len(source.val)} val images, {source.channels}x{size}x{size}), "
                f"{procs.device.type} x {procs.world}, output {out}")
 

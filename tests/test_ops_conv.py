@@ -13,6 +13,9 @@ from cnnzoo.ops import conv as conv_module
 
 from .helpers import assert_matches
 
+# every test here runs with the reference kernels and with the compiled ones
+pytestmark = pytest.mark.usefixtures("kernels")
+
 STRIDES = [1, 2, (2, 1), (1, 3)]
 PADDINGS = [0, 1, (2, 1), "valid", "same", "full"]
 DILATIONS = [1, 2, (1, 2)]

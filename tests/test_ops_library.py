@@ -12,6 +12,9 @@ from torch.func import grad, hessian, jacfwd, jacrev, jvp, vmap
 from cnnzoo import ops
 from cnnzoo.ops import library
 
+# every test here runs with the reference kernels and with the compiled ones
+pytestmark = pytest.mark.usefixtures("kernels")
+
 L = torch.ops.cnnzoo
 CL = torch.channels_last
 

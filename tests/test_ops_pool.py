@@ -13,6 +13,9 @@ from cnnzoo.ops import pool as pool_module
 
 from .helpers import assert_matches
 
+# every test here runs with the reference kernels and with the compiled ones
+pytestmark = pytest.mark.usefixtures("kernels")
+
 MAX_CASES = [
     dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=c)
     for k, s, p, d, c in itertools.product([2, 3, (3, 2), (1, 4)], [None, 1, 2, (2, 3)], [0, 1, (1, 0)],

@@ -31,6 +31,7 @@ from torch import Tensor
 from torch._prims_common import suggest_memory_format
 from torch.autograd import forward_ad
 
+from . import compiled
 from . import conv as reference_conv
 from . import pool as reference_pool
 from ._args import (
@@ -227,9 +228,18 @@ def conv2d_op(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Sequen
               dilation: Sequence[int], groups: int) -> Tensor:
     """2-D convolution of a batched input; ``padding`` is ``(top, bottom, left, right)``."""
     _check_conv2d(input, weight, bias, stride, padding, dilation, groups)
+    channels_last = is_channels_last(input) or is_channels_last(weight)
+    if _compiled_conv(weight.shape, stride, padding, input, weight, bias):
+        return compiled.conv2d_forward(input, weight, bias, stride, padding, dilation, groups, channels_last)
     with outside_autocast(input):
         out = reference_conv.conv2d_forward(input, weight, bias, stride, padding, dilation, groups)
-    return in_format(out, is_channels_last(input) or is_channels_last(weight))
+    return in_format(out, channels_last)
+
+
+def _compiled_conv(weight_size, stride, padding, *tensors) -> bool:
+    """Whether the compiled kernels run a convolution: where they apply, except unpadded 1x1 stride-1
+    convolutions, which are plain matrix products (the reference's ``matmul`` is as fast there)."""
+    return not reference_conv.pointwise(weight_size[2:], stride, padding) and compiled.applies(*tensors)
 
 
 def _check_conv2d(input, weight, bias, stride, padding, dilation, groups) -> tuple[int, int, int, int]:
@@ -259,6 +269,9 @@ def conv2d_input_grad_op(grad_output: Tensor, weight: Tensor, input_size: Sequen
     """The gradient of conv2d with respect to an input of ``input_size``: col2im of ``weight^T @ grad_output``."""
     _check_conv2d_grad("conv2d_input_grad", grad_output, ("weight", weight), input_size, weight.shape, stride, padding,
                        dilation, groups)
+    if _compiled_conv(weight.shape, stride, padding, grad_output, weight):
+        return compiled.conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups,
+                                          channels_last)
     with outside_autocast(grad_output):
         grad = reference_conv.conv2d_input_grad(grad_output, weight, torch.Size(input_size), stride, padding,
                                                 dilation, groups)
@@ -272,6 +285,9 @@ def conv2d_weight_grad_op(input: Tensor, grad_output: Tensor, weight_size: Seque
     """The gradient of conv2d with respect to a weight of ``weight_size``: ``grad_output`` times the columns."""
     _check_conv2d_grad("conv2d_weight_grad", grad_output, ("input", input), input.shape, weight_size, stride, padding,
                        dilation, groups)
+    if _compiled_conv(weight_size, stride, padding, input, grad_output):
+        return compiled.conv2d_weight_grad(input, grad_output, weight_size, stride, padding, dilation, groups,
+                                           channels_last)
     with outside_autocast(input):
         grad = reference_conv.conv2d_weight_grad(input, grad_output, torch.Size(weight_size), stride, padding,
                                                  dilation, groups)
@@ -414,8 +430,11 @@ def max_pool2d_op(input: Tensor, kernel_size: Sequence[int], stride: Sequence[in
                   dilation: Sequence[int], ceil_mode: bool) -> tuple[Tensor, Tensor]:
     """Max pooling of a batched input: the maxima and their flat indices in each input plane (``h * W + w``)."""
     out = _check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
-    with outside_autocast(input):
-        values, indices = reference_pool.max_pool2d_forward(input, kernel_size, stride, padding, dilation, out)
+    if compiled.applies(input):
+        values, indices = compiled.max_pool2d_forward(input, kernel_size, stride, padding, dilation, out)
+    else:
+        with outside_autocast(input):
+            values, indices = reference_pool.max_pool2d_forward(input, kernel_size, stride, padding, dilation, out)
     channels_last = is_channels_last(input)
     return in_format(values, channels_last), in_format(indices, channels_last)
 
@@ -436,6 +455,8 @@ def _(input, kernel_size, stride, padding, dilation, ceil_mode):
 def max_pool2d_backward_op(grad_output: Tensor, indices: Tensor, input_size: Sequence[int]) -> Tensor:
     """Each output's gradient added onto the input pixel its maximum came from."""
     _check_max_pool2d_backward(grad_output, indices, input_size)
+    if compiled.applies(grad_output):
+        return in_format(compiled.max_pool2d_backward(grad_output, indices, input_size), is_channels_last(indices))
     with outside_autocast(grad_output):
         grad = reference_pool.max_pool2d_backward(grad_output, indices, input_size)
     return in_format(grad, is_channels_last(indices))
@@ -529,6 +550,10 @@ def avg_pool2d_op(input: Tensor, kernel_size: Sequence[int], stride: Sequence[in
     """Average pooling of a batched input."""
     out = _check_avg_pool2d("avg_pool2d", input, input.shape, kernel_size, stride, padding, ceil_mode,
                             divisor_override)
+    if compiled.applies(input):
+        result = compiled.avg_pool2d_forward(input, kernel_size, stride, padding, out, count_include_pad,
+                                             divisor_override)
+        return in_format(result, is_channels_last(input))
     divisor = reference_pool.avg_divisor(input.shape[2:], kernel_size, stride, padding, out, count_include_pad,
                                          divisor_override, input.dtype, input.device)
     with outside_autocast(input):
@@ -556,6 +581,10 @@ def avg_pool2d_backward_op(grad_output: Tensor, input_size: Sequence[int], kerne
     """Every pixel of a window receives the window's gradient over its divisor."""
     out = _check_avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode,
                                      divisor_override)
+    if compiled.applies(grad_output):
+        grad = compiled.avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, count_include_pad,
+                                            divisor_override)
+        return in_format(grad, channels_last)
     divisor = reference_pool.avg_divisor(input_size[2:], kernel_size, stride, padding, out, count_include_pad,
                                          divisor_override, grad_output.dtype, grad_output.device)
     with outside_autocast(grad_output):

@@ -103,8 +103,8 @@ def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, input_sha
     n, c, h, w = input_shape
     # NOTE: a dilated window may hold padding only; torch then reports an index past the plane and
     # its gradient goes nowhere. An undilated window always holds an input pixel (padding is at most
-    # half the kernel).
-    outside = indices >= h * w
+    # half the kernel). Indices outside the plane the other way (from a caller) go nowhere as well.
+    outside = (indices >= h * w) | (indices < 0)
     if _any(outside):
         grad_out, indices = grad_out.masked_fill(outside, 0), indices.masked_fill(outside, 0)
     grad = grad_out.new_zeros(n, c, h * w)

@@ -1,0 +1,587 @@
+// Direct 2-D convolution on the CPU, float32: the compiled kernels of torch.ops.cnnzoo.conv2d,
+// conv2d_input_grad and conv2d_weight_grad. Each must equal its reference in cnnzoo/ops/conv.py
+// (conv2d_forward, conv2d_input_grad, conv2d_weight_grad) up to float32 rounding; the tests hold
+// both against torch.nn.functional.
+//
+// The method, per image:
+//   1. copy the image into a channels-last buffer with its left and right zero padding, so that a
+//      pixel's channels are contiguous (rows that fall in the top or bottom padding are skipped,
+//      never stored);
+//   2. compute a block of R output pixels x V vectors of output channels in registers: for every
+//      kernel tap and input channel, broadcast one input value per pixel and multiply-add it with a
+//      vector of V*VL filter weights (the output channels are the vector dimension);
+//   3. copy the channels-last result into the output tensor (any strides), adding the bias.
+// The input gradient is the same block kernel run on grad_output with the filters transposed
+// (output channels become the reduction, input channels the vector dimension) and the taps read in
+// reverse: for stride s, each of the s*s phases of input pixels is a stride-1 sum over the taps
+// that reach it. The weight gradient is a block of R (tap column, input channel) pairs x V vectors
+// of output channels, accumulated over every output pixel.
+//
+// Threads: with at least as many images as threads, each thread takes whole images (its buffers
+// stay in its own cache); the images left over are shared by every thread, split over output rows
+// and channel blocks, so a batch smaller than the thread count still uses every thread.
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int VL = 16;  // floats per vector register
+constexpr int NREG = 32;
+#elif defined(__AVX__)
+constexpr int VL = 8;
+constexpr int NREG = 16;
+#else
+constexpr int VL = 4;
+constexpr int NREG = 16;
+#endif
+
+typedef float vec __attribute__((vector_size(VL * sizeof(float))));
+typedef float uvec __attribute__((vector_size(VL * sizeof(float)), aligned(4), may_alias));  // unaligned
+
+inline vec load(const float* p) { return *reinterpret_cast<const uvec*>(p); }
+inline void store(float* p, vec v) { *reinterpret_cast<uvec*>(p) = v; }
+
+constexpr int VMAX = 4;  // vectors of output channels in one block (and in one packed weight panel)
+
+// The most pixels per block for V vectors: R*V accumulators, V weight vectors and a broadcast.
+constexpr int max_rows(int v) {
+  return NREG == 32 ? (v == 1 ? 14 : v == 2 ? 12 : v == 3 ? 8 : 6) : (v == 1 ? 12 : v == 2 ? 6 : v == 3 ? 4 : 3);
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Which threads share an image: a thread alone (team of one), or all of them.
+struct Team {
+  int id, size;
+  void sync() const {
+    if (size > 1) {
+#pragma omp barrier
+    }
+  }
+};
+
+// One stretch of the reduction: `k` consecutive channels read from src + `src` (per pixel, the
+// pixels `step` floats apart) against `k` rows of packed weights starting at `w`.
+struct Segment {
+  int64_t src;
+  const float* w;
+  int64_t k;
+};
+
+// Adds a segment to the list, merging it into the previous one when both continue each other
+// (consecutive taps of one row over all channels are one long stretch).
+inline void add_segment(std::vector<Segment>& segs, int64_t src, const float* w, int64_t k, int64_t wstride) {
+  if (!segs.empty()) {
+    Segment& last = segs.back();
+    if (last.src + last.k == src && last.w + last.k * wstride == w) {
+      last.k += k;
+      return;
+    }
+  }
+  segs.push_back({src, w, k});
+}
+
+// dst[r*dstep + v*VL + lane] (+)= sum over segments and k of src[r*step + seg.src + k] * w[k*wstride + v*VL + lane]
+template <int R, int V>
+void dot_block(const float* src, int64_t step, const Segment* segs, int nseg, int64_t wstride, float* dst,
+               int64_t dstep, bool accumulate) {
+  vec acc[R][V];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = accumulate ? load(dst + r * dstep + v * VL) : vec{};
+  for (int s = 0; s < nseg; ++s) {
+    const float* x = src + segs[s].src;
+    const float* w = segs[s].w;
+    for (int64_t k = segs[s].k; k > 0; --k, ++x, w += wstride) {
+      vec wv[V];
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) wv[v] = load(w + v * VL);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        float xs = x[r * step];
+#pragma GCC unroll 4
+        for (int v = 0; v < V; ++v) acc[r][v] += xs * wv[v];
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) store(dst + r * dstep + v * VL, acc[r][v]);
+}
+
+// gw[r*gstride + v*VL + lane] += sum over rows y < rows, columns t < cols of
+//   x[y*xrow + t*xstep + r] * g[y*grow + t*gstep + v*VL + lane]
+template <int R, int V>
+void outer_block(const float* x, int64_t xrow, int64_t xstep, const float* g, int64_t grow, int64_t gstep,
+                 int64_t rows, int64_t cols, float* gw, int64_t gstride) {
+  vec acc[R][V];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = load(gw + r * gstride + v * VL);
+  for (int64_t y = 0; y < rows; ++y) {
+    const float* xp = x + y * xrow;
+    const float* gp = g + y * grow;
+    for (int64_t t = 0; t < cols; ++t, xp += xstep, gp += gstep) {
+      vec gv[V];
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) gv[v] = load(gp + v * VL);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        float xs = xp[r];
+#pragma GCC unroll 4
+        for (int v = 0; v < V; ++v) acc[r][v] += xs * gv[v];
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) store(gw + r * gstride + v * VL, acc[r][v]);
+}
+
+using DotFn = void (*)(const float*, int64_t, const Segment*, int, int64_t, float*, int64_t, bool);
+using OuterFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, int64_t, int64_t, float*,
+                         int64_t);
+
+template <int V, int... R>
+constexpr std::array<DotFn, sizeof...(R)> dot_table(std::integer_sequence<int, R...>) {
+  return {&dot_block<R + 1, V>...};
+}
+template <int V, int... R>
+constexpr std::array<OuterFn, sizeof...(R)> outer_table(std::integer_sequence<int, R...>) {
+  return {&outer_block<R + 1, V>...};
+}
+
+// DOT[v-1][r-1] is dot_block<r, v>; likewise OUTER.
+const std::array<DotFn, max_rows(1)> DOT1 = dot_table<1>(std::make_integer_sequence<int, max_rows(1)>{});
+const std::array<DotFn, max_rows(2)> DOT2 = dot_table<2>(std::make_integer_sequence<int, max_rows(2)>{});
+const std::array<DotFn, max_rows(3)> DOT3 = dot_table<3>(std::make_integer_sequence<int, max_rows(3)>{});
+const std::array<DotFn, max_rows(4)> DOT4 = dot_table<4>(std::make_integer_sequence<int, max_rows(4)>{});
+const std::array<OuterFn, max_rows(1)> OUTER1 = outer_table<1>(std::make_integer_sequence<int, max_rows(1)>{});
+const std::array<OuterFn, max_rows(2)> OUTER2 = outer_table<2>(std::make_integer_sequence<int, max_rows(2)>{});
+const std::array<OuterFn, max_rows(3)> OUTER3 = outer_table<3>(std::make_integer_sequence<int, max_rows(3)>{});
+const std::array<OuterFn, max_rows(4)> OUTER4 = outer_table<4>(std::make_integer_sequence<int, max_rows(4)>{});
+
+DotFn dot_fn(int v, int r) {
+  switch (v) {
+    case 1: return DOT1[r - 1];
+    case 2: return DOT2[r - 1];
+    case 3: return DOT3[r - 1];
+    default: return DOT4[r - 1];
+  }
+}
+OuterFn outer_fn(int v, int r) {
+  switch (v) {
+    case 1: return OUTER1[r - 1];
+    case 2: return OUTER2[r - 1];
+    case 3: return OUTER3[r - 1];
+    default: return OUTER4[r - 1];
+  }
+}
+
+// Calls f(start, count) for blocks of at most `most` out of n, as even as possible.
+template <typename F>
+void even_blocks(int64_t n, int64_t most, F f) {
+  int64_t blocks = ceil_div(n, most);
+  for (int64_t b = 0, start = 0; b < blocks; ++b) {
+    int64_t count = (n - start) / (blocks - b);
+    f(start, count);
+    start += count;
+  }
+}
+
+// The convolution's geometry, shared by the three kernels.
+struct Conv {
+  int64_t N, C, H, W, O, OH, OW, KH, KW, SH, SW, PT, PL, DH, DW, G;
+  int64_t Cg, Og;
+  int threads;
+
+  // the first and one-past-last output row whose kernel tap row i lands inside the input
+  int64_t first_row(int64_t i) const { return std::max<int64_t>(0, ceil_div(PT - i * DH, SH)); }
+  int64_t end_row(int64_t i) const { return std::min<int64_t>(OH, ceil_div(H + PT - i * DH, SH)); }
+};
+
+
+// Strides of a 4-D tensor, in elements.
+struct Strides {
+  int64_t n, c, h, w;
+};
+
+// Weights packed for the block kernels. Per group: the vector dimension (`vdim` channels, padded
+// with zeros to whole vectors) in panels of up to VMAX vectors; a panel holds, for each tap and
+// reduction channel, one row of its width. Also used, zero-filled, to accumulate a weight gradient.
+struct Panels {
+  int64_t taps, kdim, vdim, vpad;
+  std::vector<float> data;
+
+  Panels(int64_t groups, int64_t taps_, int64_t kdim_, int64_t vdim_)
+      : taps(taps_), kdim(kdim_), vdim(vdim_), vpad(round_up(vdim_, VL)), data(groups * taps_ * kdim_ * vpad, 0.0f) {}
+
+  int64_t panels() const { return ceil_div(vpad, VMAX * VL); }
+  int64_t width(int64_t p) const { return std::min<int64_t>(VMAX * VL, vpad - p * VMAX * VL); }
+  // the row (tap, k) of panel p of group g
+  float* at(int64_t g, int64_t p, int64_t tap, int64_t k) {
+    return data.data() + g * taps * kdim * vpad + p * VMAX * VL * taps * kdim + (tap * kdim + k) * width(p);
+  }
+  const float* at(int64_t g, int64_t p, int64_t tap, int64_t k) const {
+    return const_cast<Panels*>(this)->at(g, p, tap, k);
+  }
+  // visits every real (not padding) entry: f(g, tap, k, v, entry)
+  template <typename F>
+  void each(int64_t groups, F f) {
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t p = 0; p < panels(); ++p)
+        for (int64_t t = 0; t < taps; ++t)
+          for (int64_t k = 0; k < kdim; ++k) {
+            float* row = at(g, p, t, k);
+            for (int64_t v = 0; v < std::min(width(p), vdim - p * VMAX * VL); ++v) f(g, t, k, p * VMAX * VL + v, row[v]);
+          }
+  }
+};
+
+// A scratch buffer of floats, kept between calls by each thread (no page faults after the first
+// call), aligned to a cache line.
+struct Buffer {
+  float* data = nullptr;
+  int64_t size = 0;
+  ~Buffer() { free(data); }
+  float* get(int64_t n) {
+    if (n > size) {
+      free(data);
+      data = static_cast<float*>(aligned_alloc(64, (size_t)round_up(std::max<int64_t>(n, 1) * 4, 64)));
+      size = n;
+    }
+    return data;
+  }
+  // large buffers are not kept past a call
+  void trim() {
+    if (size > (int64_t)(64 << 20) / 4) {
+      free(data);
+      data = nullptr;
+      size = 0;
+    }
+  }
+};
+
+struct Scratch {
+  Buffer in, out;
+};
+
+// Runs image(n, scratch, team) for every image: whole images per thread while there are at least as
+// many left as threads, then the rest one at a time by all threads together (on a shared scratch,
+// sized beforehand by `size_shared`). `done(id, team_size)` runs on every thread at the end.
+template <typename Image, typename Size, typename Done>
+void over_images(int64_t images, int threads, Image image, Size size_shared, Done done) {
+  static thread_local Scratch callers;  // of the calling thread: concurrent callers do not share
+  Scratch& shared = callers;  // (the name alone would mean each team thread's own)
+  bool sized = images % std::max(threads, 1) != 0;
+  if (sized) size_shared(shared);
+#pragma omp parallel num_threads(threads)
+  {
+    static thread_local Scratch own;
+    int nt = omp_get_num_threads(), id = omp_get_thread_num();
+    int64_t whole = images - images % nt;
+    if (whole < images && !sized) {  // fewer threads than asked for
+#pragma omp single
+      size_shared(shared);
+    }
+    for (int64_t n = id; n < whole; n += nt) image(n, own, Team{0, 1});
+    for (int64_t n = whole; n < images; ++n) image(n, shared, Team{id, nt});
+    own.in.trim();
+    own.out.trim();
+    done(id, nt);
+  }
+  shared.in.trim();
+  shared.out.trim();
+}
+
+// Copies rows [0, rows) of image `src` (channels x rows x cols, any strides) into a channels-last
+// buffer dst[row][left + col][group * vpad + channel] of `width` columns, zero in the columns outside
+// [left, left + cols) and in each group's padding channels. Rows are split over the team.
+void to_channels_last(const float* src, Strides s, int64_t groups, int64_t per_group, int64_t vpad, int64_t rows,
+                      int64_t cols, float* dst, int64_t left, int64_t width, const Team& team) {
+  int64_t pixel = groups * vpad;
+  for (int64_t y = team.id; y < rows; y += team.size) {
+    float* out = dst + y * width * pixel;
+    std::memset(out, 0, sizeof(float) * left * pixel);
+    std::memset(out + (left + cols) * pixel, 0, sizeof(float) * (width - left - cols) * pixel);
+    out += left * pixel;
+    const float* in = src + y * s.h;
+    for (int64_t g = 0; g < groups; ++g) {
+      float* o = out + g * vpad;
+      const float* i = in + g * per_group * s.c;
+      if (vpad > per_group)
+        for (int64_t x = 0; x < cols; ++x) std::memset(o + x * pixel + per_group, 0, sizeof(float) * (vpad - per_group));
+      if (s.c == 1) {  // already channels-last
+        for (int64_t x = 0; x < cols; ++x) std::memcpy(o + x * pixel, i + x * s.w, sizeof(float) * per_group);
+        continue;
+      }
+      constexpr int64_t TILE = 16;  // a tile of channels x columns, transposed through the cache
+      for (int64_t c0 = 0; c0 < per_group; c0 += TILE) {
+        int64_t c1 = std::min(per_group, c0 + TILE);
+        for (int64_t x = 0; x < cols; ++x)
+          for (int64_t c = c0; c < c1; ++c) o[x * pixel + c] = i[c * s.c + x * s.w];
+      }
+    }
+  }
+}
+
+// The reverse, without padding: dst (channels x rows x cols, any strides) = src[pixel][group * vpad +
+// channel] + bias[channel] (when given). Channels are split over the team.
+void from_channels_last(const float* src, int64_t groups, int64_t per_group, int64_t vpad, int64_t rows, int64_t cols,
+                        const float* bias, float* dst, Strides s, const Team& team) {
+  int64_t channels = groups * per_group, pixels = rows * cols, pixel = groups * vpad;
+  if (s.c == 1 && s.w == channels && s.h == cols * channels) {  // channels-last output: rows of channels
+    for (int64_t q = team.id; q < pixels; q += team.size)
+      for (int64_t c = 0; c < channels; ++c)
+        dst[q * channels + c] = src[q * pixel + (c / per_group) * vpad + c % per_group] + (bias ? bias[c] : 0.0f);
+    return;
+  }
+  for (int64_t c = team.id; c < channels; c += team.size) {
+    const float* in = src + (c / per_group) * vpad + c % per_group;
+    float b = bias ? bias[c] : 0.0f;
+    float* out = dst + c * s.c;
+    for (int64_t y = 0; y < rows; ++y)
+      for (int64_t x = 0; x < cols; ++x) out[y * s.h + x * s.w] = in[(y * cols + x) * pixel] + b;
+  }
+}
+
+// The reduction channels taken at a time, so that a panel's rows for one chunk stay within about
+// 256 KiB of cache while a row of blocks runs through them.
+int64_t reduction_chunk(int64_t taps, int64_t kdim) {
+  return std::max<int64_t>(1, std::min<int64_t>(kdim, (256 * 1024 / 4) / (taps * VMAX * VL)));
+}
+
+// A row of output pixels for the block kernels: `count` pixels, the first read at `src` (the next
+// `src_step` floats on) and written at `dst` (the next `dst_step` floats on).
+struct Row {
+  const float* src;
+  int64_t count;
+  float* dst;
+};
+
+// Runs the block kernels over an image's output rows [0, rows) for one group: for every reduction
+// chunk [k0, k1), panel and row, `segments(p, k0, k1, row, segs)` lists the reduction of the row's
+// pixels and `row_at(row)` says where they are. Work (panel, row) is split over the team: the same
+// thread always owns the same outputs, so the chunks accumulate without races.
+template <typename SegmentsFn, typename RowFn>
+void run_blocks(const Panels& w, int64_t rows, int64_t src_step, int64_t dst_step, SegmentsFn segments, RowFn row_at,
+                const Team& team) {
+  int64_t chunk = reduction_chunk(w.taps, w.kdim);
+  std::vector<Segment> segs;
+  for (int64_t k0 = 0; k0 < w.kdim; k0 += chunk) {
+    int64_t k1 = std::min(w.kdim, k0 + chunk), item = 0;
+    bool accumulate = k0 > 0;
+    for (int64_t p = 0; p < w.panels(); ++p)
+      for (int64_t row = 0; row < rows; ++row, ++item) {
+        if (item % team.size != team.id) continue;
+        segs.clear();
+        segments(p, k0, k1, row, segs);
+        Row r = row_at(row);
+        if (r.count == 0 || (segs.empty() && accumulate)) continue;
+        int64_t vectors = w.width(p) / VL;
+        for (int64_t v0 = 0; v0 < vectors;) {  // blocks of up to VMAX vectors
+          int v = (int)std::min<int64_t>(VMAX, vectors - v0);
+          even_blocks(r.count, max_rows(v), [&](int64_t t0, int64_t count) {
+            dot_fn(v, (int)count)(r.src + t0 * src_step, src_step, segs.data(), (int)segs.size(), w.width(p),
+                                  r.dst + t0 * dst_step + p * VMAX * VL + v0 * VL, dst_step, accumulate);
+          });
+          for (Segment& s : segs) s.w += v * VL;
+          v0 += v;
+        }
+      }
+  }
+}
+
+Conv read_conv(const int64_t* p, int threads) {
+  Conv cv{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15],
+          0, 0, threads};
+  cv.Cg = cv.C / cv.G;
+  cv.Og = cv.O / cv.G;
+  return cv;
+}
+
+// The padded width of the channels-last input: every column a window reads.
+int64_t padded_width(const Conv& cv) { return std::max(cv.W + cv.PL, (cv.OW - 1) * cv.SW + (cv.KW - 1) * cv.DW + 1); }
+
+}  // namespace
+
+extern "C" {
+
+// Every kernel takes p = {N, C, H, W, O, OH, OW, KH, KW, SH, SW, PT, PL, DH, DW, G, then the strides
+// of its three tensors in argument order (4 each)} and the number of threads to use.
+
+// out = conv2d(x, weight, bias), bias may be null.
+void cnnzoo_conv2d_forward(const float* x, const float* weight, const float* bias, float* out, const int64_t* p,
+                           int threads) {
+  Conv cv = read_conv(p, threads);
+  Strides xs{p[16], p[17], p[18], p[19]}, ws{p[20], p[21], p[22], p[23]}, os{p[24], p[25], p[26], p[27]};
+  if (cv.N == 0 || cv.O == 0 || cv.OH == 0 || cv.OW == 0) return;
+  int64_t taps = cv.KH * cv.KW, width = padded_width(cv);
+  Panels w(cv.G, taps, cv.Cg, cv.Og);
+  w.each(cv.G, [&](int64_t g, int64_t t, int64_t c, int64_t o, float& e) {
+    e = weight[(g * cv.Og + o) * ws.n + c * ws.c + (t / cv.KW) * ws.h + (t % cv.KW) * ws.w];
+  });
+  int64_t in_size = cv.H * width * cv.C, pixel = cv.G * w.vpad, out_size = cv.OH * cv.OW * pixel;
+
+  auto image = [&](int64_t n, Scratch& s, const Team& team) {
+    float *xbuf = s.in.get(in_size), *obuf = s.out.get(out_size);
+    to_channels_last(x + n * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf, cv.PL, width, team);
+    team.sync();
+    for (int64_t g = 0; g < cv.G; ++g) {
+      auto segments = [&](int64_t pnl, int64_t k0, int64_t k1, int64_t oh, std::vector<Segment>& segs) {
+        for (int64_t i = 0; i < cv.KH; ++i) {
+          int64_t ih = oh * cv.SH - cv.PT + i * cv.DH;
+          if (ih < 0 || ih >= cv.H) continue;  // a tap row in the padding adds nothing
+          for (int64_t j = 0; j < cv.KW; ++j)
+            add_segment(segs, (ih * width + j * cv.DW) * cv.C + g * cv.Cg + k0, w.at(g, pnl, i * cv.KW + j, k0),
+                        k1 - k0, w.width(pnl));
+        }
+      };
+      auto row_at = [&](int64_t oh) { return Row{xbuf, cv.OW, obuf + oh * cv.OW * pixel + g * w.vpad}; };
+      run_blocks(w, cv.OH, cv.SW * cv.C, pixel, segments, row_at, team);
+    }
+    team.sync();
+    from_channels_last(obuf, cv.G, cv.Og, w.vpad, cv.OH, cv.OW, bias, out + n * os.n, os, team);
+    team.sync();
+  };
+  over_images(cv.N, threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(out_size); }, [](int, int) {});
+}
+
+// grad_x = the gradient of conv2d with respect to x, given grad_out.
+void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float* grad_x, const int64_t* p,
+                              int threads) {
+  Conv cv = read_conv(p, threads);
+  Strides gs{p[16], p[17], p[18], p[19]}, ws{p[20], p[21], p[22], p[23]}, xs{p[24], p[25], p[26], p[27]};
+  if (cv.N == 0 || cv.C == 0 || cv.H == 0 || cv.W == 0) return;
+  int64_t taps = cv.KH * cv.KW;
+  // filters transposed (output channels reduced, input channels as vectors), columns reversed so
+  // that the taps of a row, read right to left, continue each other in memory
+  Panels w(cv.G, taps, cv.Og, cv.Cg);
+  w.each(cv.G, [&](int64_t g, int64_t t, int64_t o, int64_t c, float& e) {
+    e = weight[(g * cv.Og + o) * ws.n + c * ws.c + (t / cv.KW) * ws.h + (cv.KW - 1 - t % cv.KW) * ws.w];
+  });
+  // grad_out in channels-last, with zero columns on both sides for the windows that overhang it
+  int64_t left = ceil_div((cv.KW - 1) * cv.DW, cv.SW);
+  int64_t width = left + std::max(cv.OW, (cv.W - 1 + cv.PL) / cv.SW + 1);
+  int64_t in_size = cv.OH * width * cv.O, pixel = cv.G * w.vpad, out_size = cv.H * cv.W * pixel;
+
+  auto image = [&](int64_t n, Scratch& s, const Team& team) {
+    float *gbuf = s.in.get(in_size), *obuf = s.out.get(out_size);
+    if (cv.O > 0 && cv.OH > 0 && cv.OW > 0)
+      to_channels_last(grad_out + n * gs.n, gs, 1, cv.O, cv.O, cv.OH, cv.OW, gbuf, left, width, team);
+    team.sync();
+    for (int64_t g = 0; g < cv.G; ++g) {
+      // row = (ih, pw): the input pixels of row ih whose column is pw modulo the stride
+      auto segments = [&](int64_t pnl, int64_t k0, int64_t k1, int64_t row, std::vector<Segment>& segs) {
+        int64_t ih = row / cv.SW, pw = row % cv.SW;
+        for (int64_t i = 0; i < cv.KH; ++i) {
+          int64_t a = ih + cv.PT - i * cv.DH;  // = oh * SH for the output row this tap row came from
+          if (a < 0 || a % cv.SH != 0 || a / cv.SH >= cv.OH) continue;
+          for (int64_t j = cv.KW - 1; j >= 0; --j) {
+            int64_t b = pw + cv.PL - j * cv.DW;  // = ow * SW for the first pixel of the row
+            int64_t mod = ((b % cv.SW) + cv.SW) % cv.SW;
+            if (mod != 0) continue;
+            add_segment(segs, ((a / cv.SH) * width + left + b / cv.SW) * cv.O + g * cv.Og + k0,
+                        w.at(g, pnl, i * cv.KW + (cv.KW - 1 - j), k0), k1 - k0, w.width(pnl));
+          }
+        }
+      };
+      auto row_at = [&](int64_t row) {
+        int64_t ih = row / cv.SW, pw = row % cv.SW;
+        return Row{gbuf, pw < cv.W ? ceil_div(cv.W - pw, cv.SW) : 0, obuf + (ih * cv.W + pw) * pixel + g * w.vpad};
+      };
+      // an input row's pixels of one phase sit SW pixels apart in the output buffer
+      run_blocks(w, cv.H * cv.SW, cv.O, cv.SW * pixel, segments, row_at, team);
+    }
+    team.sync();
+    from_channels_last(obuf, cv.G, cv.Cg, w.vpad, cv.H, cv.W, nullptr, grad_x + n * xs.n, xs, team);
+    team.sync();
+  };
+  over_images(cv.N, threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(out_size); }, [](int, int) {});
+}
+
+
+// grad_w = the gradient of conv2d with respect to its weight, given x and grad_out.
+void cnnzoo_conv2d_weight_grad(const float* x, const float* grad_out, float* grad_w, const int64_t* p, int threads) {
+  Conv cv = read_conv(p, threads);
+  Strides xs{p[16], p[17], p[18], p[19]}, gs{p[20], p[21], p[22], p[23]}, ws{p[24], p[25], p[26], p[27]};
+  int64_t taps = cv.KH * cv.KW, width = padded_width(cv);
+  if (cv.O == 0 || cv.Cg == 0 || taps == 0) return;
+  // one accumulator per thread, in the forward pass's panel layout, summed at the end
+  std::vector<Panels> acc(std::max(threads, 1), Panels(cv.G, taps, cv.Cg, cv.Og));
+  const Panels& shape = acc[0];
+  int64_t in_size = cv.H * width * cv.C, pixel = cv.G * shape.vpad, g_size = cv.OH * cv.OW * pixel;
+  // The reduction rows of one tap row, as runs of (tap column, channel) pairs contiguous in the
+  // input: all of them at once when the taps of a row are adjacent pixels over every channel.
+  struct Run {
+    int64_t j, xoff, len;
+  };
+  std::vector<Run> runs;
+  if (cv.G == 1 && cv.DW == 1) {
+    runs.push_back({0, 0, cv.KW * cv.C});
+  } else {
+    for (int64_t j = 0; j < cv.KW; ++j) runs.push_back({j, j * cv.DW * cv.C, cv.Cg});
+  }
+
+  auto image = [&](int64_t n, Scratch& s, const Team& team) {
+    float *xbuf = s.in.get(in_size), *gbuf = s.out.get(g_size);
+    to_channels_last(x + n * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf, cv.PL, width, team);
+    to_channels_last(grad_out + n * gs.n, gs, cv.G, cv.Og, shape.vpad, cv.OH, cv.OW, gbuf, 0, cv.OW, team);
+    team.sync();
+    Panels& a = acc[omp_get_thread_num()];
+    int64_t item = 0;
+    for (int64_t g = 0; g < cv.G; ++g)
+      for (int64_t i = 0; i < cv.KH; ++i) {
+        int64_t first = cv.first_row(i), rows = cv.end_row(i) - first;
+        if (rows <= 0) continue;
+        const float* xrow0 = xbuf + (first * cv.SH - cv.PT + i * cv.DH) * width * cv.C + g * cv.Cg;
+        const float* grow0 = gbuf + first * cv.OW * pixel + g * shape.vpad;
+        for (const Run& run : runs)
+          for (int64_t pnl = 0; pnl < a.panels(); ++pnl) {
+            int64_t vectors = a.width(pnl) / VL;
+            for (int64_t v0 = 0; v0 < vectors;) {
+              int v = (int)std::min<int64_t>(VMAX, vectors - v0);
+              even_blocks(run.len, max_rows(v), [&](int64_t q0, int64_t count) {
+                if (item++ % team.size != team.id) return;
+                // q = j * C + c within a contiguous run; the panel row is (tap i*KW + j, channel c)
+                int64_t j = run.j + (runs.size() == 1 ? q0 / cv.C : 0), c = runs.size() == 1 ? q0 % cv.C : q0;
+                outer_fn(v, (int)count)(xrow0 + run.xoff + q0, cv.SH * width * cv.C, cv.SW * cv.C,
+                                        grow0 + pnl * VMAX * VL + v0 * VL, cv.OW * pixel, pixel, rows, cv.OW,
+                                        a.at(g, pnl, i * cv.KW + j, c) + v0 * VL, a.width(pnl));
+              });
+              v0 += v;
+            }
+          }
+      }
+    team.sync();
+  };
+  auto reduce = [&](int id, int nt) {
+#pragma omp barrier
+    for (int64_t o = id; o < cv.O; o += nt) {
+      int64_t g = o / cv.Og, og = o % cv.Og, pnl = og / (VMAX * VL), lane = og % (VMAX * VL);
+      for (int64_t c = 0; c < cv.Cg; ++c)
+        for (int64_t t = 0; t < taps; ++t) {
+          float sum = 0.0f;
+          for (int th = 0; th < nt; ++th) sum += acc[th].at(g, pnl, t, c)[lane];
+          grad_w[o * ws.n + c * ws.c + (t / cv.KW) * ws.h + (t % cv.KW) * ws.w] = sum;
+        }
+    }
+  };
+  over_images(cv.N, threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(g_size); }, reduce);
+}
+
+}  // extern "C"

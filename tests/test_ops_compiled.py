@@ -1,0 +1,264 @@
+"""The compiled kernels (``cnnzoo/ops/compiled.py``, ``cnnzoo/csrc/``): a fuzz over random shapes against
+torch.nn.functional, the choice of implementation, and the build at first use (notice, lock, fallback
+without a compiler). The sweeps of test_ops_conv/test_ops_pool run with both implementations too.
+
+``make sanitize`` runs the fuzz tests with the kernels built under AddressSanitizer and
+UndefinedBehaviorSanitizer; ``CNNZOO_FUZZ_CASES`` sets how many shapes each fuzz test draws."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnzoo import ops
+from cnnzoo.ops import compiled
+from cnnzoo.ops import conv as reference_conv
+from cnnzoo.ops import pool as reference_pool
+
+FUZZ_CASES = int(os.environ.get("CNNZOO_FUZZ_CASES", "60"))
+
+
+@pytest.fixture
+def kernels_built():
+    """The compiled kernels in use (the test is skipped where they cannot be built)."""
+    try:
+        with compiled.use("compiled"):
+            compiled.library()
+    except compiled.KernelsError as e:
+        pytest.skip(str(e))
+    with compiled.use("compiled"):
+        yield
+
+
+def close(mine: torch.Tensor, ref: torch.Tensor, what: str, case) -> None:
+    """float32 results agree to rounding, relative to the largest entry of the reference."""
+    assert mine.shape == ref.shape, (what, case)
+    scale = max(1.0, ref.abs().max().item()) if ref.numel() else 1.0
+    torch.testing.assert_close(mine, ref, rtol=1e-4, atol=1e-5 * scale, equal_nan=True,
+                               msg=lambda m: f"{what} {case}: {m}")
+
+
+def conv_case(rng: random.Random) -> dict:
+    """Random convolution arguments: odd channel counts, batch 1, 1x1 planes, kernels larger than the
+    input with padding, groups, strides, dilations, 'same' padding (asymmetric for even kernels)."""
+    while True:
+        g = rng.choice([1, 1, 1, 2, 3])
+        case = dict(n=rng.choice([1, 1, 2, 3]), c=g * rng.randint(1, 7), o=g * rng.choice([1, 2, 3, 5, 7, 17, 33]),
+                    h=rng.choice([1, 2, 3, 5, 8, 13]), w=rng.choice([1, 2, 4, 7, 9, 16]), kh=rng.randint(1, 6),
+                    kw=rng.randint(1, 6), stride=(rng.randint(1, 3), rng.randint(1, 3)),
+                    dilation=(rng.randint(1, 2), rng.randint(1, 2)), groups=g, view=rng.choice(["", "", "cl", "t"]))
+        case["padding"] = "same" if rng.random() < 0.15 else (rng.randint(0, case["kh"]), rng.randint(0, case["kw"]))
+        if case["padding"] == "same":
+            case["stride"] = (1, 1)
+            pad = (0, 0)  # 'same' always fits
+        else:
+            pad = case["padding"]
+        fits = all(size + 2 * p - d * (k - 1) - 1 >= 0 for size, p, d, k in
+                   zip((case["h"], case["w"]), pad, case["dilation"], (case["kh"], case["kw"])))
+        if fits or case["padding"] == "same":
+            return case
+
+
+def strided(t: torch.Tensor, view: str) -> torch.Tensor:
+    """The same values with other strides: channels_last, or a non-contiguous transposed copy."""
+    if view == "cl":
+        return t.contiguous(memory_format=torch.channels_last)
+    if view == "t":
+        return t.transpose(2, 3).contiguous().transpose(2, 3)
+    return t
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_fuzz_conv2d(kernels_built, seed):
+    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
+    for _ in range(FUZZ_CASES // 2):
+        case = conv_case(rng)
+        x = strided(torch.randn(case["n"], case["c"], case["h"], case["w"], generator=gen), case["view"])
+        weight = torch.randn(case["o"], case["c"] // case["groups"], case["kh"], case["kw"], generator=gen)
+        bias = torch.randn(case["o"], generator=gen)
+        kwargs = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["groups"])
+        results = []
+        for fn in (ops.conv2d, F.conv2d):
+            leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+            out = fn(*leaves, **kwargs)
+            grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+            results.append((out, *torch.autograd.grad(out, leaves, grad_out)))
+        for what, mine, ref in zip(("output", "grad input", "grad weight", "grad bias"), *results):
+            close(mine, ref, what, case)
+
+
+def pool_case(rng: random.Random) -> dict:
+    while True:
+        kh, kw = rng.randint(1, 4), rng.randint(1, 4)
+        case = dict(n=rng.choice([1, 2]), c=rng.choice([1, 3, 5]), h=rng.choice([1, 2, 5, 8, 11]),
+                    w=rng.choice([1, 3, 6, 9]), kernel_size=(kh, kw), stride=(rng.randint(1, 3), rng.randint(1, 3)),
+                    padding=(rng.randint(0, kh // 2), rng.randint(0, kw // 2)),
+                    dilation=(rng.randint(1, 2), rng.randint(1, 2)), ceil_mode=rng.random() < 0.5,
+                    count_include_pad=rng.random() < 0.5, divisor_override=rng.choice([None, None, 3]),
+                    special=rng.choice(["", "nan", "inf", "ties"]))
+        if all(size + 2 * p - d * (k - 1) - 1 >= 0 for size, p, d, k in
+               zip((case["h"], case["w"]), case["padding"], case["dilation"], case["kernel_size"])):
+            return case
+
+
+def pool_input(case, gen) -> torch.Tensor:
+    x = torch.randn(case["n"], case["c"], case["h"], case["w"], generator=gen)
+    mask = torch.rand(x.shape, generator=gen) < 0.2
+    if case["special"] == "nan":
+        x[mask] = float("nan")
+    elif case["special"] == "inf":
+        x[mask] = float("-inf")
+    elif case["special"] == "ties":
+        x = x.round()
+    return x
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_fuzz_pooling(kernels_built, seed):
+    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
+    for _ in range(FUZZ_CASES // 2):
+        case = pool_case(rng)
+        x = pool_input(case, gen)
+        window = {k: case[k] for k in ("kernel_size", "stride", "padding", "ceil_mode")}
+        calls = [(ops.max_pool2d, F.max_pool2d, dict(window, dilation=case["dilation"], return_indices=True))]
+        if case["special"] != "nan":  # (a NaN's gradient is NaN for both; compared for max pooling above)
+            calls.append((ops.avg_pool2d, F.avg_pool2d, dict(window, count_include_pad=case["count_include_pad"],
+                                                             divisor_override=case["divisor_override"])))
+        for mine_fn, ref_fn, kwargs in calls:
+            results = []
+            for fn in (mine_fn, ref_fn):
+                leaf = x.clone().requires_grad_()
+                out = fn(leaf, **kwargs)
+                values = out[0] if isinstance(out, tuple) else out
+                grad_out = torch.randn(values.shape, generator=torch.Generator().manual_seed(2))
+                results.append((*(out if isinstance(out, tuple) else (out,)),
+                                torch.autograd.grad(values, leaf, grad_out)[0]))
+            names = ("output", "indices", "grad input") if len(results[0]) == 3 else ("output", "grad input")
+            for what, mine, ref in zip(names, *results):
+                if what == "indices":
+                    assert torch.equal(mine, ref), (case, what)
+                else:
+                    close(mine, ref, f"{mine_fn.__name__} {what}", case)
+
+
+def test_max_pool_backward_ignores_indices_outside_the_plane(kernels_built):
+    grad_out = torch.ones(1, 1, 2, 2)
+    indices = torch.tensor([[[[0, -5], [99, 3]]]])
+    for mode in ("compiled", "reference"):
+        with compiled.use(mode):
+            grad = torch.ops.cnnzoo.max_pool2d_backward(grad_out, indices, [1, 1, 2, 2])
+        assert grad.flatten().tolist() == [1, 0, 0, 1], mode
+
+
+def test_compiled_kernels_serve_float32_and_the_reference_the_rest(kernels_built, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the reference ran")
+
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    for module, names in ((reference_conv, ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]),
+                          (reference_pool, ["max_pool2d_forward", "max_pool2d_backward", "window_sums",
+                                            "window_sums_backward"])):
+        for name in names:
+            monkeypatch.setattr(module, name, refuse)
+    out = ops.avg_pool2d(ops.max_pool2d(ops.conv2d(x, w, padding=1), 2), 2, ceil_mode=True)
+    out.sum().backward()  # every op and gradient above ran compiled
+    with pytest.raises(AssertionError, match="the reference ran"):
+        ops.conv2d(x.double(), w.double())
+    with compiled.use("reference"), pytest.raises(AssertionError, match="the reference ran"):
+        ops.conv2d(x, w)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_thread_counts_agree(kernels_built, batch):
+    """One thread, or two sharing images (batch 1) and splitting a batch (whole images, then shared)."""
+    x = torch.randn(batch, 5, 11, 10)
+    w = torch.randn(7, 5, 3, 3)
+    grad_out = torch.randn(batch, 7, 6, 5)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            leaves = [x.clone().requires_grad_(), w.clone().requires_grad_()]
+            out = ops.conv2d(*leaves, stride=2, padding=1)
+            results.append((out, *torch.autograd.grad(out, leaves, grad_out)))
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(*results):
+        torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_mode_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("CNNZOO_KERNELS", "fastest")
+    with pytest.raises(compiled.KernelsError, match="CNNZOO_KERNELS='fastest' is not one of auto, compiled"):
+        ops.conv2d(torch.randn(1, 1, 3, 3), torch.randn(1, 1, 2, 2))
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        with compiled.use("fast"):
+            pass
+
+
+def run_python(code: str, env: dict, tmp_path) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k not in ("CXX", "CNNZOO_KERNELS")}
+    full_env.update(CNNZOO_CACHE_DIR=str(tmp_path / "cache"), **env)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env, capture_output=True, text=True,
+                          timeout=300)
+
+
+CONV_CHECK = """
+    import torch, torch.nn.functional as F
+    from cnnzoo import ops
+    x, w = torch.randn(2, 3, 9, 9), torch.randn(4, 3, 3, 3)
+    for _ in range(3):
+        assert torch.allclose(ops.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1), atol=1e-5)
+    print("ok")
+"""
+
+
+def test_without_a_compiler_auto_falls_back_with_one_warning(tmp_path):
+    no_compiler = tmp_path / "bin"
+    no_compiler.mkdir()
+    done = run_python(CONV_CHECK, dict(PATH=str(no_compiler)), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+    assert done.stderr.count("no C++ compiler found") == 1, done.stderr
+    assert "reference (Python) kernels instead" in done.stderr
+
+
+def test_without_a_compiler_compiled_mode_is_an_error(tmp_path):
+    done = run_python(CONV_CHECK, dict(CXX=str(tmp_path / "no-such-c++"), CNNZOO_KERNELS="compiled"), tmp_path)
+    assert done.returncode != 0
+    assert "KernelsError: no C++ compiler found (CXX=" in done.stderr
+
+
+def test_a_broken_compiler_in_auto_mode_falls_back(tmp_path):
+    fake = tmp_path / "fake-c++"
+    fake.write_text("#!/bin/sh\necho 'fake-c++: internal error' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    done = run_python(CONV_CHECK, dict(CXX=str(fake)), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "building the compiled kernels with" in done.stderr and "fake-c++: internal error" in done.stderr
+    assert not list((tmp_path / "cache").glob("*.so")), "a failed build left a library behind"
+
+
+@pytest.mark.skipif(compiled.compiler() is None, reason="no C++ compiler")
+def test_processes_starting_together_build_once(tmp_path):
+    code = CONV_CHECK.replace('print("ok")', 'print("ok", compiled.library()._name)').replace(
+        "from cnnzoo import ops", "from cnnzoo import ops\n    from cnnzoo.ops import compiled")
+    env = {k: v for k, v in os.environ.items() if k not in ("CXX", "CNNZOO_KERNELS")}
+    env.update(CNNZOO_CACHE_DIR=str(tmp_path / "cache"), CNNZOO_KERNELS="compiled")
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert sum(err.count("cnnzoo: compiling the CPU kernels") for _, err in outputs) == 1, outputs
+    assert len({out.split()[1] for out, _ in outputs}) == 1  # one library, loaded by all three
+    again = run_python(CONV_CHECK, dict(CNNZOO_KERNELS="compiled"), tmp_path)  # cached: no notice
+    assert again.returncode == 0 and "compiling" not in again.stderr, again.stderr
