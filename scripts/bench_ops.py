@@ -4,9 +4,12 @@
     python scripts/bench_ops.py --overhead [--repeat 500]
 
 For each layer: forward and forward+backward medians of interleaved runs (custom, native,
-custom, native, ...) and their ratio custom/native, plus peak memory on CUDA. The last line gives the
-geometric mean of the forward+backward ratios. A benchmark, not a test: timings on a shared machine
-are noisy, so read the medians and ratios.
+custom, native, ...) and their ratio custom/native, plus peak memory on CUDA. For convolutions, the
+custom forward+backward speed in GFLOP/s (2 x multiply-adds of the forward and both gradients) and,
+on the CPU with the compiled kernels, as a fraction of the machine's measured multiply-add peak (the
+header gives it). The last line gives the geometric mean of the forward+backward ratios and the
+worst. ``CNNZOO_KERNELS`` picks cnnzoo's implementation (see cnnzoo/ops/compiled.py). A benchmark,
+not a test: timings on a shared machine are noisy, so read the medians and ratios.
 
 ``--overhead`` times each op on a 1x1x4x4 input instead, where the arithmetic costs next to nothing:
 the per-call times (in microseconds) are the cost of getting into and out of the op (argument checks,
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from zoo_layers import LAYERS, Layer  # noqa: E402
 
 from cnnzoo import ops  # noqa: E402
+from cnnzoo.ops import compiled  # noqa: E402
 
 
 def make_call(layer: Layer, impl, device, dtype, backward: bool):
@@ -95,7 +99,19 @@ def bench_layer(layer: Layer, device, dtype, repeat: int) -> dict:
 
 
 def device_label(device: torch.device) -> str:
-    return torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        return torch.cuda.get_device_name()
+    kernels = "compiled" if compiled.library() is not None else "reference"
+    return f"CPU, {torch.get_num_threads()} threads, cnnzoo's {kernels} kernels"
+
+
+def conv_flops(layer: Layer) -> int:
+    """Floating-point operations of a convolution's forward and its two gradients: 3 x 2 x multiply-adds."""
+    n, _, h, w = layer.input_shape
+    o, cg, kh, kw = layer.weight_shape
+    stride, padding = layer.kwargs.get("stride", 1), layer.kwargs.get("padding", 0)
+    ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+    return 6 * n * o * ho * wo * cg * kh * kw
 
 
 def print_header(header: str) -> None:
@@ -151,8 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"cnnzoo.ops vs torch.nn.functional | {device_label(device)} | torch {torch.__version__} | {args.dtype} | "
           f"median of {args.repeat} interleaved runs, times in ms, ratio = custom / native")
+    peak = None
+    if device.type == "cpu" and compiled.library() is not None:
+        peak = compiled.fma_peak(torch.get_num_threads())
+        print(f"multiply-add peak measured on this machine: {peak:.0f} GFLOP/s with {torch.get_num_threads()} threads")
     header = (f"{'layer':28} {'input':>18} {'fwd':>8} {'native':>8} {'ratio':>6} {'fwd+bwd':>8} {'native':>8} "
-              f"{'ratio':>6} {'peak MiB':>9} {'native':>7}")
+              f"{'ratio':>6} {'GFLOP/s':>7} {'%peak':>5} {'peak MiB':>9} {'native':>7}")
     print_header(header)
     ratios = []
     for layer in layers:
@@ -161,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         mem = (f"{r['mem custom']:9.1f} {r['mem native']:7.1f}" if r["mem custom"] is not None
                else f"{'n/a':>9} {'n/a':>7}")
         shape = "x".join(map(str, layer.input_shape))
+        speed = conv_flops(layer) / r["fwd+bwd custom"] / 1e6 if layer.op == "conv2d" else None
+        rate = (f"{speed:7.1f} " + (f"{100 * speed / peak:5.0f}" if peak else f"{'':5}")) if speed else f"{'':13}"
         print(f"{layer.name:28} {shape:>18} {r['fwd custom']:8.2f} {r['fwd native']:8.2f} {r['fwd ratio']:6.2f} "
-              f"{r['fwd+bwd custom']:8.2f} {r['fwd+bwd native']:8.2f} {r['fwd+bwd ratio']:6.2f} {mem}", flush=True)
+              f"{r['fwd+bwd custom']:8.2f} {r['fwd+bwd native']:8.2f} {r['fwd+bwd ratio']:6.2f} {rate} {mem}",
+              flush=True)
     geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
     print(f"geomean fwd+bwd ratio: {geomean:.2f}   worst: {max(ratios):.2f} ({layers[ratios.index(max(ratios))].name})")
     return 0

@@ -5,14 +5,18 @@
 A step is forward, loss, backward and an SGD step, on random data at the model's CIFAR/LeNet input.
 Both backends get the same weights and batches; their steps are interleaved (custom, native, custom,
 ...) and the medians compared: images/s of each and the ratio of step times custom / native. Memory:
-the bytes autograd saves for the backward pass (what the two backends' layers keep), and on CUDA
-also the peak allocated during a step. A benchmark, not a test: read the medians and ratios.
+the bytes autograd saves for the backward pass (what the two backends' layers keep), and the peak
+memory of a step above the memory held before it: on CUDA the peak allocated; on the CPU the peak
+resident size of a fresh process per backend (which also counts the kernels' own scratch buffers,
+invisible to torch's allocator). A benchmark, not a test: read the medians and ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -59,14 +63,49 @@ def saved_bytes(step, model: nn.Module) -> int:
     return sum(seen.values())
 
 
-def bench_model(name: str, batch: int, size: int, device: torch.device, repeat: int) -> dict:
+def batch_for(model: nn.Module, batch: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, model.in_channels, size, size, generator=gen).to(device)
+    return x, torch.randint(0, 10, (batch,), generator=gen).to(device)
+
+
+def resident_mib(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (the peak) of this process, in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def step_peak_rss(name: str, backend: str, batch: int, size: int, steps: int = 3) -> float:
+    """In this process: the peak resident memory of ``steps`` training steps (after one warm-up) above
+    the resident memory before them, in MiB. Linux only (``/proc/self/clear_refs`` resets the peak)."""
+    torch.manual_seed(0)
+    model = cnnzoo.create_model(name, backend=backend).train()
+    step = make_step(model, *batch_for(model, batch, size, torch.device("cpu")))
+    step()
+    base = resident_mib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
+    for _ in range(steps):
+        step()
+    return resident_mib("VmHWM") - base
+
+
+def fresh_peak_rss(name: str, backend: str, batch: int, size: int) -> float | None:
+    """``step_peak_rss`` in a fresh Python process (none of this process's heap counts); None where it
+    cannot be measured."""
+    here = str(Path(__file__).resolve().parent)
+    code = (f"import sys, json; sys.path.insert(0, {here!r}); import bench_train; "
+            f"print(json.dumps(bench_train.step_peak_rss({name!r}, {backend!r}, {batch}, {size})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    return json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+
+
+def bench_model(name: str, batch: int, size: int, device: torch.device, repeat: int) -> dict:
     custom = cnnzoo.create_model(name, backend="custom")
     native = cnnzoo.create_model(name, backend="torch")
     native.load_state_dict(custom.state_dict())
-    channels = custom.in_channels
-    x = torch.randn(batch, channels, size, size, generator=gen).to(device)
-    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
+    x, y = batch_for(custom, batch, size, device)
     nets = {"custom": custom.to(device).train(), "native": native.to(device).train()}
     steps = {label: make_step(m, x, y) for label, m in nets.items()}
     for step in steps.values():  # warm-up
@@ -80,7 +119,8 @@ def bench_model(name: str, batch: int, size: int, device: torch.device, repeat: 
         result[f"{label} ms"] = statistics.median(times[label]) * 1e3
         result[f"{label} img/s"] = batch / statistics.median(times[label])
         result[f"{label} saved"] = saved_bytes(step, nets[label]) / 2**20
-        result[f"{label} peak"] = peak_memory(step, device)
+        result[f"{label} peak"] = (peak_memory(step, device) if device.type == "cuda" else
+                                   fresh_peak_rss(name, "custom" if label == "custom" else "torch", batch, size))
     result["ratio"] = result["custom ms"] / result["native ms"]
     result["mem ratio"] = result["custom saved"] / result["native saved"]
     return result
@@ -107,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     print_header(header)
     for name, batch, size in models:
         r = bench_model(name, batch, size, device, args.repeat)
-        peak = (f"{r['custom peak']:9.1f} {r['native peak']:8.1f}" if r["custom peak"] is not None
-                else f"{'n/a':>9} {'n/a':>8}")
+        peak = (f"{r['custom peak']:9.1f} {r['native peak']:8.1f}"
+                if r["custom peak"] is not None and r["native peak"] is not None else f"{'n/a':>9} {'n/a':>8}")
         print(f"{name:10} {batch:5d} {r['custom ms']:10.1f} {r['native ms']:10.1f} {r['ratio']:6.2f} "
               f"{r['custom img/s']:12.0f} {r['native img/s']:12.0f} {r['custom saved']:10.1f} "
               f"{r['native saved']:8.1f} {r['mem ratio']:6.2f} {peak}", flush=True)

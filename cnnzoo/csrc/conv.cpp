@@ -50,12 +50,12 @@ typedef float uvec __attribute__((vector_size(VL * sizeof(float)), aligned(4), m
 inline vec load(const float* p) { return *reinterpret_cast<const uvec*>(p); }
 inline void store(float* p, vec v) { *reinterpret_cast<uvec*>(p) = v; }
 
-constexpr int VMAX = 4;  // vectors of output channels in one block (and in one packed weight panel)
+// Vectors of the vector dimension in one block (and in one panel of packed weights). Blocks of 3
+// and 4 (with fewer pixels) measured no faster, and slower on 14-pixel rows.
+constexpr int VMAX = 2;
 
 // The most pixels per block for V vectors: R*V accumulators, V weight vectors and a broadcast.
-constexpr int max_rows(int v) {
-  return NREG == 32 ? (v == 1 ? 14 : v == 2 ? 12 : v == 3 ? 8 : 6) : (v == 1 ? 12 : v == 2 ? 6 : v == 3 ? 4 : 3);
-}
+constexpr int max_rows(int v) { return NREG == 32 ? (v == 1 ? 14 : 12) : (v == 1 ? 12 : 6); }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -168,29 +168,11 @@ constexpr std::array<OuterFn, sizeof...(R)> outer_table(std::integer_sequence<in
 // DOT[v-1][r-1] is dot_block<r, v>; likewise OUTER.
 const std::array<DotFn, max_rows(1)> DOT1 = dot_table<1>(std::make_integer_sequence<int, max_rows(1)>{});
 const std::array<DotFn, max_rows(2)> DOT2 = dot_table<2>(std::make_integer_sequence<int, max_rows(2)>{});
-const std::array<DotFn, max_rows(3)> DOT3 = dot_table<3>(std::make_integer_sequence<int, max_rows(3)>{});
-const std::array<DotFn, max_rows(4)> DOT4 = dot_table<4>(std::make_integer_sequence<int, max_rows(4)>{});
 const std::array<OuterFn, max_rows(1)> OUTER1 = outer_table<1>(std::make_integer_sequence<int, max_rows(1)>{});
 const std::array<OuterFn, max_rows(2)> OUTER2 = outer_table<2>(std::make_integer_sequence<int, max_rows(2)>{});
-const std::array<OuterFn, max_rows(3)> OUTER3 = outer_table<3>(std::make_integer_sequence<int, max_rows(3)>{});
-const std::array<OuterFn, max_rows(4)> OUTER4 = outer_table<4>(std::make_integer_sequence<int, max_rows(4)>{});
 
-DotFn dot_fn(int v, int r) {
-  switch (v) {
-    case 1: return DOT1[r - 1];
-    case 2: return DOT2[r - 1];
-    case 3: return DOT3[r - 1];
-    default: return DOT4[r - 1];
-  }
-}
-OuterFn outer_fn(int v, int r) {
-  switch (v) {
-    case 1: return OUTER1[r - 1];
-    case 2: return OUTER2[r - 1];
-    case 3: return OUTER3[r - 1];
-    default: return OUTER4[r - 1];
-  }
-}
+DotFn dot_fn(int v, int r) { return v == 1 ? DOT1[r - 1] : DOT2[r - 1]; }
+OuterFn outer_fn(int v, int r) { return v == 1 ? OUTER1[r - 1] : OUTER2[r - 1]; }
 
 // Calls f(start, count) for blocks of at most `most` out of n, as even as possible.
 template <typename F>
@@ -308,12 +290,17 @@ void over_images(int64_t images, int threads, Image image, Size size_shared, Don
   shared.out.trim();
 }
 
+// The floats from one pixel to the next in a channels-last buffer: the channels, plus a cache line
+// when they are a multiple of 64, so that neighbouring pixels (and rows) do not fall on addresses a
+// multiple of 4 KiB apart, which share one set of the L1 cache and evict each other.
+int64_t pixel_stride(int64_t channels) { return channels % 64 == 0 ? channels + 16 : channels; }
+
 // Copies rows [0, rows) of image `src` (channels x rows x cols, any strides) into a channels-last
-// buffer dst[row][left + col][group * vpad + channel] of `width` columns, zero in the columns outside
-// [left, left + cols) and in each group's padding channels. Rows are split over the team.
+// buffer dst[row][left + col][group * vpad + channel] of `width` columns and `pixel` floats per pixel,
+// zero in the columns outside [left, left + cols) and in the padding channels. Rows are split over
+// the team.
 void to_channels_last(const float* src, Strides s, int64_t groups, int64_t per_group, int64_t vpad, int64_t rows,
-                      int64_t cols, float* dst, int64_t left, int64_t width, const Team& team) {
-  int64_t pixel = groups * vpad;
+                      int64_t cols, float* dst, int64_t left, int64_t width, int64_t pixel, const Team& team) {
   for (int64_t y = team.id; y < rows; y += team.size) {
     float* out = dst + y * width * pixel;
     std::memset(out, 0, sizeof(float) * left * pixel);
@@ -323,8 +310,9 @@ void to_channels_last(const float* src, Strides s, int64_t groups, int64_t per_g
     for (int64_t g = 0; g < groups; ++g) {
       float* o = out + g * vpad;
       const float* i = in + g * per_group * s.c;
-      if (vpad > per_group)
-        for (int64_t x = 0; x < cols; ++x) std::memset(o + x * pixel + per_group, 0, sizeof(float) * (vpad - per_group));
+      int64_t pad = (g + 1 == groups ? pixel - g * vpad : vpad) - per_group;  // to the next group or pixel
+      if (pad > 0)
+        for (int64_t x = 0; x < cols; ++x) std::memset(o + x * pixel + per_group, 0, sizeof(float) * pad);
       if (s.c == 1) {  // already channels-last
         for (int64_t x = 0; x < cols; ++x) std::memcpy(o + x * pixel, i + x * s.w, sizeof(float) * per_group);
         continue;
@@ -341,9 +329,9 @@ void to_channels_last(const float* src, Strides s, int64_t groups, int64_t per_g
 
 // The reverse, without padding: dst (channels x rows x cols, any strides) = src[pixel][group * vpad +
 // channel] + bias[channel] (when given). Channels are split over the team.
-void from_channels_last(const float* src, int64_t groups, int64_t per_group, int64_t vpad, int64_t rows, int64_t cols,
-                        const float* bias, float* dst, Strides s, const Team& team) {
-  int64_t channels = groups * per_group, pixels = rows * cols, pixel = groups * vpad;
+void from_channels_last(const float* src, int64_t groups, int64_t per_group, int64_t vpad, int64_t pixel,
+                        int64_t rows, int64_t cols, const float* bias, float* dst, Strides s, const Team& team) {
+  int64_t channels = groups * per_group, pixels = rows * cols;
   if (s.c == 1 && s.w == channels && s.h == cols * channels) {  // channels-last output: rows of channels
     for (int64_t q = team.id; q < pixels; q += team.size)
       for (int64_t c = 0; c < channels; ++c)
@@ -392,16 +380,11 @@ void run_blocks(const Panels& w, int64_t rows, int64_t src_step, int64_t dst_ste
         segments(p, k0, k1, row, segs);
         Row r = row_at(row);
         if (r.count == 0 || (segs.empty() && accumulate)) continue;
-        int64_t vectors = w.width(p) / VL;
-        for (int64_t v0 = 0; v0 < vectors;) {  // blocks of up to VMAX vectors
-          int v = (int)std::min<int64_t>(VMAX, vectors - v0);
-          even_blocks(r.count, max_rows(v), [&](int64_t t0, int64_t count) {
-            dot_fn(v, (int)count)(r.src + t0 * src_step, src_step, segs.data(), (int)segs.size(), w.width(p),
-                                  r.dst + t0 * dst_step + p * VMAX * VL + v0 * VL, dst_step, accumulate);
-          });
-          for (Segment& s : segs) s.w += v * VL;
-          v0 += v;
-        }
+        int v = (int)(w.width(p) / VL);
+        even_blocks(r.count, max_rows(v), [&](int64_t t0, int64_t count) {
+          dot_fn(v, (int)count)(r.src + t0 * src_step, src_step, segs.data(), (int)segs.size(), w.width(p),
+                                r.dst + t0 * dst_step + p * VMAX * VL, dst_step, accumulate);
+        });
       }
   }
 }
@@ -435,11 +418,12 @@ void cnnzoo_conv2d_forward(const float* x, const float* weight, const float* bia
   w.each(cv.G, [&](int64_t g, int64_t t, int64_t c, int64_t o, float& e) {
     e = weight[(g * cv.Og + o) * ws.n + c * ws.c + (t / cv.KW) * ws.h + (t % cv.KW) * ws.w];
   });
-  int64_t in_size = cv.H * width * cv.C, pixel = cv.G * w.vpad, out_size = cv.OH * cv.OW * pixel;
+  int64_t xpixel = pixel_stride(cv.C), pixel = pixel_stride(cv.G * w.vpad);
+  int64_t in_size = cv.H * width * xpixel, out_size = cv.OH * cv.OW * pixel;
 
   auto image = [&](int64_t n, Scratch& s, const Team& team) {
     float *xbuf = s.in.get(in_size), *obuf = s.out.get(out_size);
-    to_channels_last(x + n * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf, cv.PL, width, team);
+    to_channels_last(x + n * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf, cv.PL, width, xpixel, team);
     team.sync();
     for (int64_t g = 0; g < cv.G; ++g) {
       auto segments = [&](int64_t pnl, int64_t k0, int64_t k1, int64_t oh, std::vector<Segment>& segs) {
@@ -447,15 +431,15 @@ void cnnzoo_conv2d_forward(const float* x, const float* weight, const float* bia
           int64_t ih = oh * cv.SH - cv.PT + i * cv.DH;
           if (ih < 0 || ih >= cv.H) continue;  // a tap row in the padding adds nothing
           for (int64_t j = 0; j < cv.KW; ++j)
-            add_segment(segs, (ih * width + j * cv.DW) * cv.C + g * cv.Cg + k0, w.at(g, pnl, i * cv.KW + j, k0),
+            add_segment(segs, (ih * width + j * cv.DW) * xpixel + g * cv.Cg + k0, w.at(g, pnl, i * cv.KW + j, k0),
                         k1 - k0, w.width(pnl));
         }
       };
       auto row_at = [&](int64_t oh) { return Row{xbuf, cv.OW, obuf + oh * cv.OW * pixel + g * w.vpad}; };
-      run_blocks(w, cv.OH, cv.SW * cv.C, pixel, segments, row_at, team);
+      run_blocks(w, cv.OH, cv.SW * xpixel, pixel, segments, row_at, team);
     }
     team.sync();
-    from_channels_last(obuf, cv.G, cv.Og, w.vpad, cv.OH, cv.OW, bias, out + n * os.n, os, team);
+    from_channels_last(obuf, cv.G, cv.Og, w.vpad, pixel, cv.OH, cv.OW, bias, out + n * os.n, os, team);
     team.sync();
   };
   over_images(cv.N, threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(out_size); }, [](int, int) {});
@@ -477,12 +461,13 @@ void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float*
   // grad_out in channels-last, with zero columns on both sides for the windows that overhang it
   int64_t left = ceil_div((cv.KW - 1) * cv.DW, cv.SW);
   int64_t width = left + std::max(cv.OW, (cv.W - 1 + cv.PL) / cv.SW + 1);
-  int64_t in_size = cv.OH * width * cv.O, pixel = cv.G * w.vpad, out_size = cv.H * cv.W * pixel;
+  int64_t gpixel = pixel_stride(cv.O), pixel = pixel_stride(cv.G * w.vpad);
+  int64_t in_size = cv.OH * width * gpixel, out_size = cv.H * cv.W * pixel;
 
   auto image = [&](int64_t n, Scratch& s, const Team& team) {
     float *gbuf = s.in.get(in_size), *obuf = s.out.get(out_size);
     if (cv.O > 0 && cv.OH > 0 && cv.OW > 0)
-      to_channels_last(grad_out + n * gs.n, gs, 1, cv.O, cv.O, cv.OH, cv.OW, gbuf, left, width, team);
+      to_channels_last(grad_out + n * gs.n, gs, 1, cv.O, cv.O, cv.OH, cv.OW, gbuf, left, width, gpixel, team);
     team.sync();
     for (int64_t g = 0; g < cv.G; ++g) {
       // row = (ih, pw): the input pixels of row ih whose column is pw modulo the stride
@@ -495,7 +480,7 @@ void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float*
             int64_t b = pw + cv.PL - j * cv.DW;  // = ow * SW for the first pixel of the row
             int64_t mod = ((b % cv.SW) + cv.SW) % cv.SW;
             if (mod != 0) continue;
-            add_segment(segs, ((a / cv.SH) * width + left + b / cv.SW) * cv.O + g * cv.Og + k0,
+            add_segment(segs, ((a / cv.SH) * width + left + b / cv.SW) * gpixel + g * cv.Og + k0,
                         w.at(g, pnl, i * cv.KW + (cv.KW - 1 - j), k0), k1 - k0, w.width(pnl));
           }
         }
@@ -505,10 +490,10 @@ void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float*
         return Row{gbuf, pw < cv.W ? ceil_div(cv.W - pw, cv.SW) : 0, obuf + (ih * cv.W + pw) * pixel + g * w.vpad};
       };
       // an input row's pixels of one phase sit SW pixels apart in the output buffer
-      run_blocks(w, cv.H * cv.SW, cv.O, cv.SW * pixel, segments, row_at, team);
+      run_blocks(w, cv.H * cv.SW, gpixel, cv.SW * pixel, segments, row_at, team);
     }
     team.sync();
-    from_channels_last(obuf, cv.G, cv.Cg, w.vpad, cv.H, cv.W, nullptr, grad_x + n * xs.n, xs, team);
+    from_channels_last(obuf, cv.G, cv.Cg, w.vpad, pixel, cv.H, cv.W, nullptr, grad_x + n * xs.n, xs, team);
     team.sync();
   };
   over_images(cv.N, threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(out_size); }, [](int, int) {});
@@ -524,23 +509,24 @@ void cnnzoo_conv2d_weight_grad(const float* x, const float* grad_out, float* gra
   // one accumulator per thread, in the forward pass's panel layout, summed at the end
   std::vector<Panels> acc(std::max(threads, 1), Panels(cv.G, taps, cv.Cg, cv.Og));
   const Panels& shape = acc[0];
-  int64_t in_size = cv.H * width * cv.C, pixel = cv.G * shape.vpad, g_size = cv.OH * cv.OW * pixel;
+  int64_t xpixel = pixel_stride(cv.C), pixel = pixel_stride(cv.G * shape.vpad);
+  int64_t in_size = cv.H * width * xpixel, g_size = cv.OH * cv.OW * pixel;
   // The reduction rows of one tap row, as runs of (tap column, channel) pairs contiguous in the
   // input: all of them at once when the taps of a row are adjacent pixels over every channel.
   struct Run {
     int64_t j, xoff, len;
   };
   std::vector<Run> runs;
-  if (cv.G == 1 && cv.DW == 1) {
+  if (cv.G == 1 && cv.DW == 1 && xpixel == cv.C) {
     runs.push_back({0, 0, cv.KW * cv.C});
   } else {
-    for (int64_t j = 0; j < cv.KW; ++j) runs.push_back({j, j * cv.DW * cv.C, cv.Cg});
+    for (int64_t j = 0; j < cv.KW; ++j) runs.push_back({j, j * cv.DW * xpixel, cv.Cg});
   }
 
   auto image = [&](int64_t n, Scratch& s, const Team& team) {
     float *xbuf = s.in.get(in_size), *gbuf = s.out.get(g_size);
-    to_channels_last(x + n * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf, cv.PL, width, team);
-    to_channels_last(grad_out + n * gs.n, gs, cv.G, cv.Og, shape.vpad, cv.OH, cv.OW, gbuf, 0, cv.OW, team);
+    to_channels_last(x + n * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf, cv.PL, width, xpixel, team);
+    to_channels_last(grad_out + n * gs.n, gs, cv.G, cv.Og, shape.vpad, cv.OH, cv.OW, gbuf, 0, cv.OW, pixel, team);
     team.sync();
     Panels& a = acc[omp_get_thread_num()];
     int64_t item = 0;
@@ -548,23 +534,19 @@ void cnnzoo_conv2d_weight_grad(const float* x, const float* grad_out, float* gra
       for (int64_t i = 0; i < cv.KH; ++i) {
         int64_t first = cv.first_row(i), rows = cv.end_row(i) - first;
         if (rows <= 0) continue;
-        const float* xrow0 = xbuf + (first * cv.SH - cv.PT + i * cv.DH) * width * cv.C + g * cv.Cg;
+        const float* xrow0 = xbuf + (first * cv.SH - cv.PT + i * cv.DH) * width * xpixel + g * cv.Cg;
         const float* grow0 = gbuf + first * cv.OW * pixel + g * shape.vpad;
         for (const Run& run : runs)
           for (int64_t pnl = 0; pnl < a.panels(); ++pnl) {
-            int64_t vectors = a.width(pnl) / VL;
-            for (int64_t v0 = 0; v0 < vectors;) {
-              int v = (int)std::min<int64_t>(VMAX, vectors - v0);
-              even_blocks(run.len, max_rows(v), [&](int64_t q0, int64_t count) {
-                if (item++ % team.size != team.id) return;
-                // q = j * C + c within a contiguous run; the panel row is (tap i*KW + j, channel c)
-                int64_t j = run.j + (runs.size() == 1 ? q0 / cv.C : 0), c = runs.size() == 1 ? q0 % cv.C : q0;
-                outer_fn(v, (int)count)(xrow0 + run.xoff + q0, cv.SH * width * cv.C, cv.SW * cv.C,
-                                        grow0 + pnl * VMAX * VL + v0 * VL, cv.OW * pixel, pixel, rows, cv.OW,
-                                        a.at(g, pnl, i * cv.KW + j, c) + v0 * VL, a.width(pnl));
-              });
-              v0 += v;
-            }
+            int v = (int)(a.width(pnl) / VL);
+            even_blocks(run.len, max_rows(v), [&](int64_t q0, int64_t count) {
+              if (item++ % team.size != team.id) return;
+              // q = j * C + c within a contiguous run; the panel row is (tap i*KW + j, channel c)
+              int64_t j = run.j + (runs.size() == 1 ? q0 / cv.C : 0), c = runs.size() == 1 ? q0 % cv.C : q0;
+              outer_fn(v, (int)count)(xrow0 + run.xoff + q0, cv.SH * width * xpixel, cv.SW * xpixel,
+                                      grow0 + pnl * VMAX * VL, cv.OW * pixel, pixel, rows, cv.OW,
+                                      a.at(g, pnl, i * cv.KW + j, c), a.width(pnl));
+            });
           }
       }
     team.sync();

@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,7 @@ import torch
 from ..errors import UserError
 from .conv import output_plane
 
-SOURCES = [Path(__file__).resolve().parent.parent / "csrc" / name for name in ("conv.cpp", "pool.cpp")]
+SOURCES = [Path(__file__).resolve().parent.parent / "csrc" / name for name in ("conv.cpp", "pool.cpp", "peak.cpp")]
 FLAGS = ["-std=c++17", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-march=native"]
 OPTIMIZE = ["-O3"]
 SANITIZE = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
@@ -184,6 +185,7 @@ def _load(path: Path) -> ctypes.CDLL:
                         ("cnnzoo_avg_pool2d_backward", 2)):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = [pointer] * count + [params, ctypes.c_int], None
+    lib.cnnzoo_fma_loop.argtypes, lib.cnnzoo_fma_loop.restype = [ctypes.c_int64, ctypes.c_int], ctypes.c_int64
     return lib
 
 
@@ -194,6 +196,22 @@ def applies(*tensors: torch.Tensor | None) -> bool:
         if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu" or t.numel() == 0):
             return False
     return library() is not None
+
+
+def fma_peak(threads: int, seconds: float = 0.5) -> float:
+    """The measured multiply-add peak of ``threads`` threads, in GFLOP/s (the best of a few runs)."""
+    lib = library()
+    if lib is None:
+        raise KernelsError("the compiled kernels are not in use: no FMA peak to measure")
+    iterations, best = 1 << 16, 0.0
+    for _ in range(12):
+        start = time.perf_counter()
+        flops = lib.cnnzoo_fma_loop(iterations, threads)
+        elapsed = time.perf_counter() - start
+        best = max(best, flops / elapsed / 1e9)
+        if elapsed < seconds / 10:
+            iterations *= 2
+    return best
 
 
 # --- calling the kernels ------------------------------------------------------------------------
