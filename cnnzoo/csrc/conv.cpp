@@ -152,6 +152,40 @@ void outer_block(const float* x, int64_t xrow, int64_t xstep, const float* g, in
     for (int v = 0; v < V; ++v) store(gw + r * gstride + v * VL, acc[r][v]);
 }
 
+// For few output channels (NC): dst[r*dstep + c] (+)= sum over segments and k of
+//   src[r*step + seg.src + k] * w[c*wstride + k]
+// with the reduction along the vector lanes (k in whole vectors), each sum's lanes added at the end.
+template <int R, int NC>
+void lane_dot_block(const float* src, int64_t step, const Segment* segs, int nseg, int64_t wstride, float* dst,
+                    int64_t dstep, bool accumulate) {
+  vec acc[R][NC];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) acc[r][c] = vec{};
+  for (int s = 0; s < nseg; ++s) {
+    const float* x = src + segs[s].src;
+    const float* w = segs[s].w;
+    for (int64_t k = 0; k < segs[s].k; k += VL, x += VL, w += VL) {
+      vec wv[NC];
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; ++c) wv[c] = load(w + c * wstride);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        vec xv = load(x + r * step);
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; ++c) acc[r][c] += xv * wv[c];
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < NC; ++c) {
+      float sum = accumulate ? dst[r * dstep + c] : 0.0f;
+      for (int lane = 0; lane < VL; ++lane) sum += acc[r][c][lane];
+      dst[r * dstep + c] = sum;
+    }
+}
+
 using DotFn = void (*)(const float*, int64_t, const Segment*, int, int64_t, float*, int64_t, bool);
 using OuterFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, int64_t, int64_t, float*,
                          int64_t);
@@ -172,6 +206,29 @@ const std::array<OuterFn, max_rows(1)> OUTER1 = outer_table<1>(std::make_integer
 const std::array<OuterFn, max_rows(2)> OUTER2 = outer_table<2>(std::make_integer_sequence<int, max_rows(2)>{});
 
 DotFn dot_fn(int v, int r) { return v == 1 ? DOT1[r - 1] : DOT2[r - 1]; }
+
+// The lane kernels serve up to LANE_MAX channels, rounded up to one of 1, 2, 3, 4, 6.
+constexpr int LANE_MAX = 6;
+constexpr int lane_channels(int64_t c) { return c <= 4 ? (int)c : 6; }
+constexpr int lane_rows(int nc) { return nc == 1 ? 14 : nc == 2 ? 12 : nc == 3 ? 8 : 4; }
+template <int NC, int... R>
+constexpr std::array<DotFn, sizeof...(R)> lane_table(std::integer_sequence<int, R...>) {
+  return {&lane_dot_block<R + 1, NC>...};
+}
+const std::array<DotFn, lane_rows(1)> LANE1 = lane_table<1>(std::make_integer_sequence<int, lane_rows(1)>{});
+const std::array<DotFn, lane_rows(2)> LANE2 = lane_table<2>(std::make_integer_sequence<int, lane_rows(2)>{});
+const std::array<DotFn, lane_rows(3)> LANE3 = lane_table<3>(std::make_integer_sequence<int, lane_rows(3)>{});
+const std::array<DotFn, lane_rows(4)> LANE4 = lane_table<4>(std::make_integer_sequence<int, lane_rows(4)>{});
+const std::array<DotFn, lane_rows(6)> LANE6 = lane_table<6>(std::make_integer_sequence<int, lane_rows(6)>{});
+DotFn lane_fn(int nc, int r) {
+  switch (nc) {
+    case 1: return LANE1[r - 1];
+    case 2: return LANE2[r - 1];
+    case 3: return LANE3[r - 1];
+    case 4: return LANE4[r - 1];
+    default: return LANE6[r - 1];
+  }
+}
 OuterFn outer_fn(int v, int r) { return v == 1 ? OUTER1[r - 1] : OUTER2[r - 1]; }
 
 // Calls f(start, count) for blocks of at most `most` out of n, as even as possible.
@@ -464,6 +521,21 @@ void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float*
   int64_t gpixel = pixel_stride(cv.O), pixel = pixel_stride(cv.G * w.vpad);
   int64_t in_size = cv.OH * width * gpixel, out_size = cv.H * cv.W * pixel;
 
+  // Few input channels per group (a 3-channel stem): the lane kernels, reducing over whole vectors
+  // of output channels, with the filters as rows [group][channel][tap][output channel].
+  bool lanes = cv.Cg <= LANE_MAX && cv.Og % VL == 0;
+  int nc = lane_channels(cv.Cg);
+  std::vector<float> lane_w;
+  if (lanes) {
+    lane_w.assign(cv.G * nc * taps * cv.Og, 0.0f);
+    for (int64_t g = 0; g < cv.G; ++g)
+      for (int64_t c = 0; c < cv.Cg; ++c)
+        for (int64_t t = 0; t < taps; ++t)
+          for (int64_t o = 0; o < cv.Og; ++o)
+            lane_w[((g * nc + c) * taps + t) * cv.Og + o] =
+                weight[(g * cv.Og + o) * ws.n + c * ws.c + (t / cv.KW) * ws.h + (cv.KW - 1 - t % cv.KW) * ws.w];
+  }
+
   auto image = [&](int64_t n, Scratch& s, const Team& team) {
     float *gbuf = s.in.get(in_size), *obuf = s.out.get(out_size);
     if (cv.O > 0 && cv.OH > 0 && cv.OW > 0)
@@ -472,6 +544,7 @@ void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float*
     for (int64_t g = 0; g < cv.G; ++g) {
       // row = (ih, pw): the input pixels of row ih whose column is pw modulo the stride
       auto segments = [&](int64_t pnl, int64_t k0, int64_t k1, int64_t row, std::vector<Segment>& segs) {
+        const float* lane_base = lanes ? lane_w.data() + g * nc * taps * cv.Og : nullptr;
         int64_t ih = row / cv.SW, pw = row % cv.SW;
         for (int64_t i = 0; i < cv.KH; ++i) {
           int64_t a = ih + cv.PT - i * cv.DH;  // = oh * SH for the output row this tap row came from
@@ -480,8 +553,11 @@ void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float*
             int64_t b = pw + cv.PL - j * cv.DW;  // = ow * SW for the first pixel of the row
             int64_t mod = ((b % cv.SW) + cv.SW) % cv.SW;
             if (mod != 0) continue;
-            add_segment(segs, ((a / cv.SH) * width + left + b / cv.SW) * gpixel + g * cv.Og + k0,
-                        w.at(g, pnl, i * cv.KW + (cv.KW - 1 - j), k0), k1 - k0, w.width(pnl));
+            int64_t tap = i * cv.KW + (cv.KW - 1 - j), src = ((a / cv.SH) * width + left + b / cv.SW) * gpixel;
+            if (lanes)
+              add_segment(segs, src + g * cv.Og, lane_base + tap * cv.Og, cv.Og, 1);
+            else
+              add_segment(segs, src + g * cv.Og + k0, w.at(g, pnl, tap, k0), k1 - k0, w.width(pnl));
           }
         }
       };
@@ -490,7 +566,20 @@ void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float*
         return Row{gbuf, pw < cv.W ? ceil_div(cv.W - pw, cv.SW) : 0, obuf + (ih * cv.W + pw) * pixel + g * w.vpad};
       };
       // an input row's pixels of one phase sit SW pixels apart in the output buffer
-      run_blocks(w, cv.H * cv.SW, gpixel, cv.SW * pixel, segments, row_at, team);
+      if (!lanes) {
+        run_blocks(w, cv.H * cv.SW, gpixel, cv.SW * pixel, segments, row_at, team);
+        continue;
+      }
+      std::vector<Segment> segs;
+      for (int64_t row = team.id; row < cv.H * cv.SW; row += team.size) {
+        segs.clear();
+        segments(0, 0, cv.Og, row, segs);
+        Row r = row_at(row);
+        even_blocks(r.count, lane_rows(nc), [&](int64_t t0, int64_t count) {
+          lane_fn(nc, (int)count)(r.src + t0 * gpixel, gpixel, segs.data(), (int)segs.size(), taps * cv.Og,
+                                  r.dst + t0 * cv.SW * pixel, cv.SW * pixel, false);
+        });
+      }
     }
     team.sync();
     from_channels_last(obuf, cv.G, cv.Cg, w.vpad, pixel, cv.H, cv.W, nullptr, grad_x + n * xs.n, xs, team);
