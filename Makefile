@@ -31,13 +31,14 @@ test: $(STAMP)
 	@$(MAKE) --no-print-directory sanitize
 
 # The compiled kernels' fuzz tests again, the kernels built with AddressSanitizer and
-# UndefinedBehaviorSanitizer (ASan's runtime preloaded into Python). Skipped without a C++ compiler.
+# UndefinedBehaviorSanitizer. ASan's runtime is preloaded into Python, and libstdc++ with it (else
+# ASan cannot intercept the C++ exceptions torch throws). Skipped without a C++ compiler.
 sanitize: $(STAMP)
 	@cxx="$${CXX:-$$(command -v c++ || command -v g++ || true)}"; \
 	if [ -z "$$cxx" ] || ! command -v "$$cxx" > /dev/null; then echo "sanitize: skipped (no C++ compiler)"; exit 0; fi; \
 	echo "sanitize: fuzz tests with the kernels built under -fsanitize=address,undefined"; \
 	CNNZOO_KERNELS=compiled CNNZOO_KERNELS_SANITIZE=1 ASAN_OPTIONS=detect_leaks=0 \
-	LD_PRELOAD="$$($$cxx -print-file-name=libasan.so)" $(PY) -m pytest -q -p no:cacheprovider -k fuzz \
+	LD_PRELOAD="$$($$cxx -print-file-name=libasan.so) $$($$cxx -print-file-name=libstdc++.so.6)" $(PY) -m pytest -q -p no:cacheprovider -k fuzz \
 	tests/test_ops_compiled.py
 
 lint: $(STAMP)

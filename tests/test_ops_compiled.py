@@ -103,6 +103,7 @@ def pool_case(rng: random.Random) -> dict:
                     dilation=(rng.randint(1, 2), rng.randint(1, 2)), ceil_mode=rng.random() < 0.5,
                     count_include_pad=rng.random() < 0.5, divisor_override=rng.choice([None, None, 3]),
                     special=rng.choice(["", "nan", "inf", "ties"]))
+        case["output_size"] = (rng.randint(1, case["h"] + 2), rng.randint(1, case["w"] + 2))  # adaptive pooling
         if all(size + 2 * p - d * (k - 1) - 1 >= 0 for size, p, d, k in
                zip((case["h"], case["w"]), case["padding"], case["dilation"], case["kernel_size"])):
             return case
@@ -120,6 +121,17 @@ def pool_input(case, gen) -> torch.Tensor:
     return x
 
 
+def reference_max_pool2d(x, **kwargs):
+    """The reference kernels' max pooling, checked against torch's forward (values and indices)."""
+    with torch.no_grad():
+        values, indices = F.max_pool2d(x, **kwargs)
+    with compiled.use("reference"):
+        mine, mine_indices = ops.max_pool2d(x, **kwargs)
+    assert torch.equal(indices, mine_indices) and torch.equal(values.isnan(), mine.isnan())
+    torch.testing.assert_close(mine, values, rtol=0, atol=0, equal_nan=True, check_dtype=True)
+    return mine, mine_indices
+
+
 @pytest.mark.parametrize("seed", range(2))
 def test_fuzz_pooling(kernels_built, seed):
     rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
@@ -131,10 +143,13 @@ def test_fuzz_pooling(kernels_built, seed):
         if case["special"] != "nan":  # (a NaN's gradient is NaN for both; compared for max pooling above)
             calls.append((ops.avg_pool2d, F.avg_pool2d, dict(window, count_include_pad=case["count_include_pad"],
                                                              divisor_override=case["divisor_override"])))
+            calls.append((ops.adaptive_avg_pool2d, F.adaptive_avg_pool2d, dict(output_size=case["output_size"])))
         for mine_fn, ref_fn, kwargs in calls:
             results = []
             for fn in (mine_fn, ref_fn):
                 leaf = x.clone().requires_grad_()
+                if fn is F.max_pool2d:  # NOTE: torch's backward writes past the plane when a dilated
+                    fn = reference_max_pool2d  # window holds only padding; the reference's gradient instead
                 out = fn(leaf, **kwargs)
                 values = out[0] if isinstance(out, tuple) else out
                 grad_out = torch.randn(values.shape, generator=torch.Generator().manual_seed(2))
@@ -165,10 +180,12 @@ def test_compiled_kernels_serve_float32_and_the_reference_the_rest(kernels_built
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     for module, names in ((reference_conv, ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]),
                           (reference_pool, ["max_pool2d_forward", "max_pool2d_backward", "window_sums",
-                                            "window_sums_backward"])):
+                                            "window_sums_backward", "adaptive_avg_pool2d_forward",
+                                            "adaptive_avg_pool2d_backward"])):
         for name in names:
             monkeypatch.setattr(module, name, refuse)
-    out = ops.avg_pool2d(ops.max_pool2d(ops.conv2d(x, w, padding=1), 2), 2, ceil_mode=True)
+    out = ops.adaptive_avg_pool2d(ops.avg_pool2d(ops.max_pool2d(ops.conv2d(x, w, padding=1), 2), 2, ceil_mode=True),
+                                  (2, 1))
     out.sum().backward()  # every op and gradient above ran compiled
     with pytest.raises(AssertionError, match="the reference ran"):
         ops.conv2d(x.double(), w.double())

@@ -1,17 +1,21 @@
 // Max and average pooling on the CPU: float32, contiguous NCHW seen as `planes` planes of H x W.
 //
-// Plain C ABI (no torch headers), loaded with ctypes. Each kernel equals, to the bit, its reference in
-// cnnzoo/ops/pool.py and torch's CPU kernels:
+// Plain C ABI (no torch headers), loaded with ctypes. Each kernel computes what its reference in
+// cnnzoo/ops/pool.py computes, and equals torch's CPU kernel to the bit (sums added in its order):
 //   cnnzoo_max_pool2d_forward   max_pool2d_forward    (values and flat indices row * W + col)
 //   cnnzoo_max_pool2d_backward  max_pool2d_backward
 //   cnnzoo_avg_pool2d_forward   window_sums / avg_divisor
 //   cnnzoo_avg_pool2d_backward  window_sums_backward of grad_out / avg_divisor
+//   cnnzoo_adaptive_avg_pool2d_forward / _backward  adaptive_avg_pool2d_forward / _backward (to rounding)
 // The caller computes the output size (ceil_mode included) and passes it in.
 //
 // Forward work is split into output rows, so that every thread has work even for a single plane.
 // Within a row, the windows that lie wholly inside the plane are computed 16 (or 8, or 4) at a time
 // with GCC vector extensions, for column strides 1 and 2; the others take a scalar path that skips
-// the taps outside the plane. Both visit a window's taps in the same (row-major) order.
+// the taps outside the plane. Both visit a window's taps in the same (row-major) order. Backward
+// passes write each gradient row just after zeroing it (while it is in cache), or write it once
+// outright where nothing overlaps, and add in torch's order, so that the sums round the same.
+// The vector code is GCC's (9 or later: __builtin_shuffle, __builtin_convertvector).
 
 #include <cmath>
 #include <cstdint>
@@ -27,6 +31,8 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Below this many taps a call runs on one thread: waking a second costs more than it saves.
 constexpr i64 kSerialWork = i64{1} << 15;
+
+int team(int threads) { return threads > 1 ? threads : 1; }
 
 i64 ceil_div(i64 a, i64 b) { return a <= 0 ? -((-a) / b) : (a + b - 1) / b; }  // b > 0
 i64 floor_div(i64 a, i64 b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }  // b > 0
@@ -62,23 +68,25 @@ struct Vec {
   typedef int64_t Q __attribute__((vector_size(8 * L)));
 };
 
+// Vectors are passed by reference: by value, their ABI would depend on the target's vector width.
 template <int L>
-typename Vec<L>::F load(const float* p) {
-  typename Vec<L>::F v;
+void load(typename Vec<L>::F& v, const float* p) {
   std::memcpy(&v, p, sizeof v);
-  return v;
 }
 
-// p[0], p[S], ..., p[(L - 1) * S] for S = 1 or 2, reading nothing past the last of them.
+// v = p[0], p[S], ..., p[(L - 1) * S] for S = 1 or 2, reading nothing past the last of them.
 template <int L, int S>
-typename Vec<L>::F lanes(const float* p) {
+void load_lanes(typename Vec<L>::F& v, const float* p) {
   static_assert(S == 1 || S == 2, "strides 1 and 2 only");
   if constexpr (S == 1) {
-    return load<L>(p);
+    load<L>(v, p);
   } else {
-    typename Vec<L>::I even;  // p[2k] is lane 2k of p[0..L) below L/2, then lane 2k - L + 1 of p[L-1..)
+    typename Vec<L>::F a, b;
+    load<L>(a, p);
+    load<L>(b, p + L - 1);
+    typename Vec<L>::I even;  // p[2k] is lane 2k of a below L/2, then lane 2k - L + 1 of b
     for (int k = 0; k < L; ++k) even[k] = k < L / 2 ? 2 * k : L + 2 * k - L + 1;
-    return __builtin_shuffle(load<L>(p), load<L>(p + L - 1), even);
+    v = __builtin_shuffle(a, b, even);
   }
 }
 
@@ -149,12 +157,14 @@ void max_block(const float* __restrict x, const Grid& t, i64 at, float* __restri
                i64* __restrict index) {
   using F = typename Vec<L>::F;
   using I = typename Vec<L>::I;
-  F best = lanes<L, S>(x);
+  F best;
+  load_lanes<L, S>(best, x);
   I offset = {};
   for (i64 i = 0; i < t.rows; ++i) {
     for (i64 j = 0; j < t.cols; ++j) {
       const i64 off = i * t.row_step + j * t.col_step;
-      const F v = lanes<L, S>(x + off);
+      F v;
+      load_lanes<L, S>(v, x + off);
       const I take = (v > best) | (v != v);  // v != v: NaN
       best = take ? v : best;
       offset = take ? I{} + static_cast<int32_t>(off) : offset;
@@ -229,9 +239,13 @@ float avg_one(const float* x, const AvgGeom& g, const Extent& eh, i64 ow) {
 // The same sums, in the same order, as avg_one.
 template <int L, int S>
 void avg_block(const float* __restrict x, const Grid& t, float divisor, float* __restrict out) {
-  typename Vec<L>::F sum = {};
-  for (i64 i = 0; i < t.rows; ++i)
-    for (i64 j = 0; j < t.cols; ++j) sum += lanes<L, S>(x + i * t.row_step + j);
+  typename Vec<L>::F sum = {}, v;
+  for (i64 i = 0; i < t.rows; ++i) {
+    for (i64 j = 0; j < t.cols; ++j) {
+      load_lanes<L, S>(v, x + i * t.row_step + j * t.col_step);
+      sum += v;
+    }
+  }
   sum = 0.0f + sum / divisor;
   std::memcpy(out, &sum, sizeof sum);
 }
@@ -260,14 +274,97 @@ void avg_forward_row(const float* x, const AvgGeom& g, i64 oh, float* out) {
   for (i64 ow = in.hi; ow < g.OW; ++ow) one(ow);
 }
 
+// dst[l * S] += go[l] / divisor for the L windows side by side, S apart, whose tap is at dst[0]. With
+// S = 2 the pixels between the taps get +0, which leaves them as they are (a gradient sum that
+// starts from +0 is never -0).
+template <int L, int S>
+void add_block(float* __restrict dst, const float* __restrict go, float divisor) {
+  using F = typename Vec<L>::F;
+  F v, a, b;
+  load<L>(v, go);
+  v /= divisor;
+  load<L>(a, dst);
+  if constexpr (S == 1) {
+    a += v;
+    std::memcpy(dst, &a, sizeof a);
+  } else {
+    // dst[0..L) takes v[0..L/2) at even lanes, then dst[L-1..2L-1) takes v[L/2..L) at odd lanes: no
+    // access past the last tap (lane L of the shuffles is 0)
+    typename Vec<L>::I low, high;
+    for (int k = 0; k < L; ++k) {
+      low[k] = k % 2 == 0 ? k / 2 : L;
+      high[k] = k % 2 == 1 ? L / 2 + k / 2 : L;
+    }
+    const F zero = {};
+    a += __builtin_shuffle(v, zero, low);
+    std::memcpy(dst, &a, sizeof a);
+    load<L>(b, dst + L - 1);
+    b += __builtin_shuffle(v, zero, high);
+    std::memcpy(dst + L - 1, &b, sizeof b);
+  }
+}
+
+// dst[2l] and dst[2l + 1] += go[l] / divisor for L windows side by side, 2 apart: their taps j - 1
+// and j, for a tap j.
+template <int L>
+void add_pair(float* __restrict dst, const float* __restrict go, float divisor) {
+  using F = typename Vec<L>::F;
+  F v, a, b;
+  load<L>(v, go);
+  v /= divisor;
+  typename Vec<L>::I low, high;  // each lane twice: v[0..L/2) into dst[0..L), v[L/2..L) after
+  for (int k = 0; k < L; ++k) {
+    low[k] = k / 2;
+    high[k] = L / 2 + k / 2;
+  }
+  load<L>(a, dst);
+  a += __builtin_shuffle(v, low);
+  std::memcpy(dst, &a, sizeof a);
+  load<L>(b, dst + L);
+  b += __builtin_shuffle(v, high);
+  std::memcpy(dst + L, &b, sizeof b);
+}
+
 // One input row of the gradient: zeroed, then every window covering it adds grad / divisor to its
-// pixels in this row, windows in output order (the order torch adds them in, so the sums match).
+// pixels in this row, in output order (the order torch adds them in, so the sums match): windows
+// above before windows below, and left before right. The inner windows go tap by tap, from the
+// window's last column to its first: a pixel then gets its windows from left to right. With stride
+// 2, taps j - 1 and j of all windows reach disjoint pixels that no other pass in between reaches:
+// they go in one pass.
+template <int S>
+void add_inner(float* grad_row, const float* go, const AvgGeom& g, Span in, float divisor) {
+  for (i64 j = g.kW - 1; j >= 0;) {
+    const bool pair = S == 2 && j >= 1;
+    float* dst = grad_row + j - (pair ? 1 : 0) - g.padW;  // window ow's (first) tap is dst[ow * S]
+    i64 ow = in.lo;
+    auto blocks = [&](auto width) {
+      constexpr int L = decltype(width)::value;
+      for (; ow + L <= in.hi; ow += L) {
+        if (pair) {
+          add_pair<L>(dst + ow * S, go + ow, divisor);
+        } else {
+          add_block<L, S>(dst + ow * S, go + ow, divisor);
+        }
+      }
+    };
+    blocks(std::integral_constant<int, 16>{});
+    blocks(std::integral_constant<int, 4>{});
+    for (; ow < in.hi; ++ow) {
+      const float v = go[ow] / divisor;
+      dst[ow * S] += v;
+      if (pair) dst[ow * S + 1] += v;
+    }
+    j -= pair ? 2 : 1;
+  }
+}
+
 void avg_backward_row(const float* grad_out, const AvgGeom& g, i64 r, float* grad_row) {
   std::memset(grad_row, 0, sizeof(float) * g.W);
   // windows oh with oh * sH - padH <= r < oh * sH - padH + kH
   const i64 oh_lo = clamp(ceil_div(r + g.padH - g.kH + 1, g.sH), 0, g.OH);
   const i64 oh_hi = clamp(floor_div(r + g.padH, g.sH) + 1, oh_lo, g.OH);
-  const Span in = inner_span(g.OW, g.W, g.kW, g.sW, g.padW, 1);
+  Span in = inner_span(g.OW, g.W, g.kW, g.sW, g.padW, 1);
+  if (g.sW != 1 && g.sW != 2) in = {0, 0};
   for (i64 oh = oh_lo; oh < oh_hi; ++oh) {
     const Extent eh = extent(oh, g.kH, g.sH, g.padH, g.H);
     const float* go = grad_out + oh * g.OW;
@@ -278,19 +375,43 @@ void avg_backward_row(const float* grad_out, const AvgGeom& g, i64 r, float* gra
       for (i64 c = ew.lo; c < ew.hi; ++c) grad_row[c] += d;
     };
     for (i64 ow = 0; ow < in.lo; ++ow) scatter(ow);
-    if (g.kW == 2 && g.sW == 2 && in.lo < in.hi) {  // windows side by side: one add per pixel
+    if (in.lo < in.hi) {
       const float d = static_cast<float>(divisor(g, eh, extent(in.lo, g.kW, g.sW, g.padW, g.W)));
-      float* dst = grad_row - g.padW;
-      for (i64 ow = in.lo; ow < in.hi; ++ow) {
-        const float v = go[ow] / d;
-        dst[2 * ow] += v;
-        dst[2 * ow + 1] += v;
+      if (g.sW == 1) {
+        add_inner<1>(grad_row, go, g, in, d);
+      } else {
+        add_inner<2>(grad_row, go, g, in, d);
       }
-    } else {
-      for (i64 ow = in.lo; ow < in.hi; ++ow) scatter(ow);
     }
     for (i64 ow = in.hi; ow < g.OW; ++ow) scatter(ow);
   }
+}
+
+// Max pooling backward of one plane when every index lies in its own tile of a kH x 2 tiling of the
+// plane (as max pooling with kernel = stride = (kH, 2) and no padding gives): no pixel then gets two
+// gradients, so each row of grad_x is written once, without zeroing it first. Returns false at the
+// first output row with an index outside its tile; the caller then starts the plane over.
+bool max_backward_tiled(const float* __restrict go, const i64* __restrict idx, float* __restrict gx,
+                        i64 H, i64 W, i64 OH, i64 OW, i64 kH) {
+  for (i64 oh = 0; oh < OH; ++oh) {
+    i64 hits = 0;
+    for (i64 r = oh * kH; r < (oh + 1) * kH; ++r) {
+      float* __restrict row = gx + r * W;
+      const float* __restrict g = go + oh * OW;
+      const i64* __restrict at = idx + oh * OW;
+      for (i64 ow = 0; ow < OW; ++ow) {
+        const bool left = at[ow] == r * W + 2 * ow, right = at[ow] == r * W + 2 * ow + 1;
+        const float v = 0.0f + g[ow];  // as added to a zeroed gradient: -0 becomes +0
+        row[2 * ow] = left ? v : 0.0f;
+        row[2 * ow + 1] = right ? v : 0.0f;
+        hits += left + right;
+      }
+      for (i64 c = 2 * OW; c < W; ++c) row[c] = 0.0f;
+    }
+    if (hits != OW) return false;
+  }
+  std::memset(gx + OH * kH * W, 0, sizeof(float) * (H - OH * kH) * W);
+  return true;
 }
 
 // Rows of a plane are split into this many chunks so that a few planes still keep every thread busy.
@@ -311,7 +432,7 @@ void cnnzoo_max_pool2d_forward(const float* x, float* values, int64_t* indices, 
   const i64 units = planes * g.OH;  // one output row each
   if (units == 0 || g.OW == 0) return;
   const bool parallel = threads > 1 && units * g.OW * g.kH * g.kW > kSerialWork;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+#pragma omp parallel for schedule(static) num_threads(team(threads)) if (parallel)
   for (i64 u = 0; u < units; ++u) {
     const i64 plane = u / g.OH, oh = u % g.OH;
     max_forward_row(x + plane * g.H * g.W, g, oh, values + u * g.OW, indices + u * g.OW);
@@ -320,12 +441,14 @@ void cnnzoo_max_pool2d_forward(const float* x, float* values, int64_t* indices, 
 
 void cnnzoo_max_pool2d_backward(const float* grad_out, const int64_t* indices, float* grad_x,
                                 const int64_t* p, int threads) {
-  const i64 planes = p[0], H = p[1], W = p[2], outs = p[3] * p[4];
+  const i64 planes = p[0], H = p[1], W = p[2], OH = p[3], OW = p[4], outs = OH * OW;
   const i64 chunks = chunks_per_plane(planes, H, threads);
+  // Output columns half as many as the input's suggest stride-2 windows side by side: try tiles.
+  const bool tiled = chunks == 1 && OH > 0 && OW > 0 && OH <= H && W / OW == 2;
   const i64 units = planes * chunks;
-  if (units == 0 || W == 0) return;
+  if (units == 0 || H == 0 || W == 0) return;
   const bool parallel = threads > 1 && planes * (H * W + outs) > kSerialWork;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+#pragma omp parallel for schedule(static) num_threads(team(threads)) if (parallel)
   for (i64 u = 0; u < units; ++u) {
     // Each unit owns the rows of one chunk of a plane, zeroes them (just before they are needed, so
     // they stay in cache) and takes the outputs whose index lands there, in output order as torch
@@ -335,6 +458,7 @@ void cnnzoo_max_pool2d_backward(const float* grad_out, const int64_t* indices, f
     float* gx = grad_x + plane * H * W;
     const float* go = grad_out + plane * outs;
     const i64* idx = indices + plane * outs;
+    if (tiled && max_backward_tiled(go, idx, gx, H, W, OH, OW, H / OH)) continue;
     std::memset(gx + lo, 0, sizeof(float) * (hi - lo));
     for (i64 o = 0; o < outs; ++o) {
       const i64 at = idx[o];
@@ -349,7 +473,7 @@ void cnnzoo_avg_pool2d_forward(const float* x, float* out, const int64_t* p, int
   const i64 units = planes * g.OH;  // one output row each
   if (units == 0 || g.OW == 0) return;
   const bool parallel = threads > 1 && units * g.OW * g.kH * g.kW > kSerialWork;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+#pragma omp parallel for schedule(static) num_threads(team(threads)) if (parallel)
   for (i64 u = 0; u < units; ++u) {
     const i64 plane = u / g.OH, oh = u % g.OH;
     avg_forward_row(x + plane * g.H * g.W, g, oh, out + u * g.OW);
@@ -362,10 +486,64 @@ void cnnzoo_avg_pool2d_backward(const float* grad_out, float* grad_x, const int6
   const i64 units = planes * g.H;  // one input row each
   if (units == 0 || g.W == 0) return;
   const bool parallel = threads > 1 && planes * (g.H * g.W + g.OH * g.OW * g.kH * g.kW) > kSerialWork;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+#pragma omp parallel for schedule(static) num_threads(team(threads)) if (parallel)
   for (i64 u = 0; u < units; ++u) {
     const i64 plane = u / g.H, r = u % g.H;
     avg_backward_row(grad_out + plane * g.OH * g.OW, g, r, grad_x + u * g.W);
+  }
+}
+
+}  // extern "C"
+
+// Adaptive average pooling: bin i of an axis of length `size` pooled to `out` is the pixels
+// [floor(i * size / out), ceil((i + 1) * size / out)), so neighbouring bins may share a pixel. Must
+// equal pool.py's adaptive_avg_pool2d_forward / adaptive_avg_pool2d_backward.
+namespace {
+
+inline int64_t bin_start(int64_t i, int64_t size, int64_t out) { return i * size / out; }
+inline int64_t bin_end(int64_t i, int64_t size, int64_t out) { return ((i + 1) * size + out - 1) / out; }
+
+}  // namespace
+
+extern "C" {
+
+// p = {planes, H, W, OH, OW}
+void cnnzoo_adaptive_avg_pool2d_forward(const float* x, float* out, const int64_t* p, int threads) {
+  const int64_t planes = p[0], H = p[1], W = p[2], OH = p[3], OW = p[4];
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t q = 0; q < planes; ++q) {
+    const float* in = x + q * H * W;
+    float* o = out + q * OH * OW;
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      int64_t h0 = bin_start(oh, H, OH), h1 = bin_end(oh, H, OH);
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        int64_t w0 = bin_start(ow, W, OW), w1 = bin_end(ow, W, OW);
+        float sum = 0.0f;
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t w = w0; w < w1; ++w) sum += in[h * W + w];
+        o[oh * OW + ow] = sum / (float)((h1 - h0) * (w1 - w0));
+      }
+    }
+  }
+}
+
+// p = {planes, H, W, OH, OW}; writes every element of grad_x
+void cnnzoo_adaptive_avg_pool2d_backward(const float* grad_out, float* grad_x, const int64_t* p, int threads) {
+  const int64_t planes = p[0], H = p[1], W = p[2], OH = p[3], OW = p[4];
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t q = 0; q < planes; ++q) {
+    const float* g = grad_out + q * OH * OW;
+    float* gx = grad_x + q * H * W;
+    std::memset(gx, 0, sizeof(float) * H * W);
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      int64_t h0 = bin_start(oh, H, OH), h1 = bin_end(oh, H, OH);
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        int64_t w0 = bin_start(ow, W, OW), w1 = bin_end(ow, W, OW);
+        float share = g[oh * OW + ow] / (float)((h1 - h0) * (w1 - w0));
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t w = w0; w < w1; ++w) gx[h * W + w] += share;
+      }
+    }
   }
 }
 

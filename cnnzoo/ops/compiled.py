@@ -182,7 +182,8 @@ def _load(path: Path) -> ctypes.CDLL:
     for name, count in (("cnnzoo_conv2d_forward", 4), ("cnnzoo_conv2d_input_grad", 3),
                         ("cnnzoo_conv2d_weight_grad", 3), ("cnnzoo_max_pool2d_forward", 3),
                         ("cnnzoo_max_pool2d_backward", 3), ("cnnzoo_avg_pool2d_forward", 2),
-                        ("cnnzoo_avg_pool2d_backward", 2)):
+                        ("cnnzoo_avg_pool2d_backward", 2), ("cnnzoo_adaptive_avg_pool2d_forward", 2),
+                        ("cnnzoo_adaptive_avg_pool2d_backward", 2)):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = [pointer] * count + [params, ctypes.c_int], None
     lib.cnnzoo_fma_loop.argtypes, lib.cnnzoo_fma_loop.restype = [ctypes.c_int64, ctypes.c_int], ctypes.c_int64
@@ -312,4 +313,23 @@ def avg_pool2d_backward(grad_out, input_shape, kernel, stride, padding, count_in
     p = _pool_params(input_shape, grad_out.shape[2:], *kernel, *stride, *padding, int(count_include_pad),
                      divisor_override or 0)
     _library.cnnzoo_avg_pool2d_backward(grad_out.data_ptr(), grad.data_ptr(), p, torch.get_num_threads())
+    return grad
+
+
+def adaptive_avg_pool2d_forward(x, out) -> torch.Tensor:
+    """``pool.adaptive_avg_pool2d_forward`` (a contiguous result)."""
+    x = x.contiguous()
+    result = _empty((*x.shape[:2], *out), x, False)
+    _library.cnnzoo_adaptive_avg_pool2d_forward(x.data_ptr(), result.data_ptr(), _pool_params(x.shape, out),
+                                                torch.get_num_threads())
+    return result
+
+
+def adaptive_avg_pool2d_backward(grad_out, input_shape) -> torch.Tensor:
+    """``pool.adaptive_avg_pool2d_backward`` (a contiguous result)."""
+    grad_out = grad_out.contiguous()
+    grad = _empty(input_shape, grad_out, False)
+    _library.cnnzoo_adaptive_avg_pool2d_backward(grad_out.data_ptr(), grad.data_ptr(),
+                                                 _pool_params(input_shape, grad_out.shape[2:]),
+                                                 torch.get_num_threads())
     return grad

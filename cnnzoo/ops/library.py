@@ -664,6 +664,8 @@ AvgPool2dBackwardFunction = register(avg_pool2d_backward_op, _avg_pool2d_backwar
 def adaptive_avg_pool2d_op(input: Tensor, output_size: Sequence[int]) -> Tensor:
     """Adaptive average pooling of a batched input to ``output_size`` (Ho, Wo)."""
     out = _check_adaptive("adaptive_avg_pool2d", input, input.shape, output_size)
+    if compiled.applies(input):
+        return in_format(compiled.adaptive_avg_pool2d_forward(input, out), is_channels_last(input))
     with outside_autocast(input):
         result = reference_pool.adaptive_avg_pool2d_forward(input, out)
     return in_format(result, is_channels_last(input))
@@ -685,6 +687,8 @@ def adaptive_avg_pool2d_backward_op(grad_output: Tensor, input_size: Sequence[in
                                     channels_last: bool = False) -> Tensor:
     """Each bin's gradient spread evenly over its pixels."""
     _check_adaptive_backward(grad_output, input_size)
+    if compiled.applies(grad_output):
+        return in_format(compiled.adaptive_avg_pool2d_backward(grad_output, input_size), channels_last)
     with outside_autocast(grad_output):
         grad = reference_pool.adaptive_avg_pool2d_backward(grad_output, input_size)
     return in_format(grad, channels_last)
