@@ -91,7 +91,7 @@ def reference_conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
 
 
 @SETTINGS
-@given(conv_calls())
+@given(call=conv_calls())
 def test_conv2d_random_arguments(call, kernels):
     tensors, kwargs = call
     agree(ops.conv2d, reference_conv, in_dtype(tensors, kernels), kwargs)
@@ -109,7 +109,7 @@ def window_kwargs(draw):
 
 
 @SETTINGS
-@given(st.data())
+@given(data=st.data())
 def test_max_pool2d_random_arguments(data, kernels):
     x = pool_input(data.draw)
     kwargs = dict(window_kwargs(data.draw), dilation=data.draw(int_or_pair(0, 3)), return_indices=True)
@@ -117,7 +117,7 @@ def test_max_pool2d_random_arguments(data, kernels):
 
 
 @SETTINGS
-@given(st.data())
+@given(data=st.data())
 def test_avg_pool2d_random_arguments(data, kernels):
     x = pool_input(data.draw)
     kwargs = dict(window_kwargs(data.draw), count_include_pad=data.draw(st.booleans()),

@@ -123,7 +123,8 @@ def test_export_save_load_round_trip(name, tmp_path):
     loaded = torch.export.load(tmp_path / f"{name}.pt2").module()
     x3 = example(custom, EXPORTED[name], batch=3, seed=2)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x3), native(x3), atol=1e-5, rtol=1e-4)
+        expected = native(x3)  # (float32 sums round differently in different kernels: atol scaled)
+        torch.testing.assert_close(loaded(x3), expected, atol=1e-5 * max(1.0, expected.abs().max().item()), rtol=1e-4)
         torch.testing.assert_close(loaded(x3), custom(x3))
 
 
