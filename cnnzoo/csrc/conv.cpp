@@ -91,34 +91,51 @@ inline void add_segment(std::vector<Segment>& segs, int64_t src, const float* w,
   segs.push_back({src, w, k});
 }
 
+// The register block of R x V accumulator vectors that the block kernels below share: loaded from
+// (or zeroed) and stored to rows `stride` floats apart, and updated by one rank-1 product.
+template <int R, int V>
+__attribute__((always_inline)) inline void load_block(vec (&acc)[R][V], const float* p, int64_t stride, bool from) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = from ? load(p + r * stride + v * VL) : vec{};
+}
+
+template <int R, int V>
+__attribute__((always_inline)) inline void store_block(vec (&acc)[R][V], float* p, int64_t stride) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) store(p + r * stride + v * VL, acc[r][v]);
+}
+
+// acc[r][v] += x[r * xstride] * w[v * VL ...]: R broadcast scalars times V vectors
+template <int R, int V>
+__attribute__((always_inline)) inline void rank1_update(vec (&acc)[R][V], const float* x, int64_t xstride,
+                                                        const float* w) {
+  vec wv[V];
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) wv[v] = load(w + v * VL);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    float xs = x[r * xstride];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] += xs * wv[v];
+  }
+}
+
 // dst[r*dstep + v*VL + lane] (+)= sum over segments and k of src[r*step + seg.src + k] * w[k*wstride + v*VL + lane]
 template <int R, int V>
 void dot_block(const float* src, int64_t step, const Segment* segs, int nseg, int64_t wstride, float* dst,
                int64_t dstep, bool accumulate) {
   vec acc[R][V];
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) acc[r][v] = accumulate ? load(dst + r * dstep + v * VL) : vec{};
+  load_block<R, V>(acc, dst, dstep, accumulate);
   for (int s = 0; s < nseg; ++s) {
     const float* x = src + segs[s].src;
     const float* w = segs[s].w;
-    for (int64_t k = segs[s].k; k > 0; --k, ++x, w += wstride) {
-      vec wv[V];
-#pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) wv[v] = load(w + v * VL);
-#pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) {
-        float xs = x[r * step];
-#pragma GCC unroll 4
-        for (int v = 0; v < V; ++v) acc[r][v] += xs * wv[v];
-      }
-    }
+    for (int64_t k = segs[s].k; k > 0; --k, ++x, w += wstride) rank1_update<R, V>(acc, x, step, w);
   }
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) store(dst + r * dstep + v * VL, acc[r][v]);
+  store_block<R, V>(acc, dst, dstep);
 }
 
 // gw[r*gstride + v*VL + lane] += sum over rows y < rows, columns t < cols of
@@ -127,29 +144,13 @@ template <int R, int V>
 void outer_block(const float* x, int64_t xrow, int64_t xstep, const float* g, int64_t grow, int64_t gstep,
                  int64_t rows, int64_t cols, float* gw, int64_t gstride) {
   vec acc[R][V];
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) acc[r][v] = load(gw + r * gstride + v * VL);
+  load_block<R, V>(acc, gw, gstride, true);
   for (int64_t y = 0; y < rows; ++y) {
     const float* xp = x + y * xrow;
     const float* gp = g + y * grow;
-    for (int64_t t = 0; t < cols; ++t, xp += xstep, gp += gstep) {
-      vec gv[V];
-#pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) gv[v] = load(gp + v * VL);
-#pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) {
-        float xs = xp[r];
-#pragma GCC unroll 4
-        for (int v = 0; v < V; ++v) acc[r][v] += xs * gv[v];
-      }
-    }
+    for (int64_t t = 0; t < cols; ++t, xp += xstep, gp += gstep) rank1_update<R, V>(acc, xp, 1, gp);
   }
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) store(gw + r * gstride + v * VL, acc[r][v]);
+  store_block<R, V>(acc, gw, gstride);
 }
 
 // For few output channels (NC): dst[r*dstep + c] (+)= sum over segments and k of

@@ -421,6 +421,15 @@ i64 chunks_per_plane(i64 planes, i64 rows, int threads) {
   return want < rows ? want : rows;
 }
 
+// Runs row(u) for every unit u < units (a row of one plane), on all threads when the work (taps
+// visited) is worth waking them for.
+template <typename Row>
+void over_rows(i64 units, i64 work, int threads, Row row) {
+  const bool parallel = threads > 1 && work > kSerialWork;
+#pragma omp parallel for schedule(static) num_threads(team(threads)) if (parallel)
+  for (i64 u = 0; u < units; ++u) row(u);
+}
+
 }  // namespace
 
 extern "C" {
@@ -431,12 +440,9 @@ void cnnzoo_max_pool2d_forward(const float* x, float* values, int64_t* indices, 
   const MaxGeom g{p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12]};
   const i64 units = planes * g.OH;  // one output row each
   if (units == 0 || g.OW == 0) return;
-  const bool parallel = threads > 1 && units * g.OW * g.kH * g.kW > kSerialWork;
-#pragma omp parallel for schedule(static) num_threads(team(threads)) if (parallel)
-  for (i64 u = 0; u < units; ++u) {
-    const i64 plane = u / g.OH, oh = u % g.OH;
-    max_forward_row(x + plane * g.H * g.W, g, oh, values + u * g.OW, indices + u * g.OW);
-  }
+  over_rows(units, units * g.OW * g.kH * g.kW, threads, [&](i64 u) {
+    max_forward_row(x + u / g.OH * g.H * g.W, g, u % g.OH, values + u * g.OW, indices + u * g.OW);
+  });
 }
 
 void cnnzoo_max_pool2d_backward(const float* grad_out, const int64_t* indices, float* grad_x,
@@ -472,12 +478,9 @@ void cnnzoo_avg_pool2d_forward(const float* x, float* out, const int64_t* p, int
   const AvgGeom g{p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11] != 0, p[12]};
   const i64 units = planes * g.OH;  // one output row each
   if (units == 0 || g.OW == 0) return;
-  const bool parallel = threads > 1 && units * g.OW * g.kH * g.kW > kSerialWork;
-#pragma omp parallel for schedule(static) num_threads(team(threads)) if (parallel)
-  for (i64 u = 0; u < units; ++u) {
-    const i64 plane = u / g.OH, oh = u % g.OH;
-    avg_forward_row(x + plane * g.H * g.W, g, oh, out + u * g.OW);
-  }
+  over_rows(units, units * g.OW * g.kH * g.kW, threads, [&](i64 u) {
+    avg_forward_row(x + u / g.OH * g.H * g.W, g, u % g.OH, out + u * g.OW);
+  });
 }
 
 void cnnzoo_avg_pool2d_backward(const float* grad_out, float* grad_x, const int64_t* p, int threads) {
@@ -485,12 +488,9 @@ void cnnzoo_avg_pool2d_backward(const float* grad_out, float* grad_x, const int6
   const AvgGeom g{p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11] != 0, p[12]};
   const i64 units = planes * g.H;  // one input row each
   if (units == 0 || g.W == 0) return;
-  const bool parallel = threads > 1 && planes * (g.H * g.W + g.OH * g.OW * g.kH * g.kW) > kSerialWork;
-#pragma omp parallel for schedule(static) num_threads(team(threads)) if (parallel)
-  for (i64 u = 0; u < units; ++u) {
-    const i64 plane = u / g.H, r = u % g.H;
-    avg_backward_row(grad_out + plane * g.OH * g.OW, g, r, grad_x + u * g.W);
-  }
+  over_rows(units, planes * (g.H * g.W + g.OH * g.OW * g.kH * g.kW), threads, [&](i64 u) {
+    avg_backward_row(grad_out + u / g.H * g.OH * g.OW, g, u % g.H, grad_x + u * g.W);
+  });
 }
 
 }  // extern "C"
