@@ -51,7 +51,7 @@ def conv_case(rng: random.Random) -> dict:
     while True:
         g = rng.choice([1, 1, 1, 2, 3])
         case = dict(n=rng.choice([1, 1, 2, 3]), c=g * rng.randint(1, 7), o=g * rng.choice([1, 2, 3, 5, 7, 17, 33]),
-                    h=rng.choice([1, 2, 3, 5, 8, 13]), w=rng.choice([1, 2, 4, 7, 9, 16]), kh=rng.randint(1, 6),
+                    h=rng.choice([1, 2, 3, 5, 8, 13, 17]), w=rng.choice([1, 2, 4, 7, 9, 16, 23]), kh=rng.randint(1, 6),
                     kw=rng.randint(1, 6), stride=(rng.randint(1, 3), rng.randint(1, 3)),
                     dilation=(rng.randint(1, 2), rng.randint(1, 2)), groups=g, view=rng.choice(["", "", "cl", "t"]))
         case["padding"] = "same" if rng.random() < 0.15 else (rng.randint(0, case["kh"]), rng.randint(0, case["kw"]))
@@ -187,6 +187,10 @@ def test_compiled_kernels_serve_float32_and_the_reference_the_rest(kernels_built
     out = ops.adaptive_avg_pool2d(ops.avg_pool2d(ops.max_pool2d(ops.conv2d(x, w, padding=1), 2), 2, ceil_mode=True),
                                   (2, 1))  # (bins of 1 pixel: global pooling stays with the reference)
     out.sum().backward()  # every op and gradient above ran compiled
+    pointwise = torch.randn(5, 3, 1, 1, requires_grad=True)
+    ops.conv2d(x, pointwise).sum().backward()  # 1x1 on a plane of 64 pixels: compiled
+    with pytest.raises(AssertionError, match="the reference ran"):
+        ops.conv2d(torch.randn(2, 3, 9, 8), pointwise)  # 1x1 on larger planes: a matrix product
     with pytest.raises(AssertionError, match="the reference ran"):
         ops.conv2d(x.double(), w.double())
     with compiled.use("reference"), pytest.raises(AssertionError, match="the reference ran"):
@@ -194,23 +198,26 @@ def test_compiled_kernels_serve_float32_and_the_reference_the_rest(kernels_built
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_thread_counts_agree(kernels_built, batch):
-    """One thread, or two sharing images (batch 1) and splitting a batch (whole images, then shared)."""
-    x = torch.randn(batch, 5, 11, 10)
+@pytest.mark.parametrize("plane, stride", [((11, 10), 2), ((17, 19), 1)], ids=["side-by-side", "image-by-image"])
+def test_thread_counts_agree(kernels_built, batch, plane, stride):
+    """One thread, or two sharing images (batch 1) and splitting a batch (whole images, then shared);
+    on small planes (images side by side in the kernels' buffers) and large ones (image by image)."""
+    x = torch.randn(batch, 5, *plane)
     w = torch.randn(7, 5, 3, 3)
-    grad_out = torch.randn(batch, 7, 6, 5)
+    out_plane = [(size + 2 - 3) // stride + 1 for size in plane]
+    grad_out = torch.randn(batch, 7, *out_plane)
     before = torch.get_num_threads()
     results = []
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
             leaves = [x.clone().requires_grad_(), w.clone().requires_grad_()]
-            out = ops.conv2d(*leaves, stride=2, padding=1)
+            out = ops.conv2d(*leaves, stride=stride, padding=1)
             results.append((out, *torch.autograd.grad(out, leaves, grad_out)))
     finally:
         torch.set_num_threads(before)
-    for one, two in zip(*results):
-        torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-5)
+    for what, one, two in zip(("output", "grad input", "grad weight"), *results):
+        close(two, one, what, (batch, plane))  # the sums' order differs: rounding
 
 
 def test_bad_mode_is_a_clear_error(monkeypatch):

@@ -20,6 +20,13 @@
 // Threads: with at least as many images as threads, each thread takes whole images (its buffers
 // stay in its own cache); the images left over are shared by every thread, split over output rows
 // and channel blocks, so a batch smaller than the thread count still uses every thread.
+//
+// Small planes (8x8 and below in the zoo) leave too few pixels per row for a full register block,
+// and too little work per image to pay for streaming the weights once per image. There the images
+// go side by side: a chunk of images in one buffer [row][col][image][channel], a block's R pixels
+// are one pixel position in R images, and taps that fall in the padding (rows and columns) are
+// skipped, so the buffer needs none. Every thread shares every chunk, split over (position, block
+// of images, panel); the weight gradient over (tap, channel block, panel), into one accumulator.
 
 #include <omp.h>
 
@@ -252,6 +259,13 @@ struct Conv {
   // the first and one-past-last output row whose kernel tap row i lands inside the input
   int64_t first_row(int64_t i) const { return std::max<int64_t>(0, ceil_div(PT - i * DH, SH)); }
   int64_t end_row(int64_t i) const { return std::min<int64_t>(OH, ceil_div(H + PT - i * DH, SH)); }
+  // the same for the output columns and kernel tap column j
+  int64_t first_col(int64_t j) const { return std::max<int64_t>(0, ceil_div(PL - j * DW, SW)); }
+  int64_t end_col(int64_t j) const { return std::min<int64_t>(OW, ceil_div(W + PL - j * DW, SW)); }
+  // whether kernel tap t (row-major) reads the input for some output pixel
+  bool tap_used(int64_t t) const {
+    return first_row(t / KW) < end_row(t / KW) && first_col(t % KW) < end_col(t % KW);
+  }
 };
 
 
@@ -262,33 +276,42 @@ struct Strides {
 
 // Weights packed for the block kernels. Per group: the vector dimension (`vdim` channels, padded
 // with zeros to whole vectors) in panels of up to VMAX vectors; a panel holds, for each tap and
-// reduction channel, one row of its width. Also used, zero-filled, to accumulate a weight gradient.
+// reduction channel, one row of its width. Also used, zeroed, to accumulate a weight gradient. The
+// floats live in storage the caller keeps (`floats()` of them).
 struct Panels {
   int64_t taps, kdim, vdim, vpad;
-  std::vector<float> data;
+  float* data;
 
-  Panels(int64_t groups, int64_t taps_, int64_t kdim_, int64_t vdim_)
-      : taps(taps_), kdim(kdim_), vdim(vdim_), vpad(round_up(vdim_, VL)), data(groups * taps_ * kdim_ * vpad, 0.0f) {}
+  Panels(int64_t taps_, int64_t kdim_, int64_t vdim_, float* storage)
+      : taps(taps_), kdim(kdim_), vdim(vdim_), vpad(round_up(vdim_, VL)), data(storage) {}
+  static int64_t floats(int64_t groups, int64_t taps, int64_t kdim, int64_t vdim) {
+    return groups * taps * kdim * round_up(vdim, VL);
+  }
 
   int64_t panels() const { return ceil_div(vpad, VMAX * VL); }
   int64_t width(int64_t p) const { return std::min<int64_t>(VMAX * VL, vpad - p * VMAX * VL); }
   // the row (tap, k) of panel p of group g
-  float* at(int64_t g, int64_t p, int64_t tap, int64_t k) {
-    return data.data() + g * taps * kdim * vpad + p * VMAX * VL * taps * kdim + (tap * kdim + k) * width(p);
+  float* at(int64_t g, int64_t p, int64_t tap, int64_t k) const {
+    return data + g * taps * kdim * vpad + p * VMAX * VL * taps * kdim + (tap * kdim + k) * width(p);
   }
-  const float* at(int64_t g, int64_t p, int64_t tap, int64_t k) const {
-    return const_cast<Panels*>(this)->at(g, p, tap, k);
-  }
-  // visits every real (not padding) entry: f(g, tap, k, v, entry)
-  template <typename F>
-  void each(int64_t groups, F f) {
-    for (int64_t g = 0; g < groups; ++g)
-      for (int64_t p = 0; p < panels(); ++p)
-        for (int64_t t = 0; t < taps; ++t)
-          for (int64_t k = 0; k < kdim; ++k) {
-            float* row = at(g, p, t, k);
-            for (int64_t v = 0; v < std::min(width(p), vdim - p * VMAX * VL); ++v) f(g, t, k, p * VMAX * VL + v, row[v]);
-          }
+  // Packs the rows of the taps where used(tap): entry (g, tap, k, v) = value(g, tap, k, v), zero in
+  // the padding of the vector dimension. The panels are split over the threads; within one, the
+  // taps are the inner loop, so that the source's values for one (k, v) are read together.
+  template <typename Used, typename Value>
+  void pack(int64_t groups, int threads, Used used, Value value) {
+    int64_t items = groups * panels();
+#pragma omp parallel for num_threads(threads) schedule(static) if (items * taps * kdim * VMAX * VL > (1 << 16))
+    for (int64_t item = 0; item < items; ++item) {
+      int64_t g = item / panels(), p = item % panels(), v0 = p * VMAX * VL, wd = width(p);
+      int64_t real = std::min(wd, vdim - v0);
+      for (int64_t k = 0; k < kdim; ++k)
+        for (int64_t t = 0; t < taps; ++t) {
+          if (!used(t)) continue;
+          float* row = at(g, p, t, k);
+          for (int64_t v = 0; v < real; ++v) row[v] = value(g, t, k, v0 + v);
+          for (int64_t v = real; v < wd; ++v) row[v] = 0.0f;
+        }
+    }
   }
 };
 
@@ -306,9 +329,11 @@ struct Buffer {
     }
     return data;
   }
-  // large buffers are not kept past a call
+  // Buffers over 1 MiB are freed at the end of a call: kept, they would add to the peak memory of a
+  // training step (reached at the optimizer step, long after the last convolution); freeing them
+  // measured no slower.
   void trim() {
-    if (size > (int64_t)(64 << 20) / 4) {
+    if (size > (int64_t)(1 << 20) / 4) {
       free(data);
       data = nullptr;
       size = 0;
@@ -318,15 +343,24 @@ struct Buffer {
 
 struct Scratch {
   Buffer in, out;
+  Buffer panels, sums;  // the calling thread's: packed weights, weight-gradient accumulators
+  void trim() {
+    for (Buffer* b : {&in, &out, &panels, &sums}) b->trim();
+  }
 };
 
 // Runs image(n, scratch, team) for every image: whole images per thread while there are at least as
 // many left as threads, then the rest one at a time by all threads together (on a shared scratch,
 // sized beforehand by `size_shared`). `done(id, team_size)` runs on every thread at the end.
+// The calling thread's scratch, for work its whole team shares (concurrent callers do not share).
+Scratch& caller_scratch() {
+  static thread_local Scratch scratch;
+  return scratch;
+}
+
 template <typename Image, typename Size, typename Done>
 void over_images(int64_t images, int threads, Image image, Size size_shared, Done done) {
-  static thread_local Scratch callers;  // of the calling thread: concurrent callers do not share
-  Scratch& shared = callers;  // (the name alone would mean each team thread's own)
+  Scratch& shared = caller_scratch();
   bool sized = images % std::max(threads, 1) != 0;
   if (sized) size_shared(shared);
 #pragma omp parallel num_threads(threads)
@@ -340,13 +374,44 @@ void over_images(int64_t images, int threads, Image image, Size size_shared, Don
     }
     for (int64_t n = id; n < whole; n += nt) image(n, own, Team{0, 1});
     for (int64_t n = whole; n < images; ++n) image(n, shared, Team{id, nt});
-    own.in.trim();
-    own.out.trim();
+    own.trim();
     done(id, nt);
   }
-  shared.in.trim();
-  shared.out.trim();
+  shared.trim();
 }
+
+// data[0, n) = 0, split over the threads when large.
+void zero(float* data, int64_t n, int threads) {
+  int64_t per = (1 << 16);
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 4 * per)
+  for (int64_t i = 0; i < ceil_div(n, per); ++i) std::memset(data + i * per, 0, sizeof(float) * std::min(per, n - i * per));
+}
+
+// Small planes: images side by side. Runs chunk(n0, count, in, out, team) on every thread for
+// chunks of `chunk` images, on two shared buffers of in_size and out_size floats, then done(team).
+template <typename Chunk, typename Done>
+void over_chunks(int64_t images, int64_t chunk, int threads, int64_t in_size, int64_t out_size, Chunk f, Done done) {
+  Scratch& s = caller_scratch();
+  float *in = s.in.get(in_size), *out = s.out.get(out_size);
+#pragma omp parallel num_threads(threads)
+  {
+    Team team{omp_get_thread_num(), omp_get_num_threads()};
+    for (int64_t n0 = 0; n0 < images; n0 += chunk) f(n0, std::min(chunk, images - n0), in, out, team);
+    done(team);
+  }
+  s.trim();
+}
+
+// The images in one chunk: as many as about 8 MiB of buffers hold (`per_image` floats each).
+int64_t chunk_images(int64_t images, int64_t per_image) {
+  return std::max<int64_t>(1, std::min<int64_t>(images, (8 << 20) / 4 / std::max<int64_t>(per_image, 1)));
+}
+
+// Whether the dot kernels (forward, input gradient) take the images side by side: when an image's
+// rows of block pixels are shorter than 8 (measured on the zoo's 8x8, 4x4, 2x2 and 1x1 planes), or
+// the weight gradient: when an image has fewer than 64 output pixels to sum over.
+bool side_by_side(int64_t row) { return row < 8; }
+bool side_by_side_weight_grad(int64_t pixels) { return pixels < 64; }
 
 // The floats from one pixel to the next in a channels-last buffer: the channels, plus a cache line
 // when they are a multiple of 64, so that neighbouring pixels (and rows) do not fall on addresses a
@@ -358,9 +423,11 @@ int64_t pixel_stride(int64_t channels) { return channels % 64 == 0 ? channels + 
 // zero in the columns outside [left, left + cols) and in the padding channels. Rows are split over
 // the team.
 void to_channels_last(const float* src, Strides s, int64_t groups, int64_t per_group, int64_t vpad, int64_t rows,
-                      int64_t cols, float* dst, int64_t left, int64_t width, int64_t pixel, const Team& team) {
+                      int64_t cols, float* dst, int64_t left, int64_t width, int64_t pixel, const Team& team,
+                      int64_t step = 0) {
+  if (step == 0) step = pixel;  // else the pixels are `step` floats apart, with no padding columns
   for (int64_t y = team.id; y < rows; y += team.size) {
-    float* out = dst + y * width * pixel;
+    float* out = dst + y * width * step;
     std::memset(out, 0, sizeof(float) * left * pixel);
     std::memset(out + (left + cols) * pixel, 0, sizeof(float) * (width - left - cols) * pixel);
     out += left * pixel;
@@ -370,30 +437,33 @@ void to_channels_last(const float* src, Strides s, int64_t groups, int64_t per_g
       const float* i = in + g * per_group * s.c;
       int64_t pad = (g + 1 == groups ? pixel - g * vpad : vpad) - per_group;  // to the next group or pixel
       if (pad > 0)
-        for (int64_t x = 0; x < cols; ++x) std::memset(o + x * pixel + per_group, 0, sizeof(float) * pad);
+        for (int64_t x = 0; x < cols; ++x) std::memset(o + x * step + per_group, 0, sizeof(float) * pad);
       if (s.c == 1) {  // already channels-last
-        for (int64_t x = 0; x < cols; ++x) std::memcpy(o + x * pixel, i + x * s.w, sizeof(float) * per_group);
+        for (int64_t x = 0; x < cols; ++x) std::memcpy(o + x * step, i + x * s.w, sizeof(float) * per_group);
         continue;
       }
       constexpr int64_t TILE = 16;  // a tile of channels x columns, transposed through the cache
       for (int64_t c0 = 0; c0 < per_group; c0 += TILE) {
         int64_t c1 = std::min(per_group, c0 + TILE);
         for (int64_t x = 0; x < cols; ++x)
-          for (int64_t c = c0; c < c1; ++c) o[x * pixel + c] = i[c * s.c + x * s.w];
+          for (int64_t c = c0; c < c1; ++c) o[x * step + c] = i[c * s.c + x * s.w];
       }
     }
   }
 }
 
 // The reverse, without padding: dst (channels x rows x cols, any strides) = src[pixel][group * vpad +
-// channel] + bias[channel] (when given). Channels are split over the team.
+// channel] + bias[channel] (when given), the pixels `step` floats apart (`pixel` unless given).
+// Channels are split over the team.
 void from_channels_last(const float* src, int64_t groups, int64_t per_group, int64_t vpad, int64_t pixel,
-                        int64_t rows, int64_t cols, const float* bias, float* dst, Strides s, const Team& team) {
+                        int64_t rows, int64_t cols, const float* bias, float* dst, Strides s, const Team& team,
+                        int64_t step = 0) {
+  if (step == 0) step = pixel;
   int64_t channels = groups * per_group, pixels = rows * cols;
   if (s.c == 1 && s.w == channels && s.h == cols * channels) {  // channels-last output: rows of channels
     for (int64_t q = team.id; q < pixels; q += team.size)
       for (int64_t c = 0; c < channels; ++c)
-        dst[q * channels + c] = src[q * pixel + (c / per_group) * vpad + c % per_group] + (bias ? bias[c] : 0.0f);
+        dst[q * channels + c] = src[q * step + (c / per_group) * vpad + c % per_group] + (bias ? bias[c] : 0.0f);
     return;
   }
   for (int64_t c = team.id; c < channels; c += team.size) {
@@ -401,7 +471,7 @@ void from_channels_last(const float* src, int64_t groups, int64_t per_group, int
     float b = bias ? bias[c] : 0.0f;
     float* out = dst + c * s.c;
     for (int64_t y = 0; y < rows; ++y)
-      for (int64_t x = 0; x < cols; ++x) out[y * s.h + x * s.w] = in[(y * cols + x) * pixel] + b;
+      for (int64_t x = 0; x < cols; ++x) out[y * s.h + x * s.w] = in[(y * cols + x) * step] + b;
   }
 }
 
@@ -458,6 +528,20 @@ Conv read_conv(const int64_t* p, int threads) {
 // The padded width of the channels-last input: every column a window reads.
 int64_t padded_width(const Conv& cv) { return std::max(cv.W + cv.PL, (cv.OW - 1) * cv.SW + (cv.KW - 1) * cv.DW + 1); }
 
+// grad_w = the sum of `count` accumulators in the panel layout; output channels split over the team.
+void write_weight_grad(const Panels* acc, int count, const Conv& cv, float* grad_w, Strides ws, const Team& team) {
+  int64_t taps = cv.KH * cv.KW;
+  for (int64_t o = team.id; o < cv.O; o += team.size) {
+    int64_t g = o / cv.Og, og = o % cv.Og, pnl = og / (VMAX * VL), lane = og % (VMAX * VL);
+    for (int64_t c = 0; c < cv.Cg; ++c)
+      for (int64_t t = 0; t < taps; ++t) {
+        float sum = 0.0f;
+        for (int a = 0; a < count; ++a) sum += acc[a].at(g, pnl, t, c)[lane];
+        grad_w[o * ws.n + c * ws.c + (t / cv.KW) * ws.h + (t % cv.KW) * ws.w] = sum;
+      }
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -472,12 +556,53 @@ void cnnzoo_conv2d_forward(const float* x, const float* weight, const float* bia
   Strides xs{p[16], p[17], p[18], p[19]}, ws{p[20], p[21], p[22], p[23]}, os{p[24], p[25], p[26], p[27]};
   if (cv.N == 0 || cv.O == 0 || cv.OH == 0 || cv.OW == 0) return;
   int64_t taps = cv.KH * cv.KW, width = padded_width(cv);
-  Panels w(cv.G, taps, cv.Cg, cv.Og);
-  w.each(cv.G, [&](int64_t g, int64_t t, int64_t c, int64_t o, float& e) {
-    e = weight[(g * cv.Og + o) * ws.n + c * ws.c + (t / cv.KW) * ws.h + (t % cv.KW) * ws.w];
+  Scratch& mine = caller_scratch();
+  Panels w(taps, cv.Cg, cv.Og, mine.panels.get(Panels::floats(cv.G, taps, cv.Cg, cv.Og)));
+  w.pack(cv.G, threads, [&](int64_t t) { return cv.tap_used(t); }, [&](int64_t g, int64_t t, int64_t c, int64_t o) {
+    return weight[(g * cv.Og + o) * ws.n + c * ws.c + (t / cv.KW) * ws.h + (t % cv.KW) * ws.w];
   });
   int64_t xpixel = pixel_stride(cv.C), pixel = pixel_stride(cv.G * w.vpad);
   int64_t in_size = cv.H * width * xpixel, out_size = cv.OH * cv.OW * pixel;
+
+  if (side_by_side(cv.OW)) {
+    // block rows run over the images at one output pixel: x as [row][col][image][channel], no padding
+    int64_t plane = cv.H * cv.W * xpixel, oplane = cv.OH * cv.OW * pixel;
+    int64_t chunk = chunk_images(cv.N, plane + oplane);
+    auto run = [&](int64_t n0, int64_t B, float* xbuf, float* obuf, const Team& team) {
+      for (int64_t b = team.id; b < B; b += team.size)
+        to_channels_last(x + (n0 + b) * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf + b * xpixel, 0, cv.W, xpixel,
+                         Team{0, 1}, B * xpixel);
+      team.sync();
+      int64_t parts = ceil_div(B, max_rows(VMAX));
+      for (int64_t g = 0; g < cv.G; ++g) {
+        auto segments = [&](int64_t pnl, int64_t k0, int64_t k1, int64_t row, std::vector<Segment>& segs) {
+          int64_t oh = row / parts / cv.OW, ow = row / parts % cv.OW;
+          for (int64_t i = 0; i < cv.KH; ++i) {
+            int64_t ih = oh * cv.SH - cv.PT + i * cv.DH;
+            if (ih < 0 || ih >= cv.H) continue;
+            for (int64_t j = 0; j < cv.KW; ++j) {
+              int64_t iw = ow * cv.SW - cv.PL + j * cv.DW;
+              if (iw < 0 || iw >= cv.W) continue;
+              add_segment(segs, (ih * cv.W + iw) * B * xpixel + g * cv.Cg + k0, w.at(g, pnl, i * cv.KW + j, k0),
+                          k1 - k0, w.width(pnl));
+            }
+          }
+        };
+        auto row_at = [&](int64_t row) {
+          int64_t pos = row / parts, part = row % parts, b0 = part * B / parts, b1 = (part + 1) * B / parts;
+          return Row{xbuf + b0 * xpixel, b1 - b0, obuf + (pos * B + b0) * pixel + g * w.vpad};
+        };
+        run_blocks(w, cv.OH * cv.OW * parts, xpixel, pixel, segments, row_at, team);
+      }
+      team.sync();
+      for (int64_t b = team.id; b < B; b += team.size)
+        from_channels_last(obuf + b * pixel, cv.G, cv.Og, w.vpad, pixel, cv.OH, cv.OW, bias, out + (n0 + b) * os.n,
+                           os, Team{0, 1}, B * pixel);
+      team.sync();
+    };
+    over_chunks(cv.N, chunk, threads, chunk * plane, chunk * oplane, run, [](const Team&) {});
+    return;
+  }
 
   auto image = [&](int64_t n, Scratch& s, const Team& team) {
     float *xbuf = s.in.get(in_size), *obuf = s.out.get(out_size);
@@ -512,10 +637,13 @@ void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float*
   int64_t taps = cv.KH * cv.KW;
   // filters transposed (output channels reduced, input channels as vectors), columns reversed so
   // that the taps of a row, read right to left, continue each other in memory
-  Panels w(cv.G, taps, cv.Og, cv.Cg);
-  w.each(cv.G, [&](int64_t g, int64_t t, int64_t o, int64_t c, float& e) {
-    e = weight[(g * cv.Og + o) * ws.n + c * ws.c + (t / cv.KW) * ws.h + (cv.KW - 1 - t % cv.KW) * ws.w];
-  });
+  Scratch& mine = caller_scratch();
+  Panels w(taps, cv.Og, cv.Cg, mine.panels.get(Panels::floats(cv.G, taps, cv.Og, cv.Cg)));
+  auto reversed = [&](int64_t t) { return t - t % cv.KW + cv.KW - 1 - t % cv.KW; };
+  w.pack(cv.G, threads, [&](int64_t t) { return cv.tap_used(reversed(t)); },
+         [&](int64_t g, int64_t t, int64_t o, int64_t c) {
+           return weight[(g * cv.Og + o) * ws.n + c * ws.c + (t / cv.KW) * ws.h + (cv.KW - 1 - t % cv.KW) * ws.w];
+         });
   // grad_out in channels-last, with zero columns on both sides for the windows that overhang it
   int64_t left = ceil_div((cv.KW - 1) * cv.DW, cv.SW);
   int64_t width = left + std::max(cv.OW, (cv.W - 1 + cv.PL) / cv.SW + 1);
@@ -535,6 +663,46 @@ void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float*
           for (int64_t o = 0; o < cv.Og; ++o)
             lane_w[((g * nc + c) * taps + t) * cv.Og + o] =
                 weight[(g * cv.Og + o) * ws.n + c * ws.c + (t / cv.KW) * ws.h + (cv.KW - 1 - t % cv.KW) * ws.w];
+  }
+
+  if (side_by_side(ceil_div(cv.W, cv.SW))) {
+    // block rows run over the images at one input pixel: grad_out as [row][col][image][channel]
+    int64_t plane = cv.OH * cv.OW * gpixel, oplane = cv.H * cv.W * pixel;
+    int64_t chunk = chunk_images(cv.N, plane + oplane);
+    auto run = [&](int64_t n0, int64_t B, float* gbuf, float* obuf, const Team& team) {
+      for (int64_t b = team.id; b < B; b += team.size)
+        to_channels_last(grad_out + (n0 + b) * gs.n, gs, 1, cv.O, cv.O, cv.OH, cv.OW, gbuf + b * gpixel, 0, cv.OW,
+                         gpixel, Team{0, 1}, B * gpixel);
+      team.sync();
+      int64_t parts = ceil_div(B, max_rows(VMAX));
+      for (int64_t g = 0; g < cv.G; ++g) {
+        auto segments = [&](int64_t pnl, int64_t k0, int64_t k1, int64_t row, std::vector<Segment>& segs) {
+          int64_t ih = row / parts / cv.W, iw = row / parts % cv.W;
+          for (int64_t i = 0; i < cv.KH; ++i) {
+            int64_t a = ih + cv.PT - i * cv.DH;  // = oh * SH for the output pixel this tap came from
+            if (a < 0 || a % cv.SH != 0 || a / cv.SH >= cv.OH) continue;
+            for (int64_t j = 0; j < cv.KW; ++j) {
+              int64_t b = iw + cv.PL - j * cv.DW;  // = ow * SW
+              if (b < 0 || b % cv.SW != 0 || b / cv.SW >= cv.OW) continue;
+              add_segment(segs, ((a / cv.SH) * cv.OW + b / cv.SW) * B * gpixel + g * cv.Og + k0,
+                          w.at(g, pnl, i * cv.KW + (cv.KW - 1 - j), k0), k1 - k0, w.width(pnl));
+            }
+          }
+        };
+        auto row_at = [&](int64_t row) {
+          int64_t pos = row / parts, part = row % parts, b0 = part * B / parts, b1 = (part + 1) * B / parts;
+          return Row{gbuf + b0 * gpixel, b1 - b0, obuf + (pos * B + b0) * pixel + g * w.vpad};
+        };
+        run_blocks(w, cv.H * cv.W * parts, gpixel, pixel, segments, row_at, team);
+      }
+      team.sync();
+      for (int64_t b = team.id; b < B; b += team.size)
+        from_channels_last(obuf + b * pixel, cv.G, cv.Cg, w.vpad, pixel, cv.H, cv.W, nullptr,
+                           grad_x + (n0 + b) * xs.n, xs, Team{0, 1}, B * pixel);
+      team.sync();
+    };
+    over_chunks(cv.N, chunk, threads, chunk * plane, chunk * oplane, run, [](const Team&) {});
+    return;
   }
 
   auto image = [&](int64_t n, Scratch& s, const Team& team) {
@@ -596,8 +764,61 @@ void cnnzoo_conv2d_weight_grad(const float* x, const float* grad_out, float* gra
   Strides xs{p[16], p[17], p[18], p[19]}, gs{p[20], p[21], p[22], p[23]}, ws{p[24], p[25], p[26], p[27]};
   int64_t taps = cv.KH * cv.KW, width = padded_width(cv);
   if (cv.O == 0 || cv.Cg == 0 || taps == 0) return;
+  if (side_by_side_weight_grad(cv.OH * cv.OW)) {
+    // every (tap, channel block, panel) summed over all images and pixels by one thread, on
+    // x and grad_out as [row][col][image][channel]: one accumulator, each entry written once
+    Scratch& mine = caller_scratch();
+    int64_t size = Panels::floats(cv.G, taps, cv.Cg, cv.Og);
+    Panels a(taps, cv.Cg, cv.Og, mine.sums.get(size));
+    zero(a.data, size, threads);
+    int64_t xpixel = pixel_stride(cv.C), pixel = pixel_stride(cv.G * a.vpad);
+    int64_t plane = cv.H * cv.W * xpixel, gplane = cv.OH * cv.OW * pixel;
+    int64_t chunk = chunk_images(cv.N, plane + gplane);
+    auto run = [&](int64_t n0, int64_t B, float* xbuf, float* gbuf, const Team& team) {
+      for (int64_t b = team.id; b < B; b += team.size) {
+        to_channels_last(x + (n0 + b) * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf + b * xpixel, 0, cv.W, xpixel,
+                         Team{0, 1}, B * xpixel);
+        to_channels_last(grad_out + (n0 + b) * gs.n, gs, cv.G, cv.Og, a.vpad, cv.OH, cv.OW, gbuf + b * pixel, 0,
+                         cv.OW, pixel, Team{0, 1}, B * pixel);
+      }
+      team.sync();
+      int64_t item = 0;
+      for (int64_t g = 0; g < cv.G; ++g)
+        for (int64_t i = 0; i < cv.KH; ++i)
+          for (int64_t j = 0; j < cv.KW; ++j) {
+            int64_t oh0 = cv.first_row(i), oh1 = cv.end_row(i), ow0 = cv.first_col(j), ow1 = cv.end_col(j);
+            if (oh1 <= oh0 || ow1 <= ow0) continue;
+            for (int64_t pnl = 0; pnl < a.panels(); ++pnl) {
+              int v = (int)(a.width(pnl) / VL);
+              even_blocks(cv.Cg, max_rows(v), [&](int64_t c0, int64_t count) {
+                if (item++ % team.size != team.id) return;
+                for (int64_t oh = oh0; oh < oh1; ++oh) {
+                  int64_t ih = oh * cv.SH - cv.PT + i * cv.DH, iw = ow0 * cv.SW - cv.PL + j * cv.DW;
+                  outer_fn(v, (int)count)(xbuf + (ih * cv.W + iw) * B * xpixel + g * cv.Cg + c0,
+                                          cv.SW * B * xpixel, xpixel,
+                                          gbuf + (oh * cv.OW + ow0) * B * pixel + g * a.vpad + pnl * VMAX * VL,
+                                          B * pixel, pixel, ow1 - ow0, B, a.at(g, pnl, i * cv.KW + j, c0),
+                                          a.width(pnl));
+                }
+              });
+            }
+          }
+      team.sync();
+    };
+    auto done = [&](const Team& team) {
+      team.sync();
+      write_weight_grad(&a, 1, cv, grad_w, ws, team);
+    };
+    over_chunks(cv.N, chunk, threads, chunk * plane, chunk * gplane, run, done);
+    return;
+  }
   // one accumulator per thread, in the forward pass's panel layout, summed at the end
-  std::vector<Panels> acc(std::max(threads, 1), Panels(cv.G, taps, cv.Cg, cv.Og));
+  Scratch& mine = caller_scratch();
+  int64_t size = Panels::floats(cv.G, taps, cv.Cg, cv.Og);
+  float* sums = mine.sums.get(std::max(threads, 1) * size);
+  zero(sums, std::max(threads, 1) * size, threads);
+  std::vector<Panels> acc;
+  for (int th = 0; th < std::max(threads, 1); ++th) acc.emplace_back(taps, cv.Cg, cv.Og, sums + th * size);
   const Panels& shape = acc[0];
   int64_t xpixel = pixel_stride(cv.C), pixel = pixel_stride(cv.G * shape.vpad);
   int64_t in_size = cv.H * width * xpixel, g_size = cv.OH * cv.OW * pixel;
@@ -643,15 +864,7 @@ void cnnzoo_conv2d_weight_grad(const float* x, const float* grad_out, float* gra
   };
   auto reduce = [&](int id, int nt) {
 #pragma omp barrier
-    for (int64_t o = id; o < cv.O; o += nt) {
-      int64_t g = o / cv.Og, og = o % cv.Og, pnl = og / (VMAX * VL), lane = og % (VMAX * VL);
-      for (int64_t c = 0; c < cv.Cg; ++c)
-        for (int64_t t = 0; t < taps; ++t) {
-          float sum = 0.0f;
-          for (int th = 0; th < nt; ++th) sum += acc[th].at(g, pnl, t, c)[lane];
-          grad_w[o * ws.n + c * ws.c + (t / cv.KW) * ws.h + (t % cv.KW) * ws.w] = sum;
-        }
-    }
+    write_weight_grad(acc.data(), nt, cv, grad_w, ws, Team{id, nt});
   };
   over_images(cv.N, threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(g_size); }, reduce);
 }

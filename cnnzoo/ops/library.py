@@ -229,17 +229,26 @@ def conv2d_op(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Sequen
     """2-D convolution of a batched input; ``padding`` is ``(top, bottom, left, right)``."""
     _check_conv2d(input, weight, bias, stride, padding, dilation, groups)
     channels_last = is_channels_last(input) or is_channels_last(weight)
-    if _compiled_conv(weight.shape, stride, padding, input, weight, bias):
+    if _compiled_conv(weight.shape, stride, padding, input.shape, input, weight, bias):
         return compiled.conv2d_forward(input, weight, bias, stride, padding, dilation, groups, channels_last)
     with outside_autocast(input):
         out = reference_conv.conv2d_forward(input, weight, bias, stride, padding, dilation, groups)
     return in_format(out, channels_last)
 
 
-def _compiled_conv(weight_size, stride, padding, *tensors) -> bool:
+# Pointwise convolutions on planes up to this many pixels go to the compiled kernels: there the
+# reference's matrix products are one small product per image, slower than the kernels, which take
+# the images side by side. On larger planes the reference's products are as fast.
+POINTWISE_COMPILED_PIXELS = 64
+
+
+def _compiled_conv(weight_size, stride, padding, input_size, *tensors) -> bool:
     """Whether the compiled kernels run a convolution: where they apply, except unpadded 1x1 stride-1
-    convolutions, which are plain matrix products (the reference's ``matmul`` is as fast there)."""
-    return not reference_conv.pointwise(weight_size[2:], stride, padding) and compiled.applies(*tensors)
+    convolutions on planes larger than ``POINTWISE_COMPILED_PIXELS``, which stay the reference's
+    matrix products."""
+    pointwise = reference_conv.pointwise(weight_size[2:], stride, padding)
+    large = input_size[2] * input_size[3] > POINTWISE_COMPILED_PIXELS
+    return not (pointwise and large) and compiled.applies(*tensors)
 
 
 def _check_conv2d(input, weight, bias, stride, padding, dilation, groups) -> tuple[int, int, int, int]:
@@ -269,7 +278,7 @@ def conv2d_input_grad_op(grad_output: Tensor, weight: Tensor, input_size: Sequen
     """The gradient of conv2d with respect to an input of ``input_size``: col2im of ``weight^T @ grad_output``."""
     _check_conv2d_grad("conv2d_input_grad", grad_output, ("weight", weight), input_size, weight.shape, stride, padding,
                        dilation, groups)
-    if _compiled_conv(weight.shape, stride, padding, grad_output, weight):
+    if _compiled_conv(weight.shape, stride, padding, input_size, grad_output, weight):
         return compiled.conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups,
                                           channels_last)
     with outside_autocast(grad_output):
@@ -285,7 +294,7 @@ def conv2d_weight_grad_op(input: Tensor, grad_output: Tensor, weight_size: Seque
     """The gradient of conv2d with respect to a weight of ``weight_size``: ``grad_output`` times the columns."""
     _check_conv2d_grad("conv2d_weight_grad", grad_output, ("input", input), input.shape, weight_size, stride, padding,
                        dilation, groups)
-    if _compiled_conv(weight_size, stride, padding, input, grad_output):
+    if _compiled_conv(weight_size, stride, padding, input.shape, input, grad_output):
         return compiled.conv2d_weight_grad(input, grad_output, weight_size, stride, padding, dilation, groups,
                                            channels_last)
     with outside_autocast(input):
