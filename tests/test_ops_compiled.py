@@ -185,8 +185,8 @@ def test_compiled_kernels_serve_float32_and_the_reference_the_rest(kernels_built
         for name in names:
             monkeypatch.setattr(module, name, refuse)
     out = ops.adaptive_avg_pool2d(ops.avg_pool2d(ops.max_pool2d(ops.conv2d(x, w, padding=1), 2), 2, ceil_mode=True),
-                                  (2, 1))  # (bins of 1 pixel: global pooling stays with the reference)
-    out.sum().backward()  # every op and gradient above ran compiled
+                                  (2, 1))
+    (out.sum() + ops.adaptive_avg_pool2d(x, 1).sum()).backward()  # every op and gradient above ran compiled
     pointwise = torch.randn(5, 3, 1, 1, requires_grad=True)
     ops.conv2d(x, pointwise).sum().backward()  # 1x1 on a plane of 64 pixels: compiled
     with pytest.raises(AssertionError, match="the reference ran"):

@@ -503,6 +503,28 @@ namespace {
 inline int64_t bin_start(int64_t i, int64_t size, int64_t out) { return i * size / out; }
 inline int64_t bin_end(int64_t i, int64_t size, int64_t out) { return ((i + 1) * size + out - 1) / out; }
 
+// The sum of p[0, n): 16 lanes at a time into two vector accumulators, the rest one by one.
+float run_sum(const float* p, int64_t n) {
+  using F = Vec<16>::F;
+  F a{}, b{}, v;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    load<16>(v, p + i);
+    a += v;
+    load<16>(v, p + i + 16);
+    b += v;
+  }
+  for (; i + 16 <= n; i += 16) {
+    load<16>(v, p + i);
+    a += v;
+  }
+  a += b;
+  float sum = 0.0f;
+  for (int lane = 0; lane < 16; ++lane) sum += a[lane];
+  for (; i < n; ++i) sum += p[i];
+  return sum;
+}
+
 }  // namespace
 
 extern "C" {
@@ -510,7 +532,8 @@ extern "C" {
 // p = {planes, H, W, OH, OW}
 void cnnzoo_adaptive_avg_pool2d_forward(const float* x, float* out, const int64_t* p, int threads) {
   const int64_t planes = p[0], H = p[1], W = p[2], OH = p[3], OW = p[4];
-#pragma omp parallel for num_threads(threads) schedule(static)
+  const bool serial = planes * H * W < kSerialWork;
+#pragma omp parallel for num_threads(threads) schedule(static) if (!serial)
   for (int64_t q = 0; q < planes; ++q) {
     const float* in = x + q * H * W;
     float* o = out + q * OH * OW;
@@ -519,8 +542,13 @@ void cnnzoo_adaptive_avg_pool2d_forward(const float* x, float* out, const int64_
       for (int64_t ow = 0; ow < OW; ++ow) {
         int64_t w0 = bin_start(ow, W, OW), w1 = bin_end(ow, W, OW);
         float sum = 0.0f;
-        for (int64_t h = h0; h < h1; ++h)
-          for (int64_t w = w0; w < w1; ++w) sum += in[h * W + w];
+        if (w0 == 0 && w1 == W && (h1 - h0) * W >= 16)  // whole rows: one run (global pooling: the plane)
+          sum = run_sum(in + h0 * W, (h1 - h0) * W);
+        else if (w1 - w0 >= 16)
+          for (int64_t h = h0; h < h1; ++h) sum += run_sum(in + h * W + w0, w1 - w0);
+        else  // short rows: one by one
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) sum += in[h * W + w];
         o[oh * OW + ow] = sum / (float)((h1 - h0) * (w1 - w0));
       }
     }
@@ -530,10 +558,16 @@ void cnnzoo_adaptive_avg_pool2d_forward(const float* x, float* out, const int64_
 // p = {planes, H, W, OH, OW}; writes every element of grad_x
 void cnnzoo_adaptive_avg_pool2d_backward(const float* grad_out, float* grad_x, const int64_t* p, int threads) {
   const int64_t planes = p[0], H = p[1], W = p[2], OH = p[3], OW = p[4];
-#pragma omp parallel for num_threads(threads) schedule(static)
+  const bool serial = planes * H * W < kSerialWork;
+#pragma omp parallel for num_threads(threads) schedule(static) if (!serial)
   for (int64_t q = 0; q < planes; ++q) {
     const float* g = grad_out + q * OH * OW;
     float* gx = grad_x + q * H * W;
+    if (OH == 1 && OW == 1) {  // global pooling: one share everywhere
+      const float share = g[0] / (float)(H * W);
+      for (int64_t i = 0; i < H * W; ++i) gx[i] = share;
+      continue;
+    }
     std::memset(gx, 0, sizeof(float) * H * W);
     for (int64_t oh = 0; oh < OH; ++oh) {
       int64_t h0 = bin_start(oh, H, OH), h1 = bin_end(oh, H, OH);

@@ -673,18 +673,11 @@ AvgPool2dBackwardFunction = register(avg_pool2d_backward_op, _avg_pool2d_backwar
 def adaptive_avg_pool2d_op(input: Tensor, output_size: Sequence[int]) -> Tensor:
     """Adaptive average pooling of a batched input to ``output_size`` (Ho, Wo)."""
     out = _check_adaptive("adaptive_avg_pool2d", input, input.shape, output_size)
-    if _compiled_adaptive(input.shape, out, input):
+    if compiled.applies(input):
         return in_format(compiled.adaptive_avg_pool2d_forward(input, out), is_channels_last(input))
     with outside_autocast(input):
         result = reference_pool.adaptive_avg_pool2d_forward(input, out)
     return in_format(result, is_channels_last(input))
-
-
-def _compiled_adaptive(input_size, out, t: Tensor) -> bool:
-    """Whether the compiled kernels run an adaptive pooling: where they apply, except for equal bins of
-    16 pixels or more (global average pooling), where the reference's one reshaped sum is faster."""
-    tile = reference_pool.adaptive_tile(input_size[2:], out)
-    return not (tile and tile[0] * tile[1] >= 16) and compiled.applies(t)
 
 
 def _check_adaptive(fn, t, input_size, output_size):
@@ -703,7 +696,7 @@ def adaptive_avg_pool2d_backward_op(grad_output: Tensor, input_size: Sequence[in
                                     channels_last: bool = False) -> Tensor:
     """Each bin's gradient spread evenly over its pixels."""
     _check_adaptive_backward(grad_output, input_size)
-    if _compiled_adaptive(input_size, grad_output.shape[2:], grad_output):
+    if compiled.applies(grad_output):
         return in_format(compiled.adaptive_avg_pool2d_backward(grad_output, input_size), channels_last)
     with outside_autocast(grad_output):
         grad = reference_pool.adaptive_avg_pool2d_backward(grad_output, input_size)
