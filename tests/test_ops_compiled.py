@@ -47,13 +47,16 @@ def close(mine: torch.Tensor, ref: torch.Tensor, what: str, case) -> None:
 
 def conv_case(rng: random.Random) -> dict:
     """Random convolution arguments: odd channel counts, batch 1, 1x1 planes, kernels larger than the
-    input with padding, groups, strides, dilations, 'same' padding (asymmetric for even kernels)."""
+    input with padding, groups, strides, dilations, 'same' padding (asymmetric for even kernels); a
+    fifth of them on planes of 16 to 24 pixels a side."""
     while True:
         g = rng.choice([1, 1, 1, 2, 3])
         case = dict(n=rng.choice([1, 1, 2, 3]), c=g * rng.randint(1, 7), o=g * rng.choice([1, 2, 3, 5, 7, 17, 33]),
                     h=rng.choice([1, 2, 3, 5, 8, 13, 17]), w=rng.choice([1, 2, 4, 7, 9, 16, 23]), kh=rng.randint(1, 6),
                     kw=rng.randint(1, 6), stride=(rng.randint(1, 3), rng.randint(1, 3)),
                     dilation=(rng.randint(1, 2), rng.randint(1, 2)), groups=g, view=rng.choice(["", "", "cl", "t"]))
+        if rng.random() < 0.2:  # a plane the kernels take image by image (the small ones go side by side)
+            case.update(h=rng.randint(16, 24), w=rng.randint(16, 24), stride=(1, rng.randint(1, 2)))
         case["padding"] = "same" if rng.random() < 0.15 else (rng.randint(0, case["kh"]), rng.randint(0, case["kw"]))
         if case["padding"] == "same":
             case["stride"] = (1, 1)

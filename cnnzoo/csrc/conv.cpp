@@ -26,7 +26,8 @@
 // go side by side: a chunk of images in one buffer [row][col][image][channel], a block's R pixels
 // are one pixel position in R images, and taps that fall in the padding (rows and columns) are
 // skipped, so the buffer needs none. Every thread shares every chunk, split over (position, block
-// of images, panel); the weight gradient over (tap, channel block, panel), into one accumulator.
+// of images, panel); the weight gradient over (tap, channel block, panel), into one accumulator
+// (it goes side by side up to 14x14 planes, where it also spares a per-thread accumulator).
 
 #include <omp.h>
 
@@ -402,16 +403,17 @@ void over_chunks(int64_t images, int64_t chunk, int threads, int64_t in_size, in
   s.trim();
 }
 
-// The images in one chunk: as many as about 8 MiB of buffers hold (`per_image` floats each).
-int64_t chunk_images(int64_t images, int64_t per_image) {
-  return std::max<int64_t>(1, std::min<int64_t>(images, (8 << 20) / 4 / std::max<int64_t>(per_image, 1)));
+// The images in one chunk: as many as `bytes` of buffers hold (`per_image` floats each).
+int64_t chunk_images(int64_t images, int64_t per_image, int64_t bytes = 8 << 20) {
+  return std::max<int64_t>(1, std::min<int64_t>(images, bytes / 4 / std::max<int64_t>(per_image, 1)));
 }
 
 // Whether the dot kernels (forward, input gradient) take the images side by side: when an image's
 // rows of block pixels are shorter than 8 (measured on the zoo's 8x8, 4x4, 2x2 and 1x1 planes), or
-// the weight gradient: when an image has fewer than 64 output pixels to sum over.
+// the weight gradient: when an image has fewer than 256 output pixels to sum over (measured faster
+// up to 14x14, slower at 16x16 and 28x28).
 bool side_by_side(int64_t row) { return row < 8; }
-bool side_by_side_weight_grad(int64_t pixels) { return pixels < 64; }
+bool side_by_side_weight_grad(int64_t pixels) { return pixels < 256; }
 
 // The floats from one pixel to the next in a channels-last buffer: the channels, plus a cache line
 // when they are a multiple of 64, so that neighbouring pixels (and rows) do not fall on addresses a
@@ -773,7 +775,8 @@ void cnnzoo_conv2d_weight_grad(const float* x, const float* grad_out, float* gra
     zero(a.data, size, threads);
     int64_t xpixel = pixel_stride(cv.C), pixel = pixel_stride(cv.G * a.vpad);
     int64_t plane = cv.H * cv.W * xpixel, gplane = cv.OH * cv.OW * pixel;
-    int64_t chunk = chunk_images(cv.N, plane + gplane);
+    // (chunks of about 2 MiB, which stay in cache while every (tap, channel block, panel) reads them)
+    int64_t chunk = chunk_images(cv.N, plane + gplane, 2 << 20);
     auto run = [&](int64_t n0, int64_t B, float* xbuf, float* gbuf, const Team& team) {
       for (int64_t b = team.id; b < B; b += team.size) {
         to_channels_last(x + (n0 + b) * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf + b * xpixel, 0, cv.W, xpixel,
