@@ -2,6 +2,7 @@
 
     python scripts/bench_ops.py [--device cpu|cuda] [--dtype float32] [--repeat 7] [--tiny] [--only TEXT]
     python scripts/bench_ops.py --overhead [--repeat 500]
+    python scripts/bench_ops.py --kernels [--repeat 7] [--only TEXT]
 
 For each layer: forward and forward+backward medians of interleaved runs (custom, native,
 custom, native, ...) and their ratio custom/native, plus peak memory on CUDA. For convolutions, the
@@ -14,6 +15,10 @@ not a test: timings on a shared machine are noisy, so read the medians and ratio
 ``--overhead`` times each op on a 1x1x4x4 input instead, where the arithmetic costs next to nothing:
 the per-call times (in microseconds) are the cost of getting into and out of the op (argument checks,
 dispatch, autograd), and custom - native is what cnnzoo's layers add per call.
+
+``--kernels`` times each convolution kernel alone (forward, input gradient, weight gradient: cnnzoo's
+operators against the aten calls computing the same), with each one's GFLOP/s (2 x multiply-adds)
+and, on the CPU with the compiled kernels, its fraction of the measured peak.
 """
 
 from __future__ import annotations
@@ -147,6 +152,50 @@ def overhead(device, dtype, repeat: int) -> int:
     return 0
 
 
+def kernel_calls(layer: Layer, device, dtype) -> dict[str, tuple]:
+    """Per convolution kernel (forward, input gradient, weight gradient): cnnzoo's operator and the
+    native aten call that computes the same thing, each a zero-argument callable."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(layer.input_shape, generator=gen).to(device=device, dtype=dtype)
+    w = (torch.randn(layer.weight_shape, generator=gen) * 0.1).to(device=device, dtype=dtype)
+    stride, pad = layer.kwargs.get("stride", 1), layer.kwargs.get("padding", 0)
+    groups = layer.kwargs.get("groups", 1)
+    s, p, d, p4 = [stride] * 2, [pad] * 2, [1, 1], [pad] * 4
+    gy = torch.randn(F.conv2d(x, w, None, stride, pad, 1, groups).shape, generator=gen).to(device=device, dtype=dtype)
+    cz, aten = torch.ops.cnnzoo, torch.ops.aten
+
+    def native_grad(mask):
+        return lambda: aten.convolution_backward(gy, x, w, None, s, p, d, False, [0, 0], groups, mask)
+
+    return {"fwd": (lambda: cz.conv2d(x, w, None, s, p4, d, groups),
+                    lambda: aten.convolution(x, w, None, s, p, d, False, [0, 0], groups)),
+            "input grad": (lambda: cz.conv2d_input_grad(gy, w, list(x.shape), s, p4, d, groups),
+                           native_grad([True, False, False])),
+            "weight grad": (lambda: cz.conv2d_weight_grad(x, gy, list(w.shape), s, p4, d, groups),
+                            native_grad([False, True, False]))}
+
+
+def kernels(layers: list[Layer], device, dtype, repeat: int, peak: float | None) -> int:
+    """Each convolution kernel alone, against native's: ms, ratio, GFLOP/s and % of the peak."""
+    print_header(f"{'layer':28} {'kernel':>11} {'custom':>8} {'native':>8} {'ratio':>6} {'GFLOP/s':>7} {'%peak':>5} "
+                 f"{'native GFLOP/s':>14}")
+    with torch.no_grad():
+        for layer in (layer for layer in layers if layer.op == "conv2d"):
+            for kernel, pair in kernel_calls(layer, device, dtype).items():
+                for run in pair:  # warm-up
+                    run()
+                times = ([], [])
+                for _ in range(repeat):
+                    for run, into in zip(pair, times):
+                        into.append(timed(run, device))
+                mine, native = (statistics.median(t) for t in times)
+                flops = conv_flops(layer) / 3
+                rate = f"{100 * flops / mine / 1e9 / peak:5.0f}" if peak else f"{'':5}"
+                print(f"{layer.name:28} {kernel:>11} {mine * 1e3:8.2f} {native * 1e3:8.2f} {mine / native:6.2f} "
+                      f"{flops / mine / 1e9:7.1f} {rate} {flops / native / 1e9:14.1f}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -155,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="shrink every layer (a smoke test, not a benchmark)")
     parser.add_argument("--only", default="", help="run only the layers whose name contains this text")
     parser.add_argument("--overhead", action="store_true", help="per-call cost on tiny inputs (microseconds)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="each convolution kernel (forward, input and weight gradient) alone, with GFLOP/s")
     args = parser.parse_args(argv)
     if argument_error("bench_ops", args):
         return 2
@@ -171,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu" and compiled.library() is not None:
         peak = compiled.fma_peak(torch.get_num_threads())
         print(f"multiply-add peak measured on this machine: {peak:.0f} GFLOP/s with {torch.get_num_threads()} threads")
+    if args.kernels:
+        return kernels(layers, device, dtype, args.repeat, peak)
     header = (f"{'layer':28} {'input':>18} {'fwd':>8} {'native':>8} {'ratio':>6} {'fwd+bwd':>8} {'native':>8} "
               f"{'ratio':>6} {'GFLOP/s':>7} {'%peak':>5} {'peak MiB':>9} {'native':>7}")
     print_header(header)
