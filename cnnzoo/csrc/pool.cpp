@@ -503,6 +503,13 @@ namespace {
 inline int64_t bin_start(int64_t i, int64_t size, int64_t out) { return i * size / out; }
 inline int64_t bin_end(int64_t i, int64_t size, int64_t out) { return ((i + 1) * size + out - 1) / out; }
 
+// f(q) for every plane q < planes, split over the threads unless the planes are small.
+template <typename F>
+void over_planes(int64_t planes, int64_t plane_size, int threads, F f) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (planes * plane_size >= kSerialWork)
+  for (int64_t q = 0; q < planes; ++q) f(q);
+}
+
 // The sum of p[0, n): 16 lanes at a time into two vector accumulators, the rest one by one.
 float run_sum(const float* p, int64_t n) {
   using F = Vec<16>::F;
@@ -532,9 +539,7 @@ extern "C" {
 // p = {planes, H, W, OH, OW}
 void cnnzoo_adaptive_avg_pool2d_forward(const float* x, float* out, const int64_t* p, int threads) {
   const int64_t planes = p[0], H = p[1], W = p[2], OH = p[3], OW = p[4];
-  const bool serial = planes * H * W < kSerialWork;
-#pragma omp parallel for num_threads(threads) schedule(static) if (!serial)
-  for (int64_t q = 0; q < planes; ++q) {
+  over_planes(planes, H * W, threads, [&](int64_t q) {
     const float* in = x + q * H * W;
     float* o = out + q * OH * OW;
     for (int64_t oh = 0; oh < OH; ++oh) {
@@ -552,21 +557,19 @@ void cnnzoo_adaptive_avg_pool2d_forward(const float* x, float* out, const int64_
         o[oh * OW + ow] = sum / (float)((h1 - h0) * (w1 - w0));
       }
     }
-  }
+  });
 }
 
 // p = {planes, H, W, OH, OW}; writes every element of grad_x
 void cnnzoo_adaptive_avg_pool2d_backward(const float* grad_out, float* grad_x, const int64_t* p, int threads) {
   const int64_t planes = p[0], H = p[1], W = p[2], OH = p[3], OW = p[4];
-  const bool serial = planes * H * W < kSerialWork;
-#pragma omp parallel for num_threads(threads) schedule(static) if (!serial)
-  for (int64_t q = 0; q < planes; ++q) {
+  over_planes(planes, H * W, threads, [&](int64_t q) {
     const float* g = grad_out + q * OH * OW;
     float* gx = grad_x + q * H * W;
     if (OH == 1 && OW == 1) {  // global pooling: one share everywhere
       const float share = g[0] / (float)(H * W);
       for (int64_t i = 0; i < H * W; ++i) gx[i] = share;
-      continue;
+      return;
     }
     std::memset(gx, 0, sizeof(float) * H * W);
     for (int64_t oh = 0; oh < OH; ++oh) {
@@ -578,7 +581,7 @@ void cnnzoo_adaptive_avg_pool2d_backward(const float* grad_out, float* grad_x, c
           for (int64_t w = w0; w < w1; ++w) gx[h * W + w] += share;
       }
     }
-  }
+  });
 }
 
 }  // extern "C"
