@@ -8,7 +8,6 @@ the key and suggests the closest valid one.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -18,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, closest
 
 
 class ConfigError(UserError):
@@ -99,7 +98,7 @@ class Config:
 
 
 def _closest(name: str, choices) -> str:
-    match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
+    match = closest(name, choices)
     return f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(choices)}"
 
 
@@ -124,7 +123,7 @@ def _check_value(key: str, value: Any, tp: Any, meta: typing.Mapping) -> Any:
     if typing.get_origin(tp) is Literal:
         choices = typing.get_args(tp)
         if value not in choices or isinstance(value, bool):
-            match = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
+            match = closest(value, choices)
             fail(f"; did you mean {match[0]!r}?" if match else "")
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -253,7 +252,7 @@ def _check_consistency(cfg: Config) -> None:
     from .models import list_models
 
     if cfg.model.name not in list_models():
-        match = difflib.get_close_matches(cfg.model.name, list_models(), n=1, cutoff=0.5)
+        match = closest(cfg.model.name, list_models())
         hint = f" (did you mean {match[0]!r}?)" if match else ""
         raise ConfigError(f"model.name: unknown model {cfg.model.name!r}{hint}; choices: {', '.join(list_models())}")
     for key in ("num_classes", "in_channels", "backend"):
@@ -265,7 +264,13 @@ def _check_consistency(cfg: Config) -> None:
                           f"({cfg.train.epochs})")
     if cfg.optim.nesterov and (cfg.optim.name != "sgd" or cfg.optim.momentum == 0):
         raise ConfigError("optim.nesterov needs optim.name=sgd and optim.momentum > 0")
-    if cfg.train.amp == "fp16" and cfg.train.device == "cpu":
+    if cfg.train.device == "cpu":
+        check_amp(cfg.train.amp, "cpu")
+
+
+def check_amp(amp: str, device_type: str) -> None:
+    """fp16 autocast (with its gradient scaler) needs CUDA: the config's device, or the one a run resolved."""
+    if amp == "fp16" and device_type != "cuda":
         raise ConfigError("train.amp=fp16 needs CUDA; on CPU use train.amp=bf16")
 
 

@@ -1,5 +1,16 @@
 """The exceptions the command-line tools turn into a one-line message instead of a traceback: a
-:class:`UserError` exits with code 2, an :class:`Interrupted` run with 128 + the signal number."""
+:class:`UserError` exits with code 2, an :class:`Interrupted` run with 128 + the signal number. Also
+:func:`closest`, the "did you mean" of every message about an unknown name."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def closest(name: object, choices: Iterable[object], n: int = 1, cutoff: float = 0.5) -> list[str]:
+    """The (at most ``n``) choices that look most like ``name``, best first, as strings."""
+    return difflib.get_close_matches(str(name), [str(c) for c in choices], n=n, cutoff=cutoff)
 
 
 class UserError(Exception):

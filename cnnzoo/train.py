@@ -1,9 +1,17 @@
 """Train a zoo model from a config: ``python -m cnnzoo.train --config configs/lenet5_digits.yaml``.
 
-Reads top to bottom: config, setup (processes, device, seed), data, model, optimizer and schedule,
-resume, then the epoch loop (train, evaluate, checkpoint). Several processes run through
-``torchrun --nproc_per_node=N -m cnnzoo.train ...`` with DistributedDataParallel; rank 0 alone logs
-and writes files, and every metric is summed over the processes.
+The path from config to checkpoint, as ``train()`` runs it:
+
+1. ``setup_processes``: rank, device, the process group under ``torchrun`` (:mod:`cnnzoo.distributed`);
+2. ``open_data`` and ``build_model``: the dataset, the model for its classes and channels, the input size;
+3. ``check_output_dir``: a run never overwrites another run's checkpoints;
+4. ``build_trainer``: the optimizer and schedule (:mod:`cnnzoo.optim`), mixed precision, the loss;
+5. ``resume``: the model, optimizer and :class:`RunState` (epoch, step, history, best) from a checkpoint;
+6. ``fit``: per epoch ``train_one_epoch``, ``evaluate``, then ``last.pt``/``best.pt`` and the metrics files.
+
+Several processes run through ``torchrun --nproc_per_node=N -m cnnzoo.train ...`` with
+DistributedDataParallel; rank 0 alone logs and writes files, and every metric is summed over the
+processes. SIGINT/SIGTERM stop a run at the next optimizer step with its state saved.
 
 Output directory: ``config.yaml``, ``metrics.csv``, ``last.pt``, ``best.pt`` and ``summary.json``.
 """
@@ -24,26 +32,42 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint
 from .config import Config, ConfigError, build_config, dump, flatten, load_config
 from .data import make_loaders, open_dataset
+from .distributed import (
+    Processes,
+    all_finite,
+    env_rank,
+    gather_rng,
+    max_over,
+    on_main,
+    reduce_sums,
+    setup_processes,
+    share_buffers,
+    shutdown,
+    together,
+    wrap_model,
+)
 from .errors import Interrupted, UserError
 from .models import create_model
-from .models.common import fit_input_size
+from .models.common import count_parameters, fit_input_size
+from .models.googlenet import loss_and_logits
 from .ops import compiled
+from .optim import build_optimizer, build_scheduler, load_optimizer_state
 
 METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second")
-AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers, as in the paper
 
+
+# --- the command line -----------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m cnnzoo.train", description="Train a cnnzoo model from a YAML config.")
@@ -59,23 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-@dataclass
-class Processes:
-    """Where this process stands: its rank among ``world`` processes and its device."""
-
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def resolve(args: argparse.Namespace) -> tuple[Config, dict | None]:
-    """The config (from --config or the checkpoint of --resume PATH, then --set and --output-dir) and the
-    checkpoint to resume from, if any."""
-    resume_state = None
+def resolve(args: argparse.Namespace) -> tuple[Config, dict | None, str | None]:
+    """The config (from --config or the checkpoint of --resume PATH, then --set and --output-dir), the
+    checkpoint to resume from, if any, and its path (``--resume auto`` found in the output directory)."""
+    resume_state, resume_path = None, args.resume
     if args.resume and args.resume != "auto":
         resume_state = checkpoint.load(args.resume)
     if args.config:
@@ -91,32 +102,114 @@ def resolve(args: argparse.Namespace) -> tuple[Config, dict | None]:
     if args.resume == "auto" and not args.print_config:
         newest = checkpoint.newest(cfg.output_dir) if Path(cfg.output_dir).is_dir() else None
         if newest is not None:
-            resume_state = checkpoint.load(newest)
-            args.resume = str(newest)
+            resume_state, resume_path = checkpoint.load(newest), str(newest)
         elif args.eval_only:
             raise UserError(f"--resume auto: no checkpoint in {cfg.output_dir!r} to evaluate")
-    return cfg, resume_state
+    return cfg, resume_state, resume_path
 
 
-def setup_processes(cfg: Config) -> Processes:
-    """Rank, world size and device; joins the process group when started by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    name = cfg.train.device
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device=cuda, but CUDA is not available here (use train.device=cpu or auto)")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device("cuda", local_rank % torch.cuda.device_count()) if name == "cuda" else torch.device("cpu")
-    if cfg.train.amp == "fp16" and device.type != "cuda":
-        raise UserError("train.amp=fp16 needs CUDA; on CPU use train.amp=bf16")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if device.type == "cpu" and cfg.model.backend == "custom":
-        compiled.library()  # build the CPU kernels now (or fall back, or fail), before any output
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Processes(rank, world, device)
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg, resume_state, resume_path = resolve(args)
+        if args.print_config:
+            print(dump(cfg), end="")
+            return 0
+        train(cfg, resume_state, eval_only=args.eval_only, quiet=args.quiet, resume_path=resume_path)
+    except UserError as e:
+        if env_rank() == 0:  # under torchrun, together() gives rank 0 every message
+            print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        if env_rank() == 0:
+            print(str(e), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; the checkpoints on disk are those of the last finished epoch or interruption",
+              file=sys.stderr)
+        return 128 + signal.SIGINT
+    finally:
+        shutdown()
+    return 0
+
+
+def one_line(error: UserError) -> str:
+    """The message of ``error``; one raised in a DataLoader worker arrives wrapped in the worker's
+    traceback, whose last line holds the original message."""
+    text = str(error).strip()
+    if "Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False, quiet: bool = False,
+          resume_path: str | None = None) -> nn.Module:
+    """Run the training (or evaluation) that ``cfg`` describes; returns the trained model."""
+    out = Path(cfg.output_dir)
+    procs = setup_processes(cfg)
+    seed_everything(cfg.train.seed)  # the same initial weights in every process
+    source = open_data(cfg, procs)
+    model, size = together(procs, lambda: build_model(cfg, source))
+    if not eval_only:
+        on_main(procs, lambda: check_output_dir(out, resume_path))
+    train_loader, val_loader = make_loaders(source, cfg.data, size, cfg.train.seed, procs.rank, procs.world,
+                                            pin_memory=procs.device.type == "cuda")
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = model.to(procs.device, memory_format=memory_format)
+    seed_everything((cfg.train.seed + procs.rank) % 2**32)  # but each process its own augmentation and dropout
+    t = build_trainer(cfg, procs, model, len(train_loader), out)
+    state = RunState()
+    if resume_state is not None:
+        state = resume(t, resume_state, resume_path, len(train_loader), eval_only)
+    if eval_only:
+        val_loss, val_acc, n = evaluate(t, val_loader)
+        log(procs, f"{resume_path} (epoch {resume_state['epoch']}): val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
+                   f"({n} validation images, {procs.device.type})")
+        return model
+    t.net = wrap_model(model, procs)
+    ops = cfg.model.backend if cfg.model.backend == "torch" or procs.device.type != "cpu" else \
+        f"custom, {'compiled' if compiled.library() else 'reference'}"
+    params = count_parameters(model)
+    log(procs, f"{cfg.model.name} ({ops} ops, {params:,} parameters) on {source.name} "
+               f"({len(source.train)} train / {len(source.val)} val images, {source.channels}x{size}x{size}), "
+               f"{procs.device.type} x {procs.world}, output {out}")
+    about = {"model": cfg.model.name, "backend": cfg.model.backend, "dataset": source.name}
+    shape = {"params": params, "device": str(procs.device), "processes": procs.world, "image_size": size}
+    fit(t, state, train_loader, val_loader, show_bar=procs.is_main and not quiet and sys.stderr.isatty(),
+        describe=(about, shape))
+    return model
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def open_data(cfg: Config, procs: Processes):
+    """The dataset in every process; with ``data.download`` rank 0 fetches the files while the others
+    wait, then they read what it fetched."""
+    source = together(procs, lambda: open_dataset(cfg.data) if procs.is_main or not cfg.data.download else None)
+    no_download = dataclasses.replace(cfg.data, download=False)
+    return together(procs, lambda: source if source is not None else open_dataset(no_download))
+
+
+def build_model(cfg: Config, source) -> tuple[nn.Module, int]:
+    """The model for the data's classes and channels, and the input size it is trained at."""
+    try:
+        model = create_model(cfg.model.name, num_classes=source.num_classes, in_channels=source.channels,
+                             backend=cfg.model.backend, **cfg.model.kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit {cfg.model.name}: {e}") from None
+    size = cfg.data.image_size or fit_input_size(source.size, model)
+    if fit_input_size(size, model) != size:
+        raise ConfigError(f"data.image_size={size} does not fit {cfg.model.name}, which takes "
+                          f"{model.min_size}x{model.min_size} to "
+                          + (f"{model.max_size}x{model.max_size}" if model.max_size else "any larger size"))
+    return model, size
 
 
 def check_output_dir(path: Path, resume_path: str | None) -> None:
@@ -142,122 +235,226 @@ def check_output_dir(path: Path, resume_path: str | None) -> None:
                         f"{resume_path!r}; choose an empty directory with --output-dir")
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+@dataclass
+class Trainer:
+    """What a run trains with: the model (``net``: the same, in DistributedDataParallel under torchrun),
+    its optimizer, schedule, gradient scaler and loss, and where it writes."""
+
+    cfg: Config
+    procs: Processes
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    amp_dtype: torch.dtype | None
+    out: Path
+    net: nn.Module | None = None
+
+    def autocast(self):
+        return torch.autocast(self.procs.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch on the run's device, in its memory format."""
+        x, y = x.to(self.procs.device, non_blocking=True), y.to(self.procs.device, non_blocking=True)
+        return (x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x), y
 
 
-def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    o = cfg.optim
-    if o.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                               weight_decay=o.weight_decay)
-    cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
-    return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+def build_trainer(cfg: Config, procs: Processes, model: nn.Module, steps_per_epoch: int, out: Path) -> Trainer:
+    optimizer = build_optimizer(cfg, model)
+    return Trainer(cfg, procs, model, optimizer, build_scheduler(cfg, optimizer, steps_per_epoch),
+                   torch.amp.GradScaler(procs.device.type, enabled=cfg.train.amp == "fp16"),
+                   nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing),
+                   {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp), out)
 
 
-def lr_factor(cfg: Config, steps_per_epoch: int):
-    """The schedule as a function of the optimizer step: the factor that multiplies ``optim.lr``.
+@dataclass
+class RunState:
+    """Where a run stands: its finished epochs, their metrics and the best validation accuracy; for a
+    run stopped mid-epoch, the optimizer steps done in the next epoch, that epoch's metric sums so far
+    ``(loss * n, correct, n, seconds)`` and the generator states to continue it with."""
 
-    Warm-up rises linearly from 1/100. ``step`` multiplies by ``gamma`` every ``step_size`` epochs;
-    ``cosine`` anneals to ``min_lr``; ``onecycle`` rises on a half cosine from 1/25 over the warm-up
-    (30% of training by default) and falls on a half cosine to 1e-4 of its starting rate (the learning
-    rate only; momentum is not cycled).
-    """
-    s = cfg.sched
-    total = cfg.train.epochs * steps_per_epoch
-    warmup = round(s.warmup_epochs * steps_per_epoch)
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_val_acc: float = -1.0
+    step: int = 0
+    partial: list[float] = field(default_factory=list)
+    rng: list[dict] | None = None
 
-    def half_cosine(start: float, end: float, progress: float) -> float:
-        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+    def to_checkpoint(self, t: Trainer) -> dict:
+        """The checkpoint of the run as it stands (every process gathers its generator states)."""
+        position = {"step": self.step, "batches": [t.cfg.data.batch_size, t.procs.world],
+                    "partial": self.partial} if self.step else {}
+        return {"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+                "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(), "epoch": self.epoch,
+                "history": self.history, "best_val_acc": self.best_val_acc, "rng": gather_rng(t.procs),
+                "config": t.cfg.to_dict(), **position}
 
-    def factor(step: int) -> float:
-        if s.name == "onecycle":
-            rise = warmup or round(0.3 * total)
-            if step < rise:
-                return half_cosine(1 / 25, 1.0, step / rise)
-            return half_cosine(1.0, 1 / 25 / 1e4, (step - rise) / max(1, total - rise))
-        if step < warmup:
-            return 0.01 + 0.99 * step / warmup
-        if s.name == "step":
-            return s.gamma ** (step // (s.step_size * steps_per_epoch))
-        if s.name == "cosine":
-            return half_cosine(1.0, s.min_lr / cfg.optim.lr, (step - warmup) / max(1, total - warmup))
-        return 1.0
+    @classmethod
+    def from_checkpoint(cls, state: dict, cfg: Config, procs: Processes, steps_per_epoch: int) -> RunState:
+        epoch, history, best = int(state["epoch"]), list(state["history"]), float(state["best_val_acc"])
+        step, partial = resume_point(state, cfg, procs, steps_per_epoch)
+        return cls(epoch, history, best, step, partial, state["rng"])
 
-    return factor
-
-
-def load_optimizer_state(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,
-                         state: dict, step: int) -> None:
-    """Restore the optimizer's buffers (momentum, Adam moments) from a checkpoint and put the schedule at
-    optimizer step ``step``, keeping the hyperparameters of the current config: a resumed run with an
-    unchanged config continues exactly, and one with a new lr, weight decay, batch size or number of
-    processes uses the new values from where the schedule stands after the finished epochs."""
-    hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    base_lrs = list(scheduler.base_lrs)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    for group, values in zip(optimizer.param_groups, hyper):
-        group.update(values)
-    scheduler.base_lrs = base_lrs
-    scheduler.last_epoch = step
-    for group, base, factor in zip(optimizer.param_groups, base_lrs, scheduler.lr_lambdas):
-        group["lr"] = base * factor(scheduler.last_epoch)
+    def record(self, row: dict) -> bool:
+        """Add a finished epoch's metrics; whether its validation accuracy is the best so far."""
+        self.history.append(row)
+        self.epoch, self.step, self.partial = row["epoch"], 0, []
+        is_best = row["val_acc"] > self.best_val_acc
+        self.best_val_acc = max(self.best_val_acc, row["val_acc"])
+        return is_best
 
 
-def loss_and_logits(criterion: nn.Module, output, target: torch.Tensor):
-    """The loss to train on, the main head's loss and its logits: GoogLeNet returns its auxiliary
-    heads too in training, and their losses are added with weight 0.3."""
-    if isinstance(output, tuple):
-        logits, *aux = output
-        main = criterion(logits, target)
-        return main + AUX_WEIGHT * sum(criterion(a, target) for a in aux if a is not None), main, logits
-    main = criterion(output, target)
-    return main, main, output
-
-
-class PeerError(UserError):
-    """Another process of the same torchrun job stopped with a user error."""
-
-
-def together(procs: Processes, step):
-    """Run ``step()`` in every process; if it raises a UserError in any of them, raise one in all of them
-    (a process left running would wait for the others forever), with every distinct message."""
-    error, result = None, None
+def resume(t: Trainer, saved: dict, path: str | None, steps_per_epoch: int, eval_only: bool) -> RunState:
+    """Load the checkpoint ``saved`` into the model and, unless only evaluating, the optimizer,
+    schedule, scaler and generators; the run's state at the checkpoint."""
+    cfg, procs = t.cfg, t.procs
+    what = f"checkpoint {path!r} ({saved['config'].get('model', {}).get('name')!r})"
+    checkpoint.check_model_keys(t.model.state_dict(), saved["model"], what)
+    t.model.load_state_dict(saved["model"])
+    if eval_only:
+        return RunState()
+    saved_optim = saved["config"].get("optim", {}).get("name")
+    if saved_optim != cfg.optim.name:
+        raise checkpoint.CheckpointError(f"{what} was trained with optim.name={saved_optim!r}, the config "
+                                         f"says {cfg.optim.name!r}")
+    state = RunState.from_checkpoint(saved, cfg, procs, steps_per_epoch)
     try:
-        result = step()
-    except UserError as e:
-        error = e
-    if procs.world > 1:
-        failed = torch.tensor(float(error is not None), device=procs.device)
-        dist.all_reduce(failed, op=dist.ReduceOp.MAX)
-        if failed.item():
-            messages: list = [None] * procs.world
-            dist.all_gather_object(messages, None if error is None else str(error))
-            distinct = list(dict.fromkeys(m for m in messages if m is not None))
-            text = distinct[0] if len(distinct) == 1 else "; ".join(
-                f"rank {r}: {m}" for r, m in enumerate(messages) if m is not None)
-            raise PeerError(text)
-    if error is not None:
-        raise error
-    return result
+        load_optimizer_state(t.optimizer, t.scheduler, saved, state.epoch * steps_per_epoch + state.step)
+        if saved["scaler"] and t.scaler.is_enabled():
+            t.scaler.load_state_dict(saved["scaler"])
+    except (ValueError, KeyError, RuntimeError, TypeError) as e:
+        raise checkpoint.CheckpointError(f"{what}: optimizer state does not fit: {e}") from None
+    if not state.step:  # mid-epoch, after the epoch's loader has drawn its seed (train_one_epoch)
+        restore_rng(state.rng, procs)
+    changes = config_changes(saved["config"], cfg)
+    where = f"epoch {state.epoch + 1}, step {state.step}" if state.step else f"after epoch {state.epoch}"
+    log(procs, f"resuming from {path} {where}" + (f"; config changes: {', '.join(changes)}" if changes else ""))
+    return state
 
 
-def all_finite(loss: torch.Tensor, procs: Processes) -> bool:
-    """Whether every process's loss is finite (all of them must agree to stop, or the rest would hang)."""
-    finite = torch.isfinite(loss.detach()).to(procs.device, torch.float32)
-    if procs.world > 1:
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    return bool(finite.item())
+def resume_point(state: dict, cfg: Config, procs: Processes, steps_per_epoch: int) -> tuple[int, list[float]]:
+    """Where in its unfinished epoch a checkpoint saved by an interrupted run stopped: the number of
+    optimizer steps done and the epoch's metric sums so far ``(loss * n, correct, n, seconds)``; (0, [])
+    for a checkpoint saved at the end of an epoch. A changed batch size or number of processes changes
+    the epoch's batches, so that epoch then starts again from its beginning."""
+    step = state.get("step", 0)
+    if not step:
+        return 0, []
+    partial = state.get("partial")
+    if (not isinstance(step, int) or isinstance(step, bool) or not 0 < step < steps_per_epoch
+            or not isinstance(partial, list) or len(partial) != 4
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in partial)):
+        raise checkpoint.CheckpointError(f"the checkpoint's position in its epoch (step={step!r}, "
+                                         f"partial={partial!r}) is not valid for {steps_per_epoch} steps per epoch")
+    if state.get("batches") != [cfg.data.batch_size, procs.world]:
+        log(procs, "note: the batch size or the number of processes changed since the run was interrupted, "
+                   f"so epoch {state['epoch'] + 1} starts again from its first batch")
+        return 0, []
+    return step, [float(v) for v in partial]
 
 
-def reduce_sums(sums: torch.Tensor, procs: Processes) -> list[float]:
-    """Sum ``(loss * n, correct, n)`` over the processes."""
-    if procs.world > 1:
-        dist.all_reduce(sums)
-    return sums.tolist()
+def restore_rng(states: list[dict], procs: Processes) -> None:
+    if not checkpoint.set_rng_state(states, procs.rank, procs.world):
+        log(procs, f"note: the checkpoint was written by {len(states)} processes and this run has "
+                   f"{procs.world}, so its random augmentation does not repeat the original's")
+
+
+def config_changes(saved: dict, cfg: Config) -> list[str]:
+    old, new = flatten(saved), flatten(cfg.to_dict())
+    return [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k] and k != "output_dir"]
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+
+def fit(t: Trainer, state: RunState, train_loader, val_loader, show_bar: bool, describe: tuple[dict, dict]) -> None:
+    """Train from ``state`` to the config's last epoch: per epoch, a pass over the training data, an
+    evaluation, the checkpoints and the metrics files."""
+    cfg, procs, start = t.cfg, t.procs, state.epoch
+    with StopSignals() as stop:
+        for epoch in range(start, cfg.train.epochs):
+            (loss_sum, correct, n), lr, started, train_seconds = train_one_epoch(t, train_loader, epoch, state, stop,
+                                                                                 show_bar)
+            share_buffers(t.model, procs)  # every process evaluates with rank 0's batch-norm statistics
+            val_loss, val_acc, _ = evaluate(t, val_loader)
+            row = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n, "val_loss": val_loss,
+                   "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - started,
+                   "images_per_second": n / train_seconds}
+            is_best = state.record(row)
+            log(procs, f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {row['train_loss']:.4f}  "
+                       f"train_acc {row['train_acc']:.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
+                       f"lr {row['lr']:.4g}  {row['images_per_second']:.0f} img/s  {row['seconds']:.1f}s")
+            saved = state.to_checkpoint(t)
+            on_main(procs, lambda saved=saved, is_best=is_best: save_epoch(t, saved, is_best,
+                                                                           run_summary(state, *describe)))
+            signum = stop.requested(procs)
+            if signum and epoch + 1 < cfg.train.epochs:
+                raise Interrupted(stopped_message(signum, f"after epoch {epoch + 1}", t.out), signum)
+    if start >= cfg.train.epochs:
+        log(procs, f"nothing to do: the checkpoint has finished {start} of {cfg.train.epochs} epochs")
+    else:
+        summary = run_summary(state, *describe)
+        log(procs, f"done: val_acc {summary['val_acc']:.4f} (best {summary['best_val_acc']:.4f}), "
+                   f"{summary['train_seconds']:.1f}s; wrote {t.out}")
+
+
+def train_one_epoch(t: Trainer, loader, epoch: int, state: RunState, stop: StopSignals, show_bar: bool):
+    """One pass over the training data (or the rest of an interrupted one). Returns the epoch's
+    ``(loss * n, correct, n)`` summed over the processes, the last step's learning rate, when the
+    epoch started (``time.perf_counter``) and its training seconds."""
+    cfg, procs = t.cfg, t.procs
+    t.net.train()
+    first_step, sums = state.step, torch.zeros(3, dtype=torch.float64, device=procs.device)
+    if first_step and procs.is_main:  # rank 0 saved the sums of all processes
+        sums = torch.tensor(state.partial[:3], dtype=torch.float64, device=procs.device)
+    loader.sampler.set_epoch(epoch)
+    loader.sampler.start = first_step * cfg.data.batch_size
+    started = time.perf_counter() - (state.partial[3] if first_step else 0.0)
+    batches = iter(loader)  # draws the seed of the loader's workers from the generators
+    if first_step:
+        restore_rng(state.rng, procs)
+    bar = tqdm(batches, total=len(loader), initial=first_step, disable=not show_bar, leave=False,
+               desc=f"epoch {epoch + 1}/{cfg.train.epochs}", dynamic_ncols=True)
+    lr = t.optimizer.param_groups[0]["lr"]
+    for step, (x, y) in enumerate(bar, start=first_step):
+        x, y = t.batch(x, y)
+        loss, main_loss, logits, lr = train_step(t, x, y)
+        sums += batch_sums(main_loss, logits, y)
+        signum = stop.requested(procs)
+        if signum or (step + 1) % cfg.train.log_every == 0 or step + 1 == len(loader):
+            if not all_finite(loss, procs):
+                raise UserError(f"the loss became nan or infinite at epoch {epoch + 1}, step {step + 1}; "
+                                f"stopping (the last checkpoint in {str(t.out)!r} is kept)")
+            if show_bar:
+                seen = sums[2].item()
+                bar.set_postfix(loss=f"{sums[0].item() / seen:.4f}", acc=f"{sums[1].item() / seen:.4f}",
+                                lr=f"{lr:.3g}", img_s=f"{seen * procs.world / (time.perf_counter() - started):.0f}")
+        if signum and step + 1 < len(loader):  # at the last step, finish the epoch first
+            state.step = step + 1
+            state.partial = reduce_sums(sums.clone(), procs) + [time.perf_counter() - started]
+            saved = state.to_checkpoint(t)
+            on_main(procs, lambda saved=saved: checkpoint.save(saved, t.out / "last.pt"))
+            raise Interrupted(stopped_message(signum, f"at epoch {epoch + 1}, step {step + 1} of {len(loader)}",
+                                              t.out), signum)
+    train_seconds = time.perf_counter() - started
+    return reduce_sums(sums, procs), lr, started, train_seconds
+
+
+def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor):
+    """One optimizer step: the loss, the main head's loss and logits, and the learning rate it used."""
+    with t.autocast():
+        loss, main_loss, logits = loss_and_logits(t.criterion, t.net(x), y)
+    t.optimizer.zero_grad(set_to_none=True)
+    t.scaler.scale(loss).backward()
+    if t.cfg.train.grad_clip:
+        t.scaler.unscale_(t.optimizer)
+        nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg.train.grad_clip)
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    lr = t.optimizer.param_groups[0]["lr"]
+    t.scheduler.step()
+    return loss, main_loss, logits, lr
 
 
 def batch_sums(loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -267,19 +464,38 @@ def batch_sums(loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, criterion: nn.Module, procs: Processes, autocast, channels_last: bool):
-    """Validation loss and accuracy over every process's share of the validation set."""
-    model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=procs.device)
+def evaluate(t: Trainer, loader) -> tuple[float, float, int]:
+    """Validation loss, accuracy and image count over every process's share of the validation set."""
+    t.model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=t.procs.device)
     for x, y in loader:
-        x, y = x.to(procs.device, non_blocking=True), y.to(procs.device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
-            _, loss, logits = loss_and_logits(criterion, model(x), y)
+        x, y = t.batch(x, y)
+        with t.autocast():
+            _, loss, logits = loss_and_logits(t.criterion, t.model(x), y)
         sums += batch_sums(loss, logits, y)
-    loss_sum, correct, n = reduce_sums(sums, procs)
+    loss_sum, correct, n = reduce_sums(sums, t.procs)
     return loss_sum / n, correct / n, int(n)
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def run_summary(state: RunState, about: dict, shape: dict) -> dict:
+    """summary.json: the run (``about``: model, backend, dataset; ``shape``: parameters, device,
+    processes, image size) and where its metrics stand."""
+    last = state.history[-1]
+    return {**about, "val_acc": last["val_acc"], "val_loss": last["val_loss"], "best_val_acc": state.best_val_acc,
+            "best_epoch": max(state.history, key=lambda r: r["val_acc"])["epoch"], "epochs": state.epoch, **shape,
+            "train_seconds": sum(r["seconds"] for r in state.history),
+            "images_per_second": last["images_per_second"]}
+
+
+def save_epoch(t: Trainer, saved: dict, is_best: bool, summary: dict) -> None:
+    """last.pt (and best.pt when this epoch is the best) and the metrics files."""
+    checkpoint.save(saved, t.out / "last.pt")
+    if is_best:
+        checkpoint.save_copy(t.out / "last.pt", t.out / "best.pt")
+    write_outputs(t.out, t.cfg, saved["history"], summary)
 
 
 def write_outputs(out: Path, cfg: Config, history: list[dict], summary: dict) -> None:
@@ -293,38 +509,17 @@ def write_outputs(out: Path, cfg: Config, history: list[dict], summary: dict) ->
     checkpoint.write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
-def config_changes(saved: dict, cfg: Config) -> list[str]:
-    old, new = flatten(saved), flatten(cfg.to_dict())
-    return [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k] and k != "output_dir"]
-
-
 def log(procs: Processes, message: str) -> None:
-    if procs.main:
+    if procs.is_main:
         tqdm.write(message, file=sys.stdout)
         sys.stdout.flush()
 
 
-def open_data(cfg: Config, procs: Processes):
-    """The dataset in every process; with ``data.download`` rank 0 fetches the files while the others
-    wait, then they read what it fetched."""
-    source = together(procs, lambda: open_dataset(cfg.data) if procs.main or not cfg.data.download else None)
-    no_download = dataclasses.replace(cfg.data, download=False)
-    return together(procs, lambda: source if source is not None else open_dataset(no_download))
-
-
-def build_model(cfg: Config, source) -> tuple[nn.Module, int]:
-    """The model for the data's classes and channels, and the input size it is trained at."""
-    try:
-        model = create_model(cfg.model.name, num_classes=source.num_classes, in_channels=source.channels,
-                             backend=cfg.model.backend, **cfg.model.kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit {cfg.model.name}: {e}") from None
-    size = cfg.data.image_size or fit_input_size(source.size, model)
-    if fit_input_size(size, model) != size:
-        raise ConfigError(f"data.image_size={size} does not fit {cfg.model.name}, which takes "
-                          f"{model.min_size}x{model.min_size} to "
-                          + (f"{model.max_size}x{model.max_size}" if model.max_size else "any larger size"))
-    return model, size
+def stopped_message(signum: int, where: str, out: Path) -> str:
+    last = str(out / "last.pt")
+    return (f"stopped by {signal.Signals(signum).name} {where}; saved {last!r}; continue with: "
+            f"python -m cnnzoo.train --resume {shlex.quote(last)} "
+            f"(under torchrun, the same torchrun command with that --resume)")
 
 
 class StopSignals:
@@ -354,260 +549,9 @@ class StopSignals:
     def requested(self, procs: Processes) -> int:
         """The signal that asked to stop, 0 if none; under torchrun, a signal to any process stops all of them
         at the same step."""
-        if procs.world == 1:
-            return self.signum
-        flag = torch.tensor(self.signum, device=procs.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item())
+        return max_over(self.signum, procs)
 
 
-def resume_point(state: dict, cfg: Config, procs: Processes, steps_per_epoch: int) -> tuple[int, list[float]]:
-    """Where in its unfinished epoch a checkpoint saved by an interrupted run stopped: the number of
-    optimizer steps done and the epoch's metric sums so far ``(loss * n, correct, n, seconds)``; (0, [])
-    for a checkpoint saved at the end of an epoch. A changed batch size or number of processes changes
-    the epoch's batches, so that epoch then starts again from its beginning."""
-    step = state.get("step", 0)
-    if not step:
-        return 0, []
-    partial = state.get("partial")
-    if (not isinstance(step, int) or isinstance(step, bool) or not 0 < step < steps_per_epoch
-            or not isinstance(partial, list) or len(partial) != 4
-            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in partial)):
-        raise checkpoint.CheckpointError(f"the checkpoint's position in its epoch (step={step!r}, "
-                                         f"partial={partial!r}) is not valid for {steps_per_epoch} steps per epoch")
-    if state.get("batches") != [cfg.data.batch_size, procs.world]:
-        log(procs, "note: the batch size or the number of processes changed since the run was interrupted, "
-                   f"so epoch {state['epoch'] + 1} starts again from its first batch")
-        return 0, []
-    return step, [float(v) for v in partial]
-
-
-def stopped_message(signum: int, where: str, out: Path) -> str:
-    last = str(out / "last.pt")
-    return (f"stopped by {signal.Signals(signum).name} {where}; saved {last!r}; continue with: "
-            f"python -m cnnzoo.train --resume {shlex.quote(last)} "
-            f"(under torchrun, the same torchrun command with that --resume)")
-
-
-def restore_rng(state: dict, procs: Processes) -> None:
-    if not checkpoint.set_rng_state(state["rng"], procs.rank, procs.world):
-        log(procs, f"note: the checkpoint was written by {len(state['rng'])} processes and this run has "
-                   f"{procs.world}, so its random augmentation does not repeat the original's")
-
-
-def gather_rng(procs: Processes) -> list[dict]:
-    """Every process's generator states, in rank order."""
-    state = checkpoint.rng_state()
-    if procs.world == 1:
-        return [state]
-    states: list = [None] * procs.world
-    dist.all_gather_object(states, state)
-    return states
-
-
-def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False, quiet: bool = False,
-          resume_path: str | None = None) -> nn.Module:
-    """Run the training (or evaluation) that ``cfg`` describes; returns the trained model."""
-    out = Path(cfg.output_dir)
-    procs = setup_processes(cfg)
-    seed_everything(cfg.train.seed)  # the same initial weights in every process
-
-    # data and model
-    source = open_data(cfg, procs)
-    model, size = together(procs, lambda: build_model(cfg, source))
-    if not eval_only:
-        together(procs, lambda: check_output_dir(out, resume_path) if procs.main else None)
-    train_loader, val_loader = make_loaders(source, cfg.data, size, cfg.train.seed, procs.rank, procs.world,
-                                            pin_memory=procs.device.type == "cuda")
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model = model.to(procs.device, memory_format=memory_format)
-    params = sum(p.numel() for p in model.parameters())
-    seed_everything((cfg.train.seed + procs.rank) % 2**32)  # but each process its own augmentation and dropout
-
-    # optimizer, schedule, mixed precision
-    optimizer = build_optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, len(train_loader)))
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
-    scaler = torch.amp.GradScaler(procs.device.type, enabled=cfg.train.amp == "fp16")
-
-    def autocast():
-        return torch.autocast(procs.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-
-    # resume
-    start_epoch, history, best_val_acc, resume_step, partial = 0, [], -1.0, 0, []
-    if resume_state is not None:
-        what = f"checkpoint {resume_path!r} ({resume_state['config'].get('model', {}).get('name')!r})"
-        checkpoint.check_model_keys(model.state_dict(), resume_state["model"], what)
-        model.load_state_dict(resume_state["model"])
-        if not eval_only:
-            saved_optim = resume_state["config"].get("optim", {}).get("name")
-            if saved_optim != cfg.optim.name:
-                raise checkpoint.CheckpointError(f"{what} was trained with optim.name={saved_optim!r}, the config "
-                                                 f"says {cfg.optim.name!r}")
-            start_epoch, history = int(resume_state["epoch"]), list(resume_state["history"])
-            best_val_acc = float(resume_state["best_val_acc"])
-            resume_step, partial = resume_point(resume_state, cfg, procs, len(train_loader))
-            try:
-                load_optimizer_state(optimizer, scheduler, resume_state,
-                                     start_epoch * len(train_loader) + resume_step)
-                if resume_state["scaler"] and scaler.is_enabled():
-                    scaler.load_state_dict(resume_state["scaler"])
-            except (ValueError, KeyError, RuntimeError, TypeError) as e:
-                raise checkpoint.CheckpointError(f"{what}: optimizer state does not fit: {e}") from None
-            if not resume_step:  # mid-epoch, after the epoch's loader has drawn its seed (below)
-                restore_rng(resume_state, procs)
-            changes = config_changes(resume_state["config"], cfg)
-            where = f"epoch {start_epoch + 1}, step {resume_step}" if resume_step else f"after epoch {start_epoch}"
-            log(procs, f"resuming from {resume_path} {where}"
-                + (f"; config changes: {', '.join(changes)}" if changes else ""))
-
-    if eval_only:
-        val_loss, val_acc, n = evaluate(model, val_loader, criterion, procs, autocast, cfg.train.channels_last)
-        log(procs, f"{resume_path} (epoch {resume_state['epoch']}): val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
-                   f"({n} validation images, {procs.device.type})")
-        return model
-
-    ddp = procs.world > 1
-    net = nn.parallel.DistributedDataParallel(model, device_ids=[procs.device] if procs.device.type == "cuda"
-                                              else None) if ddp else model
-    ops = cfg.model.backend if cfg.model.backend == "torch" or procs.device.type != "cpu" else \
-        f"custom, {'compiled' if compiled.library() else 'reference'}"
-    log(procs, f"{cfg.model.name} ({ops} ops, {params:,} parameters) on {source.name} "
-               f"({len(source.train)} train / {len(source.val)} val images, {source.channels}x{size}x{size}), "
-               f"{procs.device.type} x {procs.world}, output {out}")
-
-    show_bar = procs.main and not quiet and sys.stderr.isatty()
-    summary = {}
-    def snapshot(finished_epochs: int, **position) -> dict:
-        """The checkpoint of the run as it stands; ``position``: where an interrupted epoch stopped."""
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": finished_epochs, "history": history,
-                "best_val_acc": best_val_acc, "rng": gather_rng(procs), "config": cfg.to_dict(), **position}
-
-    with StopSignals() as stop:
-        for epoch in range(start_epoch, cfg.train.epochs):
-            net.train()
-            first_step, sums = 0, torch.zeros(3, dtype=torch.float64, device=procs.device)
-            if epoch == start_epoch and resume_step:  # the rest of an interrupted epoch
-                first_step = resume_step
-                if procs.main:  # rank 0 saved the sums of all processes
-                    sums = torch.tensor(partial[:3], dtype=torch.float64, device=procs.device)
-            train_loader.sampler.set_epoch(epoch)
-            train_loader.sampler.start = first_step * cfg.data.batch_size
-            started = time.perf_counter() - (partial[3] if first_step else 0.0)
-            batches = iter(train_loader)  # draws the seed of the loader's workers from the generators
-            if first_step:
-                restore_rng(resume_state, procs)
-            bar = tqdm(batches, total=len(train_loader), initial=first_step, disable=not show_bar, leave=False,
-                       desc=f"epoch {epoch + 1}/{cfg.train.epochs}", dynamic_ncols=True)
-            for step, (x, y) in enumerate(bar, start=first_step):
-                x, y = x.to(procs.device, non_blocking=True), y.to(procs.device, non_blocking=True)
-                if cfg.train.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast():
-                    loss, main_loss, logits = loss_and_logits(criterion, net(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.train.grad_clip:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-                scheduler.step()
-                sums += batch_sums(main_loss, logits, y)
-                signum = stop.requested(procs)
-                if signum or (step + 1) % cfg.train.log_every == 0 or step + 1 == len(train_loader):
-                    if not all_finite(loss, procs):
-                        raise UserError(f"the loss became nan or infinite at epoch {epoch + 1}, step {step + 1}; "
-                                        f"stopping (the last checkpoint in {str(out)!r} is kept)")
-                    if show_bar:
-                        seen = sums[2].item()
-                        bar.set_postfix(loss=f"{sums[0].item() / seen:.4f}", acc=f"{sums[1].item() / seen:.4f}",
-                                        lr=f"{lr:.3g}",
-                                        img_s=f"{seen * procs.world / (time.perf_counter() - started):.0f}")
-                if signum and step + 1 < len(train_loader):  # at the last step, finish the epoch first
-                    state = snapshot(epoch, step=step + 1, batches=[cfg.data.batch_size, procs.world],
-                                     partial=reduce_sums(sums.clone(), procs) + [time.perf_counter() - started])
-                    together(procs, lambda state=state: checkpoint.save(state, out / "last.pt") if procs.main else None)
-                    raise Interrupted(stopped_message(signum, f"at epoch {epoch + 1}, step {step + 1} of "
-                                                              f"{len(train_loader)}", out), signum)
-            train_seconds = time.perf_counter() - started
-            loss_sum, correct, n = reduce_sums(sums, procs)
-            if ddp:  # every process evaluates with rank 0's batch-norm statistics, so all hold the same model
-                for buffer in model.buffers():
-                    dist.broadcast(buffer, 0)
-            val_loss, val_acc, _ = evaluate(model, val_loader, criterion, procs, autocast, cfg.train.channels_last)
-            row = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n, "val_loss": val_loss,
-                   "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - started,
-                   "images_per_second": n / train_seconds}
-            history.append(row)
-            is_best = val_acc > best_val_acc
-            best_val_acc = max(best_val_acc, val_acc)
-            log(procs, f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {row['train_loss']:.4f}  "
-                       f"train_acc {row['train_acc']:.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
-                       f"lr {row['lr']:.4g}  {row['images_per_second']:.0f} img/s  {row['seconds']:.1f}s")
-            state = snapshot(epoch + 1)
-            summary = {"model": cfg.model.name, "backend": cfg.model.backend, "dataset": source.name,
-                       "val_acc": val_acc, "val_loss": val_loss, "best_val_acc": best_val_acc,
-                       "best_epoch": max(history, key=lambda r: r["val_acc"])["epoch"], "epochs": epoch + 1,
-                       "params": params, "device": str(procs.device), "processes": procs.world,
-                       "image_size": size, "train_seconds": sum(r["seconds"] for r in history),
-                       "images_per_second": row["images_per_second"]}
-
-            def save(state=state, summary=summary, is_best=is_best) -> None:
-                checkpoint.save(state, out / "last.pt")
-                if is_best:
-                    checkpoint.save_copy(out / "last.pt", out / "best.pt")
-                write_outputs(out, cfg, history, summary)
-
-            together(procs, save if procs.main else lambda: None)
-            signum = stop.requested(procs)
-            if signum and epoch + 1 < cfg.train.epochs:
-                raise Interrupted(stopped_message(signum, f"after epoch {epoch + 1}", out), signum)
-    if start_epoch >= cfg.train.epochs:
-        log(procs, f"nothing to do: the checkpoint has finished {start_epoch} of {cfg.train.epochs} epochs")
-    elif summary:
-        log(procs, f"done: val_acc {summary['val_acc']:.4f} (best {summary['best_val_acc']:.4f}), "
-                   f"{summary['train_seconds']:.1f}s; wrote {out}")
-    return model
-
-
-def one_line(error: UserError) -> str:
-    """The message of ``error``; one raised in a DataLoader worker arrives wrapped in the worker's
-    traceback, whose last line holds the original message."""
-    text = str(error).strip()
-    if "Traceback" in text:
-        text = text.splitlines()[-1].split(": ", 1)[-1]
-    return text
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        cfg, resume_state = resolve(args)
-        if args.print_config:
-            print(dump(cfg), end="")
-            return 0
-        train(cfg, resume_state, eval_only=args.eval_only, quiet=args.quiet, resume_path=args.resume)
-    except UserError as e:
-        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, together() gives rank 0 every message
-            print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
-    except Interrupted as e:
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(str(e), file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; the checkpoints on disk are those of the last finished epoch or interruption",
-              file=sys.stderr)
-        return 128 + signal.SIGINT
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
 
 
 if __name__ == "__main__":

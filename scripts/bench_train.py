@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ops import argument_error, device_label, peak_memory, print_header, timed  # noqa: E402
 
 import cnnzoo  # noqa: E402
+from cnnzoo.models.googlenet import loss_and_logits  # noqa: E402
 from cnnzoo.ops import compiled  # noqa: E402
-from cnnzoo.train import loss_and_logits  # noqa: E402
 
 # (model, batch, input size): the training-step targets
 MODELS = [("lenet5", 128, 32), ("resnet20", 128, 32), ("resnet18", 64, 32), ("vgg11_bn", 64, 32),

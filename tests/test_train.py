@@ -21,7 +21,8 @@ import yaml
 import cnnzoo
 from cnnzoo import checkpoint
 from cnnzoo.config import build_config
-from cnnzoo.train import lr_factor, main
+from cnnzoo.optim import lr_factor
+from cnnzoo.train import main
 
 from .helpers import Payload
 

@@ -24,6 +24,20 @@ class GoogLeNetOutputs(NamedTuple):
     aux_logits1: torch.Tensor
 
 
+AUX_WEIGHT = 0.3  # the auxiliary classifiers' share of the training loss, as in the paper
+
+
+def loss_and_logits(criterion: nn.Module, output, target: torch.Tensor):
+    """The loss to train on, the main head's loss and its logits, for any zoo model's output. GoogLeNet
+    in training returns its auxiliary heads' logits too: their losses are added with weight 0.3."""
+    if isinstance(output, tuple):
+        logits, *aux = output
+        main = criterion(logits, target)
+        return main + AUX_WEIGHT * sum(criterion(a, target) for a in aux if a is not None), main, logits
+    main = criterion(output, target)
+    return main, main, output
+
+
 class ConvBN(nn.Module):
     """Convolution without bias, batch norm (eps 1e-3) and ReLU."""
 

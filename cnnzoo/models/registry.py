@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Callable
 
 from torch import nn
+
+from ..errors import closest
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 BACKENDS = ("custom", "torch")
@@ -37,7 +38,7 @@ def create_model(name: str, num_classes: int | None = None, in_channels: int | N
     models, 10 and 1 for LeNet-5, 10 and 3 for the CIFAR ResNets).
     """
     if name not in _MODELS:
-        close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.4)
+        close = closest(name, _MODELS, n=5, cutoff=0.4)
         hint = f"; closest: {', '.join(close)}" if close else ""
         raise ValueError(f"unknown model {name!r}{hint} (cnnzoo.list_models() lists all {len(_MODELS)})")
     if backend not in BACKENDS:
