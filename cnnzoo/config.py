@@ -268,6 +268,20 @@ def _check_consistency(cfg: Config) -> None:
         check_amp(cfg.train.amp, "cpu")
 
 
+def input_size(cfg: Config, native: int, model) -> int:
+    """The side length a model is trained (and reported) at: ``data.image_size`` if set, else the
+    dataset's ``native`` size moved into the range the model takes; a ConfigError if the model cannot
+    take the size asked for."""
+    from .models.common import fit_input_size
+
+    size = cfg.data.image_size or fit_input_size(native, model)
+    if fit_input_size(size, model) != size:
+        raise ConfigError(f"data.image_size={size} does not fit {cfg.model.name}, which takes "
+                          f"{model.min_size}x{model.min_size} to "
+                          + (f"{model.max_size}x{model.max_size}" if model.max_size else "any larger size"))
+    return size
+
+
 def check_amp(amp: str, device_type: str) -> None:
     """fp16 autocast (with its gradient scaler) needs CUDA: the config's device, or the one a run resolved."""
     if amp == "fp16" and device_type != "cuda":

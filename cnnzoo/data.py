@@ -1,8 +1,11 @@
 """The datasets ``cnnzoo.train`` knows, their standard normalisation and augmentation, and the loaders.
 
-``open_dataset`` reads a dataset's train and validation splits (no transforms yet) and what the model
-needs to know about it (classes, channels, native size); ``make_loaders`` adds the transforms for the
-chosen image size and wraps both splits in DataLoaders that shard them across processes.
+``DATASETS`` is the one table of what is known about each dataset before reading it (channels,
+classes, native size, mean/std, whether flips keep the label) and its reader; ``dataset_shape``
+answers from it alone (training builds its model from it, the report its input). ``open_dataset``
+reads a dataset's train and validation splits (no transforms yet); ``make_loaders`` adds the
+transforms for the chosen image size and wraps both splits in DataLoaders that shard them across
+processes.
 
 On-disk layouts (under ``data.root``), as the datasets' own distributions unpack:
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +90,7 @@ def split_indices(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
     return order[n_val:], order[:n_val]
 
 
-def _digits(cfg: DataConfig) -> DataSource:
+def _digits(cfg: DataConfig) -> tuple[Dataset, Dataset]:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -95,9 +99,7 @@ def _digits(cfg: DataConfig) -> DataSource:
     images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # pixel values 0..16
     labels = torch.tensor(bunch.target)
     train_idx, val_idx = split_indices(len(images), cfg.val_fraction)
-    train, val = TensorImages(images[train_idx], labels[train_idx]), TensorImages(images[val_idx], labels[val_idx])
-    pixels = train.images
-    return DataSource("digits", train, val, 10, 1, 8, (pixels.mean().item(),), (pixels.std().item(),), False)
+    return TensorImages(images[train_idx], labels[train_idx]), TensorImages(images[val_idx], labels[val_idx])
 
 
 def _missing(name: str, where: Path, files: list[str], exc: Exception | None = None) -> DataError:
@@ -107,7 +109,7 @@ def _missing(name: str, where: Path, files: list[str], exc: Exception | None = N
                      f"(data.root={str(where.parent if name != 'imagefolder' else where)!r})")
 
 
-def _mnist(cfg: DataConfig, fashion: bool) -> DataSource:
+def _mnist(cfg: DataConfig, fashion: bool) -> tuple[Dataset, Dataset]:
     cls, name = (torchvision.datasets.FashionMNIST, "fashion_mnist") if fashion else (torchvision.datasets.MNIST,
                                                                                       "mnist")
     folder = Path(cfg.root) / cls.__name__ / "raw"
@@ -121,7 +123,7 @@ def _mnist(cfg: DataConfig, fashion: bool) -> DataSource:
     except (OSError, ValueError) as e:  # a failed download, or a file that is not in the idx format
         raise DataError(f"{name}: cannot read the dataset under {str(folder)!r}: {e}") from None
     train, val = (TensorImages(s.data.unsqueeze(1), s.targets) for s in splits)
-    return DataSource(name, train, val, 10, 1, 28, *(FASHION_STATS if fashion else MNIST_STATS), flip=fashion)
+    return train, val
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -149,12 +151,12 @@ def read_cifar_batch(path: Path, label_key: str) -> tuple[torch.Tensor, torch.Te
         raise DataError(f"cannot read CIFAR batch {str(path)!r}: {type(e).__name__}: {e}") from None
 
 
-def _cifar(cfg: DataConfig, classes: int) -> DataSource:
+def _cifar(cfg: DataConfig, classes: int) -> tuple[Dataset, Dataset]:
     if classes == 10:
-        folder, parts, key, stats = "cifar-10-batches-py", ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]), \
-            "labels", CIFAR10_STATS
+        folder, parts, key = "cifar-10-batches-py", ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]), \
+            "labels"
     else:
-        folder, parts, key, stats = "cifar-100-python", (["train"], ["test"]), "fine_labels", CIFAR100_STATS
+        folder, parts, key = "cifar-100-python", (["train"], ["test"]), "fine_labels"
     where = Path(cfg.root) / folder
     files = parts[0] + parts[1]
     if cfg.download and not all((where / f).is_file() for f in files):
@@ -172,7 +174,7 @@ def _cifar(cfg: DataConfig, classes: int) -> DataSource:
         if labels.numel() and (labels.min() < 0 or labels.max() >= classes):
             raise DataError(f"cifar{classes}: labels outside 0..{classes - 1} in {str(where)!r}")
         splits.append(TensorImages(torch.cat(images), labels))
-    return DataSource(f"cifar{classes}", *splits, classes, 3, 32, *stats, flip=True)
+    return splits[0], splits[1]
 
 
 def _read_image(path: str):
@@ -184,7 +186,7 @@ def _read_image(path: str):
         raise DataError(f"imagefolder: cannot read image {path!r}: {e}") from None
 
 
-def _imagefolder(cfg: DataConfig) -> DataSource:
+def _imagefolder(cfg: DataConfig) -> tuple[Dataset, Dataset]:
     root = Path(cfg.root)
     splits = []
     for split in ("train", "val"):
@@ -196,33 +198,68 @@ def _imagefolder(cfg: DataConfig) -> DataSource:
     if train.classes != val.classes:
         raise DataError(f"imagefolder: train and val class folders differ under {str(root)!r}: "
                         f"{sorted(set(train.classes) ^ set(val.classes))}")
-    return DataSource("imagefolder", train, val, len(train.classes), 3, 224, *IMAGENET_STATS, flip=True)
+    return train, val
 
 
-def _fake(cfg: DataConfig) -> DataSource:
-    size = cfg.image_size or 32
+def _fake(cfg: DataConfig) -> tuple[Dataset, Dataset]:
+    size = fake_size(cfg)
     train, val = (torchvision.datasets.FakeData(n, (3, size, size), 10, random_offset=offset)
                   for n, offset in ((FAKE_SIZES[0], 0), (FAKE_SIZES[1], FAKE_SIZES[0])))
-    return DataSource("fake", train, val, 10, 3, size, (0.5,) * 3, (0.5,) * 3, flip=True)
+    return train, val
+
+
+def fake_size(cfg: DataConfig) -> int:
+    """FakeData is made at the size the config asks for (32 by default)."""
+    return cfg.image_size or 32
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What is known about a dataset before reading it, and its reader (the two splits, untransformed).
+
+    ``classes`` None: counted from the class folders; ``size`` None: made at the config's size;
+    ``mean``/``std`` None: measured on the training split."""
+
+    channels: int
+    classes: int | None
+    size: int | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    flip: bool  # whether a horizontal flip is a label-preserving augmentation
+    read: Callable[[DataConfig], tuple[Dataset, Dataset]]
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo(1, 10, 8, None, None, False, _digits),
+    "mnist": DatasetInfo(1, 10, 28, *MNIST_STATS, False, lambda c: _mnist(c, False)),
+    "fashion_mnist": DatasetInfo(1, 10, 28, *FASHION_STATS, True, lambda c: _mnist(c, True)),
+    "cifar10": DatasetInfo(3, 10, 32, *CIFAR10_STATS, True, lambda c: _cifar(c, 10)),
+    "cifar100": DatasetInfo(3, 100, 32, *CIFAR100_STATS, True, lambda c: _cifar(c, 100)),
+    "imagefolder": DatasetInfo(3, None, 224, *IMAGENET_STATS, True, _imagefolder),
+    "fake": DatasetInfo(3, 10, None, (0.5,) * 3, (0.5,) * 3, True, _fake),
+}
 
 
 def dataset_shape(cfg: DataConfig) -> tuple[int, int, int]:
     """``(channels, classes, side length)`` of a dataset without reading it (imagefolder: its class
     folders, or ImageNet's 1,000 classes when there are none yet)."""
-    if cfg.name == "imagefolder":
+    info = DATASETS[cfg.name]
+    classes = info.classes
+    if classes is None:
         train = Path(cfg.root) / "train"
-        classes = sum(1 for p in train.iterdir() if p.is_dir()) if train.is_dir() else 0
-        return 3, classes or 1000, 224
-    return {"digits": (1, 10, 8), "mnist": (1, 10, 28), "fashion_mnist": (1, 10, 28), "cifar10": (3, 10, 32),
-            "cifar100": (3, 100, 32), "fake": (3, 10, cfg.image_size or 32)}[cfg.name]
+        classes = (sum(1 for p in train.iterdir() if p.is_dir()) if train.is_dir() else 0) or 1000
+    return info.channels, classes, info.size or fake_size(cfg)
 
 
 def open_dataset(cfg: DataConfig) -> DataSource:
     """The dataset named by ``cfg.name``, limited to ``cfg.limit_train`` / ``cfg.limit_val`` images."""
-    builders = {"digits": _digits, "mnist": lambda c: _mnist(c, False), "fashion_mnist": lambda c: _mnist(c, True),
-                "cifar10": lambda c: _cifar(c, 10), "cifar100": lambda c: _cifar(c, 100),
-                "imagefolder": _imagefolder, "fake": _fake}
-    source = builders[cfg.name](cfg)
+    info = DATASETS[cfg.name]
+    train, val = info.read(cfg)
+    mean, std = (info.mean, info.std) if info.mean is not None else ((train.images.mean().item(),),
+                                                                     (train.images.std().item(),))
+    classes = info.classes if info.classes is not None else len(train.classes)
+    source = DataSource(cfg.name, train, val, classes, info.channels, info.size or fake_size(cfg), mean, std,
+                        info.flip)
     if cfg.limit_train:
         source.train = Subset(source.train, range(min(cfg.limit_train, len(source.train))))
     if cfg.limit_val:

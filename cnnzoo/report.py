@@ -325,53 +325,14 @@ def render(s: Summary, fmt: str = "table", depth: int | None = None) -> str:
 
 
 # -------------------------------------------------------------------------------------- published figures
-# (parameters, MACs in G) as published: torchvision's model documentation ("num_params", "GFLOPS") and
-# the papers (LeCun et al. 1998; Krizhevsky et al. 2012: "60 million parameters"; Simonyan & Zisserman
-# 2015, Table 2; He et al. 2016, Table 1 and section 4.2; Szegedy et al. 2015: "1.5 billion
-# multiply-adds", about 6.8 million parameters in Table 1). None: not published.
-PUBLISHED = {
-    "lenet5": {"paper": (60_000, None)},
-    "lenet5_1998": {"paper": (60_000, None)},
-    "alexnet": {"torchvision": (61_100_840, 0.71), "paper": (60_000_000, None)},
-    "alexnet_2012": {"paper": (60_000_000, None)},
-    "vgg11": {"torchvision": (132_863_336, 7.61), "paper": (133_000_000, None)},
-    "vgg13": {"torchvision": (133_047_848, 11.31), "paper": (133_000_000, None)},
-    "vgg16": {"torchvision": (138_357_544, 15.47), "paper": (138_000_000, None)},
-    "vgg19": {"torchvision": (143_667_240, 19.63), "paper": (144_000_000, None)},
-    "vgg11_bn": {"torchvision": (132_868_840, 7.61)},
-    "vgg13_bn": {"torchvision": (133_053_736, 11.31)},
-    "vgg16_bn": {"torchvision": (138_365_992, 15.47)},
-    "vgg19_bn": {"torchvision": (143_678_248, 19.63)},
-    "resnet18": {"torchvision": (11_689_512, 1.81), "paper": (None, 1.8)},
-    "resnet34": {"torchvision": (21_797_672, 3.66), "paper": (None, 3.6)},
-    "resnet50": {"torchvision": (25_557_032, 4.09), "paper": (None, 3.8)},
-    "resnet101": {"torchvision": (44_549_160, 7.8), "paper": (None, 7.6)},
-    "resnet152": {"torchvision": (60_192_808, 11.51), "paper": (None, 11.3)},
-    "resnet20": {"paper": (270_000, None)},
-    "resnet32": {"paper": (460_000, None)},
-    "resnet44": {"paper": (660_000, None)},
-    "resnet56": {"paper": (850_000, None)},
-    "resnet110": {"paper": (1_700_000, None)},
-    "googlenet": {"torchvision": (6_624_904, 1.5), "paper": (6_800_000, 1.5)},
-    "googlenet_2014": {"paper": (6_800_000, 1.5)},
-}
-# the published GoogLeNet figures are of the network without its training-only auxiliary heads
-ALL_KWARGS = {"googlenet": {"aux_logits": False}, "googlenet_2014": {"aux_logits": False}}
-NOTES = {
-    "alexnet_2012": "227x227 input",
-    "resnet50": "the paper's 3.8 G has the stride on the bottleneck's 1x1 (v1); torchvision's v1.5 puts it on the 3x3",
-    "resnet101": "v1.5, as resnet50",
-    "resnet152": "v1.5, as resnet50",
-    "googlenet": "aux_logits=False, as published (with the two auxiliary heads: 13,004,888)",
-    "googlenet_2014": "true 5x5 branches; aux_logits=False (with the auxiliary heads: 13,385,816)",
-    "lenet5": "textbook form: full C3, 10 linear outputs",
-    "lenet5_1998": "C1..F6 = 60,000 as in the paper, plus an 84->10 linear output",
-}
+# The figures, notes and natural input sizes live beside each model's builder (``@register_model``,
+# see cnnzoo/models/registry.py's ModelInfo).
 
 
 def natural_input(name: str, model: nn.Module) -> list[int]:
-    size = 227 if name == "alexnet_2012" else (32 if getattr(model, "max_size", None) or name.startswith(
-        ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")) else 224)
+    from .models.registry import model_info
+
+    size = model_info(name).input_size
     return [model.in_channels, size, size]
 
 
@@ -395,15 +356,17 @@ def _difference(ours: float, published: float | None, digits: int = 0) -> str:
 def all_models_rows() -> tuple[list[str], list[list[str]]]:
     """One row per registered model: our parameters and MACs next to the published figures."""
     from .models import list_models
+    from .models.registry import model_info
 
     header = ["model", "input", "params", "MACs", "torchvision params", "diff", "torchvision GFLOPS", "GFLOPS diff",
               "paper params", "paper diff", "paper MACs (G)", "MACs diff", "note"]
     rows = []
     for name in list_models():
-        model = build_on_meta(name, **ALL_KWARGS.get(name, {}))
+        info = model_info(name)
+        model = build_on_meta(name, **info.published_kwargs)
         size = natural_input(name, model)
         s = summarize(model, size, name=name)
-        pub = PUBLISHED.get(name, {})
+        pub = info.published
         tv_params, tv_g = pub.get("torchvision", (None, None))
         paper_params, paper_g = pub.get("paper", (None, None))
         g = s.total_macs / 1e9
@@ -411,7 +374,7 @@ def all_models_rows() -> tuple[list[str], list[list[str]]]:
                      _difference(s.total_params, tv_params), _cell(tv_g),
                      _difference(round(g, 2), tv_g, 2) if tv_g else "-", _cell(paper_params),
                      _difference(s.total_params, paper_params), _cell(paper_g),
-                     _difference(round(g, 1), paper_g, 1) if paper_g else "-", NOTES.get(name, "")])
+                     _difference(round(g, 1), paper_g, 1) if paper_g else "-", info.note])
     return header, rows
 
 
@@ -434,14 +397,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def model_from_config(path: str) -> tuple[str, nn.Module, list[int]]:
-    from .config import load_config
+    from .config import input_size, load_config
     from .data import dataset_shape
-    from .models.common import fit_input_size
 
     cfg = load_config(path)
     channels, classes, native = dataset_shape(cfg.data)
     model = build_on_meta(cfg.model.name, num_classes=classes, in_channels=channels, **cfg.model.kwargs)
-    size = cfg.data.image_size or fit_input_size(native, model)
+    size = input_size(cfg, native, model)
     return cfg.model.name, model, [channels, size, size]
 
 

@@ -3,8 +3,10 @@
 The path from config to checkpoint, as ``train()`` runs it:
 
 1. ``setup_processes``: rank, device, the process group under ``torchrun`` (:mod:`cnnzoo.distributed`);
-2. ``open_data`` and ``build_model``: the dataset, the model for its classes and channels, the input size;
-3. ``check_output_dir``: a run never overwrites another run's checkpoints;
+2. ``build_model``: the model for the dataset's classes and channels, and the input size, both known
+   from the dataset table (:mod:`cnnzoo.data`) and the model's registration before any file is read;
+3. ``check_output_dir``: a run never overwrites another run's checkpoints (checked before any download);
+   then ``open_data`` reads (or, with ``data.download``, fetches) the dataset;
 4. ``build_trainer``: the optimizer and schedule (:mod:`cnnzoo.optim`), mixed precision, the loss;
 5. ``resume``: the model, optimizer and :class:`RunState` (epoch, step, history, best) from a checkpoint;
 6. ``fit``: per epoch ``train_one_epoch``, ``evaluate``, then ``last.pt``/``best.pt`` and the metrics files.
@@ -41,8 +43,8 @@ from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint
-from .config import Config, ConfigError, build_config, dump, flatten, load_config
-from .data import make_loaders, open_dataset
+from .config import Config, ConfigError, build_config, dump, flatten, input_size, load_config
+from .data import dataset_shape, make_loaders, open_dataset
 from .distributed import (
     Processes,
     all_finite,
@@ -59,7 +61,7 @@ from .distributed import (
 )
 from .errors import Interrupted, UserError
 from .models import create_model
-from .models.common import count_parameters, fit_input_size
+from .models.common import count_parameters
 from .models.googlenet import loss_and_logits
 from .ops import compiled
 from .optim import build_optimizer, build_scheduler, load_optimizer_state
@@ -151,10 +153,10 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
     out = Path(cfg.output_dir)
     procs = setup_processes(cfg)
     seed_everything(cfg.train.seed)  # the same initial weights in every process
-    source = open_data(cfg, procs)
-    model, size = together(procs, lambda: build_model(cfg, source))
+    model, size = together(procs, lambda: build_model(cfg))
     if not eval_only:
         on_main(procs, lambda: check_output_dir(out, resume_path))
+    source = open_data(cfg, procs)
     train_loader, val_loader = make_loaders(source, cfg.data, size, cfg.train.seed, procs.rank, procs.world,
                                             pin_memory=procs.device.type == "cuda")
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
@@ -197,19 +199,16 @@ def open_data(cfg: Config, procs: Processes):
     return together(procs, lambda: source if source is not None else open_dataset(no_download))
 
 
-def build_model(cfg: Config, source) -> tuple[nn.Module, int]:
-    """The model for the data's classes and channels, and the input size it is trained at."""
+def build_model(cfg: Config) -> tuple[nn.Module, int]:
+    """The model for the dataset's classes and channels, and the input size it is trained at: both
+    known from the dataset table and the model's registration, before any data is read."""
+    channels, classes, native = dataset_shape(cfg.data)
     try:
-        model = create_model(cfg.model.name, num_classes=source.num_classes, in_channels=source.channels,
-                             backend=cfg.model.backend, **cfg.model.kwargs)
+        model = create_model(cfg.model.name, num_classes=classes, in_channels=channels, backend=cfg.model.backend,
+                             **cfg.model.kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit {cfg.model.name}: {e}") from None
-    size = cfg.data.image_size or fit_input_size(source.size, model)
-    if fit_input_size(size, model) != size:
-        raise ConfigError(f"data.image_size={size} does not fit {cfg.model.name}, which takes "
-                          f"{model.min_size}x{model.min_size} to "
-                          + (f"{model.max_size}x{model.max_size}" if model.max_size else "any larger size"))
-    return model, size
+    return model, input_size(cfg, native, model)
 
 
 def check_output_dir(path: Path, resume_path: str | None) -> None:

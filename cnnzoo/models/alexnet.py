@@ -15,6 +15,9 @@ from torch import nn
 from .common import FeatureClassifier, conv_layers
 from .registry import register_model
 
+KRIZHEVSKY_2012 = 'Krizhevsky et al. 2012, "ImageNet classification with deep convolutional neural networks"'
+KRIZHEVSKY_2014 = 'Krizhevsky 2014, "One weird trick for parallelizing convolutional neural networks"'
+
 
 def classifier(in_features: int, num_classes: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
@@ -82,13 +85,14 @@ class AlexNet2012(FeatureClassifier):
             nn.init.constant_(layer.bias, 1.0 if i in (1, 3, 4, 5, 6) else 0.0)
 
 
-@register_model
+@register_model(paper=KRIZHEVSKY_2014, published={"torchvision": (61_100_840, 0.71), "paper": (60_000_000, None)},
+                torchvision="alexnet")
 def alexnet(**kwargs) -> AlexNet:
     """torchvision's AlexNet: 61,100,840 parameters."""
     return AlexNet(**kwargs)
 
 
-@register_model
+@register_model(input_size=227, paper=KRIZHEVSKY_2012, published={"paper": (60_000_000, None)}, note="227x227 input")
 def alexnet_2012(**kwargs) -> AlexNet2012:
     """AlexNet as in the 2012 paper (227x227 input): 60,965,224 parameters."""
     return AlexNet2012(**kwargs)

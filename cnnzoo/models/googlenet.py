@@ -17,6 +17,8 @@ from torch import nn
 from .common import ZooModel, conv_layers
 from .registry import register_model
 
+PAPER = 'Szegedy et al. 2015, "Going deeper with convolutions"'
+
 
 class GoogLeNetOutputs(NamedTuple):
     logits: torch.Tensor
@@ -164,13 +166,16 @@ class GoogLeNet(ZooModel):
         return logits
 
 
-@register_model
+@register_model(paper=PAPER, published={"torchvision": (6_624_904, 1.5), "paper": (6_800_000, 1.5)},
+                published_kwargs={'aux_logits': False}, torchvision="googlenet",
+                note="aux_logits=False, as published (with the two auxiliary heads: 13,004,888)")
 def googlenet(**kwargs) -> GoogLeNet:
     """torchvision's GoogLeNet: 13,004,888 parameters, 6,624,904 with ``aux_logits=False``."""
     return GoogLeNet(**kwargs)
 
 
-@register_model
+@register_model(paper=PAPER, published={"paper": (6_800_000, 1.5)}, published_kwargs={'aux_logits': False},
+                note="true 5x5 branches; aux_logits=False (with the auxiliary heads: 13,385,816)")
 def googlenet_2014(**kwargs) -> GoogLeNet:
     """GoogLeNet with the paper's true 5x5 convolutions in the third branch."""
     return GoogLeNet(five_kernel=5, **kwargs)

@@ -17,6 +17,8 @@ from torch import nn
 from .common import ZooModel, conv_layers
 from .registry import register_model
 
+LECUN = 'LeCun et al. 1998, "Gradient-based learning applied to document recognition"'
+
 ACTIVATIONS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "relu": nn.ReLU}
 
 
@@ -131,13 +133,15 @@ class LeNet5Paper(ZooModel):
         return self.output(self.act(self.f6(x)))
 
 
-@register_model
+@register_model(input_size=32, paper=LECUN, published={"paper": (60_000, None)},
+                note='textbook form: full C3, 10 linear outputs')
 def lenet5(**kwargs) -> LeNet5:
     """Textbook LeNet-5: 61,706 parameters (tanh and average pooling; ``activation``, ``pool`` change them)."""
     return LeNet5(**kwargs)
 
 
-@register_model
+@register_model(input_size=32, paper=LECUN, published={"paper": (60_000, None)},
+                note="C1..F6 = 60,000 as in the paper, plus an 84->10 linear output")
 def lenet5_1998(**kwargs) -> LeNet5Paper:
     """LeNet-5 as in the 1998 paper: 60,000 parameters in C1..F6, plus an 850-parameter linear output."""
     return LeNet5Paper(**kwargs)

@@ -1,25 +1,77 @@
-"""The one door to every model: ``@register_model`` on each builder, ``create_model`` and
-``list_models`` for their users."""
+"""The one door to every model: ``@register_model`` on each builder, with what the zoo knows about
+the model (:class:`ModelInfo`: its input size, published figures, paper, notes and torchvision twin);
+``create_model``, ``list_models`` and ``model_info`` for their users."""
 
 from __future__ import annotations
 
 import fnmatch
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from torch import nn
 
 from ..errors import closest
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
 BACKENDS = ("custom", "torch")
 
 
-def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register ``builder`` under its function name."""
-    if builder.__name__ in _MODELS:
-        raise ValueError(f"model {builder.__name__!r} is registered twice")
-    _MODELS[builder.__name__] = builder
-    return builder
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the zoo knows about a model besides how to build it, kept beside its builder.
+
+    ``published`` maps a source (``"torchvision"``, ``"paper"``) to its (parameters, GMACs) figures,
+    None where not published; ``published_kwargs`` are the builder's arguments those figures are for.
+    ``torchvision`` names the ``torchvision.models`` builder of the same architecture (same
+    ``state_dict`` keys), if there is one."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    input_size: int  # the side length of the input it was designed for
+    paper: str = ""
+    published: dict[str, tuple[int | None, float | None]] = field(default_factory=dict)
+    published_kwargs: dict = field(default_factory=dict)
+    note: str = ""
+    torchvision: str | None = None
+
+    @property
+    def model_class(self) -> type:
+        """The class the builder returns (its return annotation)."""
+        return typing.get_type_hints(self.builder)["return"]
+
+    @property
+    def min_size(self) -> int:
+        """The smallest input side the architecture takes (every layer keeps an output pixel)."""
+        return getattr(self.model_class, "min_size", 1)
+
+    @property
+    def max_size(self) -> int | None:
+        """The largest, for networks whose fully connected layers take the last feature map as it is."""
+        return getattr(self.model_class, "max_size", None)
+
+
+_MODELS: dict[str, ModelInfo] = {}
+
+
+def register_model(builder: Callable[..., nn.Module] | None = None, *, input_size: int = 224, **info):
+    """Register a builder under its function name, with its :class:`ModelInfo` fields:
+    ``@register_model(input_size=32, paper=..., published=..., note=..., torchvision=...)``."""
+    def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _MODELS:
+            raise ValueError(f"model {fn.__name__!r} is registered twice")
+        _MODELS[fn.__name__] = ModelInfo(fn.__name__, fn, input_size, **info)
+        return fn
+
+    return register(builder) if builder is not None else register
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registration of model ``name``; a ValueError naming the closest names if there is none."""
+    if name not in _MODELS:
+        close = closest(name, _MODELS, n=5, cutoff=0.4)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint} (cnnzoo.list_models() lists all {len(_MODELS)})")
+    return _MODELS[name]
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -37,10 +89,7 @@ def create_model(name: str, num_classes: int | None = None, in_channels: int | N
     ``num_classes`` and ``in_channels`` default to the model's own (1000 and 3 for the ImageNet
     models, 10 and 1 for LeNet-5, 10 and 3 for the CIFAR ResNets).
     """
-    if name not in _MODELS:
-        close = closest(name, _MODELS, n=5, cutoff=0.4)
-        hint = f"; closest: {', '.join(close)}" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint} (cnnzoo.list_models() lists all {len(_MODELS)})")
+    info = model_info(name)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}, expected one of {BACKENDS}")
     for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
@@ -48,4 +97,4 @@ def create_model(name: str, num_classes: int | None = None, in_channels: int | N
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive int, got {value!r}")
             kwargs[key] = value
-    return _MODELS[name](backend=backend, **kwargs)
+    return info.builder(backend=backend, **kwargs)

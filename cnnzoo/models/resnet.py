@@ -16,6 +16,8 @@ from torch import nn
 from .common import ZooModel, conv_layers
 from .registry import register_model
 
+PAPER = 'He et al. 2016, "Deep residual learning for image recognition"'
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions and a shortcut."""
@@ -164,61 +166,68 @@ class CifarResNet(ZooModel):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-@register_model
+@register_model(paper=PAPER, published={"torchvision": (11_689_512, 1.81), "paper": (None, 1.8)},
+                torchvision="resnet18")
 def resnet18(**kwargs) -> ResNet:
     """ResNet-18: 11,689,512 parameters."""
     return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-@register_model
+@register_model(paper=PAPER, published={"torchvision": (21_797_672, 3.66), "paper": (None, 3.6)},
+                torchvision="resnet34")
 def resnet34(**kwargs) -> ResNet:
     """ResNet-34: 21,797,672 parameters."""
     return ResNet(BasicBlock, [3, 4, 6, 3], **kwargs)
 
 
-@register_model
+@register_model(paper=PAPER, published={"torchvision": (25_557_032, 4.09), "paper": (None, 3.8)},
+                torchvision="resnet50",
+                note="the paper's 3.8 G has the stride on the bottleneck's 1x1 (v1); torchvision's v1.5 puts it "
+                     "on the 3x3")
 def resnet50(**kwargs) -> ResNet:
     """ResNet-50: 25,557,032 parameters."""
     return ResNet(Bottleneck, [3, 4, 6, 3], **kwargs)
 
 
-@register_model
+@register_model(paper=PAPER, published={"torchvision": (44_549_160, 7.8), "paper": (None, 7.6)},
+                torchvision="resnet101", note="v1.5, as resnet50")
 def resnet101(**kwargs) -> ResNet:
     """ResNet-101: 44,549,160 parameters."""
     return ResNet(Bottleneck, [3, 4, 23, 3], **kwargs)
 
 
-@register_model
+@register_model(paper=PAPER, published={"torchvision": (60_192_808, 11.51), "paper": (None, 11.3)},
+                torchvision="resnet152", note="v1.5, as resnet50")
 def resnet152(**kwargs) -> ResNet:
     """ResNet-152: 60,192,808 parameters."""
     return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
 
 
-@register_model
+@register_model(input_size=32, paper=PAPER, published={"paper": (270_000, None)})
 def resnet20(**kwargs) -> CifarResNet:
     """CIFAR ResNet-20 (n=3): 269,722 parameters."""
     return CifarResNet(20, **kwargs)
 
 
-@register_model
+@register_model(input_size=32, paper=PAPER, published={"paper": (460_000, None)})
 def resnet32(**kwargs) -> CifarResNet:
     """CIFAR ResNet-32 (n=5): 464,154 parameters."""
     return CifarResNet(32, **kwargs)
 
 
-@register_model
+@register_model(input_size=32, paper=PAPER, published={"paper": (660_000, None)})
 def resnet44(**kwargs) -> CifarResNet:
     """CIFAR ResNet-44 (n=7): 658,586 parameters."""
     return CifarResNet(44, **kwargs)
 
 
-@register_model
+@register_model(input_size=32, paper=PAPER, published={"paper": (850_000, None)})
 def resnet56(**kwargs) -> CifarResNet:
     """CIFAR ResNet-56 (n=9): 853,018 parameters."""
     return CifarResNet(56, **kwargs)
 
 
-@register_model
+@register_model(input_size=32, paper=PAPER, published={"paper": (1_700_000, None)})
 def resnet110(**kwargs) -> CifarResNet:
     """CIFAR ResNet-110 (n=18): 1,727,962 parameters."""
     return CifarResNet(110, **kwargs)

@@ -11,6 +11,8 @@ from torch import nn
 from .common import FeatureClassifier, conv_layers
 from .registry import register_model
 
+PAPER = 'Simonyan & Zisserman 2015, "Very deep convolutional networks for large-scale image recognition"'
+
 M = "M"  # a 2x2/2 max pool
 CONFIGS = {
     "A": [64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M],
@@ -60,49 +62,53 @@ class VGG(FeatureClassifier):
                 nn.init.zeros_(m.bias)
 
 
-@register_model
+@register_model(paper=PAPER, published={"torchvision": (132_863_336, 7.61), "paper": (133_000_000, None)},
+                torchvision="vgg11")
 def vgg11(**kwargs) -> VGG:
     """VGG-11 (configuration A): 132,863,336 parameters."""
     return VGG("A", **kwargs)
 
 
-@register_model
+@register_model(paper=PAPER, published={"torchvision": (133_047_848, 11.31), "paper": (133_000_000, None)},
+                torchvision="vgg13")
 def vgg13(**kwargs) -> VGG:
     """VGG-13 (configuration B): 133,047,848 parameters."""
     return VGG("B", **kwargs)
 
 
-@register_model
+@register_model(paper=PAPER, published={"torchvision": (138_357_544, 15.47), "paper": (138_000_000, None)},
+                torchvision="vgg16")
 def vgg16(**kwargs) -> VGG:
     """VGG-16 (configuration D): 138,357,544 parameters."""
     return VGG("D", **kwargs)
 
 
-@register_model
+@register_model(paper=PAPER, published={"torchvision": (143_667_240, 19.63), "paper": (144_000_000, None)},
+                torchvision="vgg19")
 def vgg19(**kwargs) -> VGG:
     """VGG-19 (configuration E): 143,667,240 parameters."""
     return VGG("E", **kwargs)
 
 
-@register_model
+@register_model(paper=PAPER, published={"torchvision": (132_868_840, 7.61)}, torchvision="vgg11_bn")
 def vgg11_bn(**kwargs) -> VGG:
     """VGG-11 with batch normalisation."""
     return VGG("A", batch_norm=True, **kwargs)
 
 
-@register_model
+@register_model(paper=PAPER, published={"torchvision": (133_053_736, 11.31)}, torchvision="vgg13_bn")
 def vgg13_bn(**kwargs) -> VGG:
     """VGG-13 with batch normalisation."""
     return VGG("B", batch_norm=True, **kwargs)
 
 
-@register_model
+@register_model(paper=PAPER, published={"torchvision": (138_365_992, 15.47)}, torchvision="vgg16_bn")
 def vgg16_bn(**kwargs) -> VGG:
     """VGG-16 with batch normalisation: 138,365,992 parameters."""
     return VGG("D", batch_norm=True, **kwargs)
 
 
-@register_model
+@register_model(paper=PAPER, published={"torchvision": (143_678_248, 19.63)}, torchvision="vgg19_bn")
 def vgg19_bn(**kwargs) -> VGG:
     """VGG-19 with batch normalisation."""
     return VGG("E", batch_norm=True, **kwargs)
