@@ -123,24 +123,35 @@ def save_copy(source: str | Path, path: str | Path) -> None:
         raise CheckpointError(f"could not write {str(path)!r}: {e.strerror or e}; the previous file is kept") from None
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save`; anything else is a CheckpointError naming the problem."""
+def read(path: str | Path, kind: str = "checkpoint") -> Any:
+    """What ``torch.save`` wrote to ``path``, read without running any pickled code (tensors and plain
+    containers only); a CheckpointError naming the problem otherwise. ``kind`` names the file in it."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} not found")
+        raise CheckpointError(f"{kind} {str(path)!r} not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         lines = str(e).strip().splitlines()
         detail = next((line.strip() for line in lines if "Unsupported global" in line), None)
         if detail:
             raise CheckpointError(f"refusing to load {str(path)!r}: it holds pickled objects other than tensors "
                                   f"and plain containers, which could run code ({detail.split('. ')[0]})") from None
-        raise CheckpointError(f"{str(path)!r} is not a readable checkpoint ({lines[0] if lines else e})") from None
+        raise CheckpointError(f"{str(path)!r} is not a readable {kind} ({lines[0] if lines else e})") from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{str(path)!r} is not a readable checkpoint ({type(e).__name__}: "
+        raise CheckpointError(f"{str(path)!r} is not a readable {kind} ({type(e).__name__}: "
                               f"{str(e).strip().splitlines()[0] if str(e).strip() else 'empty'})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+
+
+def is_checkpoint(state: Any) -> bool:
+    """Whether ``state`` (as read) carries the marker of a cnnzoo training checkpoint."""
+    return isinstance(state, dict) and state.get("format") == FORMAT
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save`; anything else is a CheckpointError naming the problem."""
+    state = read(path)
+    if not is_checkpoint(state):
         raise CheckpointError(f"{str(path)!r} is not a cnnzoo training checkpoint (no {FORMAT!r} marker)")
     missing = [k for k in REQUIRED if k not in state]
     if missing:

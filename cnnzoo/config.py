@@ -38,6 +38,9 @@ class ModelConfig:
     name: str = "lenet5"  # any name of cnnzoo.list_models()
     backend: Literal["custom", "torch"] = "custom"
     kwargs: dict = _rule(factory=dict)  # passed to create_model (num_classes/in_channels come from the data)
+    # pretrained weights to start from: a torchvision weights name (DEFAULT, IMAGENET1K_V1, ...) or the
+    # path of a state_dict or cnnzoo checkpoint (see cnnzoo/models/weights.py); not read when resuming
+    weights: str | None = None
 
 
 @dataclass
@@ -255,9 +258,9 @@ def _check_consistency(cfg: Config) -> None:
         match = closest(cfg.model.name, list_models())
         hint = f" (did you mean {match[0]!r}?)" if match else ""
         raise ConfigError(f"model.name: unknown model {cfg.model.name!r}{hint}; choices: {', '.join(list_models())}")
-    for key in ("num_classes", "in_channels", "backend"):
+    for key in ("num_classes", "in_channels", "backend", "weights"):
         if key in cfg.model.kwargs:
-            where = "model.backend" if key == "backend" else "the dataset"
+            where = {"backend": "model.backend", "weights": "model.weights"}.get(key, "the dataset")
             raise ConfigError(f"model.kwargs.{key} is not allowed: it is set from {where}")
     if cfg.sched.warmup_epochs and cfg.sched.warmup_epochs >= cfg.train.epochs:
         raise ConfigError(f"sched.warmup_epochs ({cfg.sched.warmup_epochs}) must be less than train.epochs "

@@ -153,7 +153,7 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
     out = Path(cfg.output_dir)
     procs = setup_processes(cfg)
     seed_everything(cfg.train.seed)  # the same initial weights in every process
-    model, size = together(procs, lambda: build_model(cfg))
+    model, size = together(procs, lambda: build_model(cfg, pretrained=resume_state is None))
     if not eval_only:
         on_main(procs, lambda: check_output_dir(out, resume_path))
     source = open_data(cfg, procs)
@@ -199,13 +199,15 @@ def open_data(cfg: Config, procs: Processes):
     return together(procs, lambda: source if source is not None else open_dataset(no_download))
 
 
-def build_model(cfg: Config) -> tuple[nn.Module, int]:
-    """The model for the dataset's classes and channels, and the input size it is trained at: both
-    known from the dataset table and the model's registration, before any data is read."""
+def build_model(cfg: Config, pretrained: bool = True) -> tuple[nn.Module, int]:
+    """The model for the dataset's classes and channels (with ``model.weights`` loaded, if
+    ``pretrained``), and the input size it is trained at: both known from the dataset table and the
+    model's registration, before any data is read."""
     channels, classes, native = dataset_shape(cfg.data)
+    weights = cfg.model.weights if pretrained else None
     try:
         model = create_model(cfg.model.name, num_classes=classes, in_channels=channels, backend=cfg.model.backend,
-                             **cfg.model.kwargs)
+                             weights=weights, **cfg.model.kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit {cfg.model.name}: {e}") from None
     return model, input_size(cfg, native, model)

@@ -81,3 +81,21 @@ class Payload:
 
     def __reduce__(self):
         return open, (str(self.path), "w")
+
+
+def torchvision_weights_file(torch_home, model: str, weights: str = "DEFAULT", **kwargs):
+    """Write a randomly initialised torchvision ``model``'s state_dict where torch.hub's cache keeps
+    torchvision's ``weights`` under ``torch_home`` (set ``TORCH_HOME`` to it), as a download would;
+    returns the file's path."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(model)
+    chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+    path = Path(torch_home) / "hub" / "checkpoints" / Path(urlparse(chosen.url).path).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(getattr(torchvision.models, model)(weights=None, **kwargs).state_dict(), path)
+    return path

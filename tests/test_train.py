@@ -23,6 +23,7 @@ from cnnzoo import checkpoint
 from cnnzoo.config import build_config
 from cnnzoo.optim import lr_factor
 from cnnzoo.train import main
+from .helpers import torchvision_weights_file
 
 from .helpers import Payload
 
@@ -141,7 +142,11 @@ def test_print_config(capsys):
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in HEAVY else p for p in CONFIGS],
                          ids=lambda p: p.stem)
-def test_every_shipped_config_starts(tmp_path, path):
+def test_every_shipped_config_starts(tmp_path, path, monkeypatch):
+    model = yaml.safe_load(path.read_text())["model"]
+    if model.get("weights"):  # torchvision's weights, offline: a file where torch.hub's cache keeps them
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        torchvision_weights_file(tmp_path / "torch", model["name"], model["weights"])
     code = main(["--config", str(path), "--output-dir", str(tmp_path), "--quiet", "--set", "data.name=fake",
                  "--set", "data.limit_train=8", "--set", "data.limit_val=4", "--set", "data.batch_size=4",
                  "--set", "train.epochs=1", "--set", "sched.warmup_epochs=0", "--set", "data.num_workers=0"])

@@ -167,14 +167,15 @@ class GoogLeNet(ZooModel):
 
 
 @register_model(paper=PAPER, published={"torchvision": (6_624_904, 1.5), "paper": (6_800_000, 1.5)},
-                published_kwargs={'aux_logits': False}, torchvision="googlenet",
+                published_kwargs={"aux_logits": False}, torchvision="googlenet",
+                weights_kwargs={"transform_input": True},
                 note="aux_logits=False, as published (with the two auxiliary heads: 13,004,888)")
 def googlenet(**kwargs) -> GoogLeNet:
     """torchvision's GoogLeNet: 13,004,888 parameters, 6,624,904 with ``aux_logits=False``."""
     return GoogLeNet(**kwargs)
 
 
-@register_model(paper=PAPER, published={"paper": (6_800_000, 1.5)}, published_kwargs={'aux_logits': False},
+@register_model(paper=PAPER, published={"paper": (6_800_000, 1.5)}, published_kwargs={"aux_logits": False},
                 note="true 5x5 branches; aux_logits=False (with the auxiliary heads: 13,385,816)")
 def googlenet_2014(**kwargs) -> GoogLeNet:
     """GoogLeNet with the paper's true 5x5 convolutions in the third branch."""

@@ -33,6 +33,7 @@ class ModelInfo:
     published_kwargs: dict = field(default_factory=dict)
     note: str = ""
     torchvision: str | None = None
+    weights_kwargs: dict = field(default_factory=dict)  # builder arguments torchvision's weights need
 
     @property
     def model_class(self) -> type:
@@ -81,13 +82,18 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def create_model(name: str, num_classes: int | None = None, in_channels: int | None = None,
-                 backend: str = "custom", **kwargs) -> nn.Module:
+                 backend: str = "custom", weights: str | None = None, **kwargs) -> nn.Module:
     """Build a registered model.
 
     ``backend='custom'`` runs convolution and pooling on :mod:`cnnzoo.ops`; ``backend='torch'`` builds
     the same architecture, with the same ``state_dict`` keys, on ``torch.nn``'s layers.
     ``num_classes`` and ``in_channels`` default to the model's own (1000 and 3 for the ImageNet
     models, 10 and 1 for LeNet-5, 10 and 3 for the CIFAR ResNets).
+
+    ``weights`` loads pretrained weights: a torchvision weights name (``"DEFAULT"``,
+    ``"IMAGENET1K_V1"``, ...) for a model with a torchvision twin, or the path of a state_dict or of a
+    cnnzoo checkpoint (see :mod:`cnnzoo.models.weights`). With another ``num_classes`` than the
+    weights', the classifier is newly initialised (with a warning).
     """
     info = model_info(name)
     if backend not in BACKENDS:
@@ -97,4 +103,12 @@ def create_model(name: str, num_classes: int | None = None, in_channels: int | N
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive int, got {value!r}")
             kwargs[key] = value
-    return info.builder(backend=backend, **kwargs)
+    if weights is None:
+        return info.builder(backend=backend, **kwargs)
+    from .weights import is_torchvision_name, load_weights
+
+    if is_torchvision_name(weights):
+        kwargs = {**info.weights_kwargs, **kwargs}
+    model = info.builder(backend=backend, **kwargs)
+    load_weights(model, info, weights, num_classes)
+    return model
