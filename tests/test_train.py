@@ -23,9 +23,8 @@ from cnnzoo import checkpoint
 from cnnzoo.config import build_config
 from cnnzoo.optim import lr_factor
 from cnnzoo.train import main
-from .helpers import torchvision_weights_file
 
-from .helpers import Payload
+from .helpers import Payload, torchvision_weights_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "configs" / "lenet5_digits.yaml")

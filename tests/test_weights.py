@@ -13,6 +13,7 @@ import torchvision
 import cnnzoo
 from cnnzoo.models.weights import WeightsError
 from cnnzoo.train import main
+
 from .helpers import torchvision_weights_file
 
 
