@@ -55,8 +55,21 @@ def setup_processes(cfg: Config) -> Processes:
     if device.type == "cpu" and cfg.model.backend == "custom":
         compiled.library()  # build the CPU kernels now (or fall back, or fail), before any output
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        join_group("nccl" if device.type == "cuda" else "gloo")
     return Processes(rank, world, device)
+
+
+def join_group(backend: str) -> None:
+    """Join the process group torchrun set up. The group's keys go under this attempt's own prefix in
+    torchrun's store: after ``--max-restarts`` restarts the workers, keys the failed attempt left
+    behind (its processes' addresses) would otherwise mislead the new one."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        dist.init_process_group(backend)
+        return
+    store, rank, world = next(dist.rendezvous("env://"))
+    dist.init_process_group(backend, store=dist.PrefixStore(f"cnnzoo/attempt_{attempt}", store), rank=rank,
+                            world_size=world)
 
 
 def wrap_model(model: nn.Module, procs: Processes) -> nn.Module:

@@ -362,3 +362,28 @@ def test_two_processes_with_gloo_end_with_identical_weights(tmp_path, capsys):
     assert main(["--eval-only", "--resume", str(out / "last.pt")]) == 0
     assert f"val_loss {summary['val_loss']:.4f}  val_acc {summary['val_acc']:.4f}  (51 validation images" \
         in capsys.readouterr().out
+
+
+def test_a_killed_worker_is_restarted_by_torchrun_and_the_run_ends_as_if_uninterrupted(tmp_path):
+    """torchrun --max-restarts 1 ... --resume auto: rank 1 dies (SIGKILL) in epoch 2; torchrun restarts
+    both workers, which continue from the checkpoint of epoch 1 and end with the uninterrupted run's
+    metrics."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KILL_AT_STEP": "9"}  # 6 steps per epoch: epoch 2, step 3
+    options = ["--config", DIGITS, "--quiet", "--resume", "auto", "--set", "train.epochs=3", "--set",
+               "data.limit_train=192", "--set", "data.limit_val=51", "--set", "data.batch_size=16"]
+    runs = {}
+    for name, restarts in (("plain", "0"), ("killed", "1")):
+        worker = "ddp_worker.py" if name == "plain" else "restart_worker.py"
+        result = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+             f"--max-restarts={restarts}", str(ROOT / "tests" / worker), *options, "--output-dir",
+             str(tmp_path / name)], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs[name] = result
+    assert "resuming from" in runs["killed"].stdout and "after epoch 1" in runs["killed"].stdout
+    assert "resuming from" not in runs["plain"].stdout
+    plain, killed = read_metrics(tmp_path / "plain"), read_metrics(tmp_path / "killed")
+    assert [r["epoch"] for r in killed] == ["1", "2", "3"]
+    for a, b in zip(plain, killed):
+        assert {k: a[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr")} == \
+            {k: b[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr")}
