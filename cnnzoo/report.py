@@ -191,8 +191,32 @@ def summarize(model: nn.Module, input_size, batch_size: int = 1, name: str | Non
     tracker = _FieldTracker()
     rows: dict[str, Layer] = {}
     order: list[str] = []
-    hooks = []
+    hooks = _watch(meta, summary, tracker, rows, order)
+    x = torch.empty(batch_size, *input_size, device="meta")
+    tracker.set(x, (1, 1, 1, 1))
+    try:
+        with torch.no_grad(), tracker:
+            meta(x)
+    except (ValueError, RuntimeError) as e:
+        raise UserError(f"{summary.model} cannot take input of size {input_size}: {str(e).splitlines()[0]}") from None
+    finally:
+        for h in hooks:
+            h.remove()
+    _sum_macs(meta, rows)
+    seen = set()
+    summary.layers = [rows[n] for n in order if not (n in seen or seen.add(n))]
+    summary.total_macs = rows[""].macs
+    forward = summary.activation_bytes.get("forward", 0)
+    # training keeps every activation for the backward pass and holds a gradient of the same size
+    summary.activation_bytes = {"forward": forward, "forward_backward": 2 * forward}
+    return summary
 
+
+def _watch(meta: nn.Module, summary: Summary, tracker: _FieldTracker, rows: dict[str, Layer],
+           order: list[str]) -> list:
+    """Hooks on every module of ``meta`` that fill its row of ``rows`` (output shape, receptive field,
+    MACs) the first time it runs, and note the order modules run in; returns the hooks."""
+    hooks = []
     for module_name, module in meta.named_modules():
         depth = 0 if module_name == "" else module_name.count(".") + 1
         row = Layer(module_name or summary.model, type(module).__name__, depth, kernel=_describe(module))
@@ -208,50 +232,40 @@ def summarize(model: nn.Module, input_size, batch_size: int = 1, name: str | Non
             row.calls += 1
             if out is None or row.calls > 1:
                 return
-            leaf = not any(True for _ in mod.children())
-            geometry = _geometry(mod, x) if x is not None else None
-            source = tracker.get(x) if x is not None else "missing"
-            if geometry is not None and source not in ("missing", GLOBAL):
-                (kh, kw), (sh, sw), (dh, dw) = geometry
-                rf_h, rf_w, j_h, j_w = source
-                tracker.set(out, (rf_h + dh * (kh - 1) * j_h, rf_w + dw * (kw - 1) * j_w, j_h * sh, j_w * sw))
-            elif type(mod).__name__ == "Linear":
-                tracker.set(out, GLOBAL)
+            _track_field(mod, x, out, tracker)
             field_ = tracker.get(out)
             if field_ not in ("missing", GLOBAL):
                 row.receptive_field, row.jump = _square(field_[:2]), _square(field_[2:])
             row.output_shape = list(out.shape)
-            if leaf:
-                row.macs = _macs(mod, out, batch_size)
+            if not any(True for _ in mod.children()):  # a leaf
+                row.macs = _macs(mod, out, summary.batch_size)
                 summary.activation_bytes["forward"] = (summary.activation_bytes.get("forward", 0)
                                                        + out.numel() * out.element_size())
 
         hooks += [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(hook)]
+    return hooks
 
-    x = torch.empty(batch_size, *input_size, device="meta")
-    tracker.set(x, (1, 1, 1, 1))
-    try:
-        with torch.no_grad(), tracker:
-            meta(x)
-    except (ValueError, RuntimeError) as e:
-        raise UserError(f"{summary.model} cannot take input of size {input_size}: {str(e).splitlines()[0]}") from None
-    finally:
-        for h in hooks:
-            h.remove()
-    # a container's MACs are the sum of its leaves' (a module that never ran, like an auxiliary head in
-    # eval mode, has none)
+
+def _track_field(mod: nn.Module, x: torch.Tensor | None, out: torch.Tensor, tracker: _FieldTracker) -> None:
+    """Give ``out`` the receptive field and jump that layer ``mod`` makes of its input's."""
+    geometry = _geometry(mod, x) if x is not None else None
+    source = tracker.get(x) if x is not None else "missing"
+    if geometry is not None and source not in ("missing", GLOBAL):
+        (kh, kw), (sh, sw), (dh, dw) = geometry
+        rf_h, rf_w, j_h, j_w = source
+        tracker.set(out, (rf_h + dh * (kh - 1) * j_h, rf_w + dw * (kw - 1) * j_w, j_h * sh, j_w * sw))
+    elif type(mod).__name__ == "Linear":
+        tracker.set(out, GLOBAL)
+
+
+def _sum_macs(meta: nn.Module, rows: dict[str, Layer]) -> None:
+    """A container's MACs are the sum of its leaves' (a module that never ran, like an auxiliary head in
+    eval mode, has none)."""
     for module_name, module in meta.named_modules():
         if module_name and not any(True for _ in module.children()):
             parts = module_name.split(".")
             for i in range(len(parts)):
                 rows[".".join(parts[:i])].macs += rows[module_name].macs
-    seen = set()
-    summary.layers = [rows[n] for n in order if not (n in seen or seen.add(n))]
-    summary.total_macs = rows[""].macs
-    forward = summary.activation_bytes.get("forward", 0)
-    # training keeps every activation for the backward pass and holds a gradient of the same size
-    summary.activation_bytes = {"forward": forward, "forward_backward": 2 * forward}
-    return summary
 
 
 # ----------------------------------------------------------------------------------------------- output

@@ -34,10 +34,10 @@ def loss_and_logits(criterion: nn.Module, output, target: torch.Tensor):
     in training returns its auxiliary heads' logits too: their losses are added with weight 0.3."""
     if isinstance(output, tuple):
         logits, *aux = output
-        main = criterion(logits, target)
-        return main + AUX_WEIGHT * sum(criterion(a, target) for a in aux if a is not None), main, logits
-    main = criterion(output, target)
-    return main, main, output
+        main_loss = criterion(logits, target)
+        return main_loss + AUX_WEIGHT * sum(criterion(a, target) for a in aux if a is not None), main_loss, logits
+    main_loss = criterion(output, target)
+    return main_loss, main_loss, output
 
 
 class ConvBN(nn.Module):

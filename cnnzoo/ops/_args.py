@@ -40,8 +40,9 @@ def pair(value: IntPair, name: str, fn: str) -> tuple[int, int]:
     return v, v
 
 
-def check_input(x: object, fn: str) -> bool:
-    """Check a pooling or convolution input; returns True when it is unbatched ``(C, H, W)``."""
+def is_unbatched(x: object, fn: str) -> bool:
+    """Whether a pooling or convolution input is unbatched ``(C, H, W)`` (else ``(N, C, H, W)``); a
+    TypeError or ValueError for anything else."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{fn}: input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (3, 4):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from . import library
-from ._args import IntPair, as_int, autocast_cast, autocast_dtype, check_float, check_input, check_non_negative, pair
+from ._args import IntPair, as_int, autocast_cast, autocast_dtype, check_float, check_non_negative, is_unbatched, pair
 
 Padding4 = tuple[int, int, int, int]  # top, bottom, left, right
 PaddingArg = str | IntPair
@@ -53,7 +53,7 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     input channels gives the bias, broadcast to every pixel (the empty sum is zero).
     """
     fn = "conv2d"
-    unbatched = check_input(input, fn)
+    unbatched = is_unbatched(input, fn)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
         shape = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise ValueError(f"{fn}: weight must be a 4D tensor (out_channels, in_channels/groups, kH, kW), got {shape}")
@@ -86,7 +86,7 @@ def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None
     Indices are flat positions in each input plane (``h * W + w``), so ``F.max_unpool2d`` takes them.
     """
     fn = "max_pool2d"
-    unbatched = check_input(input, fn)
+    unbatched = is_unbatched(input, fn)
     window = _window(fn, kernel_size, stride, padding, dilation)
     x = input.unsqueeze(0) if unbatched else input
     values, indices = library.call(library.MAX_POOL2D, x, *window, bool(ceil_mode))
@@ -100,7 +100,7 @@ def avg_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None
                divisor_override: int | None = None) -> torch.Tensor:
     """Average pooling with ``torch.nn.functional.avg_pool2d``'s signature and semantics."""
     fn = "avg_pool2d"
-    unbatched = check_input(input, fn)
+    unbatched = is_unbatched(input, fn)
     kernel, stride, padding, _ = _window(fn, kernel_size, stride, padding, 1)
     if divisor_override is not None:
         divisor_override = as_int(divisor_override, "divisor_override", fn)
@@ -116,7 +116,7 @@ def adaptive_avg_pool2d(input: torch.Tensor, output_size: int | None | Sequence[
     ``output_size`` is an int or a pair; ``None`` in the pair keeps that input dimension.
     """
     fn = "adaptive_avg_pool2d"
-    unbatched = check_input(input, fn)
+    unbatched = is_unbatched(input, fn)
     h, w = input.shape[-2:]
     if isinstance(output_size, (tuple, list, torch.Size)):
         if len(output_size) != 2:
