@@ -252,3 +252,27 @@ def test_every_model_runs_our_ops_on_the_meta_device(name):
     assert not [n for n in names if TORCH_NODES.search(n)], names
     logits.sum().backward()
     assert x.grad.shape == x.shape
+
+
+def test_the_readme_zoo_table_agrees_with_each_models_registration():
+    """The README's zoo table states each model's natural and smallest input; the registrations
+    (cnnzoo.models.registry.model_info) are where they live, and the table must say the same."""
+    from pathlib import Path
+
+    from cnnzoo.models.registry import model_info
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("| name | architecture | parameters | natural input | smallest input |")[1].split("\n\n")[0]
+    listed = set()
+    for row in table.strip().splitlines()[1:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        names = [n for n in cells[0].split("`") if n.strip() and n.strip() != "..."]
+        if cells[0].endswith("... `vgg19_bn`"):  # "`vgg11_bn` ... `vgg19_bn`"
+            names = ["vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
+        for name in names:
+            info = model_info(name)
+            channels = meta_model(name).in_channels
+            assert cells[3] == f"{channels}x{info.input_size}x{info.input_size}", name
+            assert cells[4] == str(info.min_size), name
+            listed.add(name)
+    assert listed == set(cnnzoo.list_models())
