@@ -15,7 +15,8 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 def test_every_issue_config_is_shipped():
     names = {p.stem for p in CONFIGS}
     assert names == {"lenet5_digits", "lenet5_mnist", "alexnet_cifar10", "vgg16_cifar10", "resnet20_cifar10",
-                     "resnet18_cifar10", "googlenet_cifar10", "resnet50_imagefolder"}
+                     "resnet18_cifar10", "googlenet_cifar10", "resnet50_imagefolder",
+                     "resnet18_finetune_imagefolder"}  # issue 15: fine-tuning from ImageNet weights
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
