@@ -17,7 +17,7 @@ RUN_DIR ?= runs/lenet5_digits-$(shell date +%Y%m%d-%H%M%S)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,onnx]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,onnx,viz]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, viz
 from .config import Config, ConfigError, build_config, dump, flatten, input_size, load_config
 from .data import dataset_shape, make_loaders, open_dataset
 from .distributed import (
@@ -395,6 +395,7 @@ def fit(t: Trainer, state: RunState, train_loader, val_loader, show_bar: bool, d
     if start >= cfg.train.epochs:
         log(procs, f"nothing to do: the checkpoint has finished {start} of {cfg.train.epochs} epochs")
     else:
+        on_main(procs, lambda: viz.save_training_curves(t.out))  # curves.png, when matplotlib is installed
         summary = run_summary(state, *describe)
         log(procs, f"done: val_acc {summary['val_acc']:.4f} (best {summary['best_val_acc']:.4f}), "
                    f"{summary['train_seconds']:.1f}s; wrote {t.out}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import importlib.util
 import json
 import math
 import os
@@ -53,7 +54,9 @@ def test_a_run_leaves_its_outputs(tmp_path, capsys):
     assert train(out, "--set", "train.epochs=2") == 0
     stdout = capsys.readouterr().out
     assert [line.split()[1] for line in stdout.splitlines() if line.startswith("epoch ")] == ["1/2", "2/2"]
-    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.csv", "last.pt", "best.pt", "summary.json"}
+    curves = {"curves.png"} if importlib.util.find_spec("matplotlib") else set()  # issue 16: with the viz extra
+    outputs = {"config.yaml", "metrics.csv", "last.pt", "best.pt", "summary.json"}
+    assert {p.name for p in out.iterdir()} == outputs | curves
     rows = read_metrics(out)
     assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
                              "images_per_second"]
