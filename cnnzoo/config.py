@@ -271,6 +271,23 @@ def _check_consistency(cfg: Config) -> None:
         check_amp(cfg.train.amp, "cpu")
 
 
+def build_model(cfg: Config, pretrained: bool = True):
+    """The model a config trains, ``(model, input side length)``: built for its dataset's classes and
+    channels (with ``model.weights`` loaded, if ``pretrained``), both known from the dataset table and
+    the model's registration before any data is read. Training, prediction and the report build it so."""
+    from .data import dataset_shape
+    from .models import create_model
+
+    channels, classes, native = dataset_shape(cfg.data)
+    weights = cfg.model.weights if pretrained else None
+    try:
+        model = create_model(cfg.model.name, num_classes=classes, in_channels=channels, backend=cfg.model.backend,
+                             weights=weights, **cfg.model.kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit {cfg.model.name}: {e}") from None
+    return model, input_size(cfg, native, model)
+
+
 def input_size(cfg: Config, native: int, model) -> int:
     """The side length a model is trained (and reported) at: ``data.image_size`` if set, else the
     dataset's ``native`` size moved into the range the model takes; a ConfigError if the model cannot

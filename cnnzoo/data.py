@@ -269,6 +269,52 @@ def open_dataset(cfg: DataConfig) -> DataSource:
     return source
 
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def class_names(cfg: DataConfig, classes: int) -> list[str]:
+    """The names of a dataset's ``classes`` classes, in label order: digits' and MNIST's digits,
+    Fashion-MNIST's and CIFAR-10's names, CIFAR-100's from its meta file and an image folder's from
+    its class folders (where the files are there), else ``class 0``, ``class 1``, ..."""
+    names: list[str] = []
+    if cfg.name in ("digits", "mnist"):
+        names = [str(i) for i in range(10)]
+    elif cfg.name == "fashion_mnist":
+        names = list(torchvision.datasets.FashionMNIST.classes)
+    elif cfg.name == "cifar10":
+        names = list(CIFAR10_CLASSES)
+    elif cfg.name == "cifar100":
+        try:
+            with open(Path(cfg.root) / "cifar-100-python" / "meta", "rb") as f:
+                names = list(_NumpyOnlyUnpickler(f, encoding="latin1").load()["fine_label_names"])
+        except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError):
+            names = []
+    elif cfg.name == "imagefolder" and (Path(cfg.root) / "train").is_dir():
+        names = sorted(p.name for p in (Path(cfg.root) / "train").iterdir() if p.is_dir())
+    return names if len(names) == classes else [f"class {i}" for i in range(classes)]
+
+
+def normalization(cfg: DataConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The channel means and deviations a dataset's images are normalised with (digits': measured on
+    its training split, which ships with scikit-learn)."""
+    info = DATASETS[cfg.name]
+    if info.mean is not None:
+        return info.mean, info.std
+    source = open_dataset(cfg)
+    return source.mean, source.std
+
+
+def image_transform(cfg: DataConfig, size: int) -> T.Compose:
+    """What an image of any size goes through to be judged: resized to ``size`` x ``size`` (image
+    folders: resized and centre-cropped, as in validation), scaled to 0..1 and normalised as in training."""
+    steps: list = [T.ToImage()]
+    if cfg.name == "imagefolder":
+        steps += [T.Resize(round(size * 256 / 224), antialias=True), T.CenterCrop(size)]
+    else:
+        steps.append(T.Resize((size, size), antialias=True))
+    return T.Compose([*steps, T.ToDtype(torch.float32, scale=True), T.Normalize(*normalization(cfg))])
+
+
 def transforms(source: DataSource, size: int, augment: bool, train: bool) -> T.Compose:
     """To a float tensor at ``size`` x ``size``, augmented for training, normalised with the data's stats.
 

@@ -411,14 +411,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def model_from_config(path: str) -> tuple[str, nn.Module, list[int]]:
-    from .config import input_size, load_config
-    from .data import dataset_shape
+    """The model a training config trains (on the meta device, no weights read) and its input size."""
+    from .config import build_model, load_config
 
     cfg = load_config(path)
-    channels, classes, native = dataset_shape(cfg.data)
-    model = build_on_meta(cfg.model.name, num_classes=classes, in_channels=channels, **cfg.model.kwargs)
-    size = input_size(cfg, native, model)
-    return cfg.model.name, model, [channels, size, size]
+    with torch.device("meta"):
+        model, size = build_model(cfg, pretrained=False)
+    return cfg.model.name, model, [model.in_channels, size, size]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,9 @@
 The path from config to checkpoint, as ``train()`` runs it:
 
 1. ``setup_processes``: rank, device, the process group under ``torchrun`` (:mod:`cnnzoo.distributed`);
-2. ``build_model``: the model for the dataset's classes and channels, and the input size, both known
-   from the dataset table (:mod:`cnnzoo.data`) and the model's registration before any file is read;
+2. ``build_model`` (:mod:`cnnzoo.config`): the model for the dataset's classes and channels, and the
+   input size, both known from the dataset table (:mod:`cnnzoo.data`) and the model's registration
+   before any file is read;
 3. ``check_output_dir``: a run never overwrites another run's checkpoints (checked before any download);
    then ``open_data`` reads (or, with ``data.download``, fetches) the dataset;
 4. ``build_trainer``: the optimizer and schedule (:mod:`cnnzoo.optim`), mixed precision, the loss;
@@ -43,8 +44,8 @@ from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint, viz
-from .config import Config, ConfigError, build_config, dump, flatten, input_size, load_config
-from .data import dataset_shape, make_loaders, open_dataset
+from .config import Config, ConfigError, build_config, build_model, dump, flatten, load_config
+from .data import make_loaders, open_dataset
 from .distributed import (
     Processes,
     all_finite,
@@ -60,7 +61,6 @@ from .distributed import (
     wrap_model,
 )
 from .errors import Interrupted, UserError
-from .models import create_model
 from .models.common import count_parameters
 from .models.googlenet import loss_and_logits
 from .ops import compiled
@@ -197,20 +197,6 @@ def open_data(cfg: Config, procs: Processes):
     source = together(procs, lambda: open_dataset(cfg.data) if procs.is_main or not cfg.data.download else None)
     no_download = dataclasses.replace(cfg.data, download=False)
     return together(procs, lambda: source if source is not None else open_dataset(no_download))
-
-
-def build_model(cfg: Config, pretrained: bool = True) -> tuple[nn.Module, int]:
-    """The model for the dataset's classes and channels (with ``model.weights`` loaded, if
-    ``pretrained``), and the input size it is trained at: both known from the dataset table and the
-    model's registration, before any data is read."""
-    channels, classes, native = dataset_shape(cfg.data)
-    weights = cfg.model.weights if pretrained else None
-    try:
-        model = create_model(cfg.model.name, num_classes=classes, in_channels=channels, backend=cfg.model.backend,
-                             weights=weights, **cfg.model.kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit {cfg.model.name}: {e}") from None
-    return model, input_size(cfg, native, model)
 
 
 def check_output_dir(path: Path, resume_path: str | None) -> None:
