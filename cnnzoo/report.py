@@ -15,7 +15,9 @@ Conventions (those of torchvision's published "GFLOPS", which are multiply-accum
   pooling are not counted. FLOPs = 2 x MACs.
 * The receptive field of a layer's output is the side of the input square one output pixel sees,
   and its jump the distance in input pixels between neighbouring output pixels:
-  ``rf_out = rf_in + (dilation * (k - 1)) * jump_in`` and ``jump_out = jump_in * stride``. Where
+  ``rf_out = rf_in + (dilation * (k - 1)) * jump_in`` and ``jump_out = jump_in * stride``. Its
+  start is the input coordinate of the centre of output pixel 0 (the field of pixel ``i`` is centred
+  on ``start + i * jump``): ``start_out = start_in + ((dilation * (k - 1)) / 2 - padding) * jump_in``. Where
   branches meet (concatenation, residual sums) the largest receptive field is taken. After a fully
   connected layer every output sees the whole input ("global", ``null`` in JSON).
 """
@@ -54,6 +56,7 @@ class Layer:
     macs: int = 0  # per image
     receptive_field: int | list[int] | None = None  # an int for a square field; None: global or not spatial
     jump: int | list[int] | None = None
+    start: float | list[float] | None = None  # input coordinate of the centre of output pixel 0's field
     kernel: str = ""  # kernel/stride/padding/groups, where they apply
     calls: int = 0  # how often the module ran (a shared activation runs several times; its row shows the first)
 
@@ -85,11 +88,24 @@ def _pair(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
+def padding_before(module: nn.Module) -> tuple[int, int]:
+    """The zeros a sliding-window layer adds above and left of its input (``'same'`` puts the odd one
+    of an even total below and right, as torch does)."""
+    padding = getattr(module, "padding", 0)
+    if padding == "valid":
+        return 0, 0
+    if padding == "same":
+        (kh, kw), (dh, dw) = _pair(module.kernel_size), _pair(module.dilation)
+        return dh * (kh - 1) // 2, dw * (kw - 1) // 2
+    return _pair(padding)
+
+
 def _geometry(module: nn.Module, x: torch.Tensor):
-    """``(kernel, stride, dilation)`` pairs of a sliding-window layer (None for other layers)."""
+    """``(kernel, stride, dilation, padding)`` pairs of a sliding-window layer (None for other layers)."""
     if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         dilation = getattr(module, "dilation", 1)
-        return _pair(module.kernel_size), _pair(module.stride or module.kernel_size), _pair(dilation)
+        return (_pair(module.kernel_size), _pair(module.stride or module.kernel_size), _pair(dilation),
+                padding_before(module))
     if isinstance(module, nn.AdaptiveAvgPool2d):
         out = _pair(module.output_size)
         kernels, strides = [], []
@@ -98,7 +114,7 @@ def _geometry(module: nn.Module, x: torch.Tensor):
             bins = [(-(-(i + 1) * n // o)) - (i * n // o) for i in range(o)]  # ceil((i+1)n/o) - floor(in/o)
             kernels.append(max(bins))
             strides.append(max(1, n // o))
-        return tuple(kernels), tuple(strides), (1, 1)
+        return tuple(kernels), tuple(strides), (1, 1), (0, 0)
     return None
 
 
@@ -193,7 +209,7 @@ def summarize(model: nn.Module, input_size, batch_size: int = 1, name: str | Non
     order: list[str] = []
     hooks = _watch(meta, summary, tracker, rows, order)
     x = torch.empty(batch_size, *input_size, device="meta")
-    tracker.set(x, (1, 1, 1, 1))
+    tracker.set(x, (1, 1, 1, 1, 0.0, 0.0))
     try:
         with torch.no_grad(), tracker:
             meta(x)
@@ -235,7 +251,8 @@ def _watch(meta: nn.Module, summary: Summary, tracker: _FieldTracker, rows: dict
             _track_field(mod, x, out, tracker)
             field_ = tracker.get(out)
             if field_ not in ("missing", GLOBAL):
-                row.receptive_field, row.jump = _square(field_[:2]), _square(field_[2:])
+                row.receptive_field, row.jump, row.start = _square(field_[:2]), _square(field_[2:4]), \
+                    _square(field_[4:])
             row.output_shape = list(out.shape)
             if not any(True for _ in mod.children()):  # a leaf
                 row.macs = _macs(mod, out, summary.batch_size)
@@ -251,9 +268,10 @@ def _track_field(mod: nn.Module, x: torch.Tensor | None, out: torch.Tensor, trac
     geometry = _geometry(mod, x) if x is not None else None
     source = tracker.get(x) if x is not None else "missing"
     if geometry is not None and source not in ("missing", GLOBAL):
-        (kh, kw), (sh, sw), (dh, dw) = geometry
-        rf_h, rf_w, j_h, j_w = source
-        tracker.set(out, (rf_h + dh * (kh - 1) * j_h, rf_w + dw * (kw - 1) * j_w, j_h * sh, j_w * sw))
+        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = geometry
+        rf_h, rf_w, j_h, j_w, s_h, s_w = source
+        tracker.set(out, (rf_h + dh * (kh - 1) * j_h, rf_w + dw * (kw - 1) * j_w, j_h * sh, j_w * sw,
+                          s_h + (dh * (kh - 1) / 2 - ph) * j_h, s_w + (dw * (kw - 1) / 2 - pw) * j_w))
     elif type(mod).__name__ == "Linear":
         tracker.set(out, GLOBAL)
 

@@ -174,3 +174,34 @@ def test_malformed_size_on_the_command_line():
     result = subprocess.run([sys.executable, "-m", "cnnzoo.report", "resnet18", "--input-size", "3", "x", "224"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "invalid int value: 'x'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("unit", [(0, 0), (3, 5), (7, 7)])
+def test_receptive_field_box_is_where_the_gradient_reaches(unit):
+    """The box a report's receptive field, jump and start give one output pixel (centred on
+    ``start + i * jump``, side ``rf``) is, clipped to the image, exactly the input pixels its value
+    depends on: with positive weights, positive input and average pooling, every pixel in the box has a
+    nonzero gradient and none outside it has."""
+    net = nn.Sequential(cnn.Conv2d(1, 2, 5, stride=2, padding=2), cnn.AvgPool2d(3, stride=2, padding=1),
+                        cnn.Conv2d(2, 2, 3, padding="same", dilation=2), cnn.Conv2d(2, 1, 2, padding=1))
+    for p in net.parameters():
+        torch.nn.init.uniform_(p, 0.1, 1.0)
+    last = row(summarize(net, (1, 29, 29)), "3")
+    x = (torch.rand(1, 1, 29, 29, dtype=torch.float64) + 0.5).requires_grad_()
+    out = net.double()(x)
+    i, j = unit
+    out[0, 0, i, j].backward()
+    reached = (x.grad[0, 0] != 0).nonzero()
+    rf, jump, start = last.receptive_field, last.jump, last.start
+    low_i, low_j = start + i * jump - (rf - 1) / 2, start + j * jump - (rf - 1) / 2
+    assert (reached[:, 0].min().item(), reached[:, 0].max().item()) == (max(0, low_i), min(28, low_i + rf - 1))
+    assert (reached[:, 1].min().item(), reached[:, 1].max().item()) == (max(0, low_j), min(28, low_j + rf - 1))
+    assert rf > 20 and jump == 4
+
+
+def test_receptive_field_start_of_the_stems():
+    """AlexNet's 11x11/4 stem with padding 2: output pixel 0 is centred on input pixel 5 - 2 = 3."""
+    s = summarize(meta("alexnet"), (3, 224, 224))
+    assert (row(s, "features.0").receptive_field, row(s, "features.0").start) == (11, 3.0)
+    resnet = summarize(meta("resnet18"), (3, 224, 224))
+    assert row(resnet, "conv1").start == 0.0 and row(resnet, "maxpool").start == 0.0
