@@ -84,30 +84,32 @@ class Summary:
         return data
 
 
-def _pair(value) -> tuple[int, int]:
+def pair(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def padding_before(module: nn.Module) -> tuple[int, int]:
     """The zeros a sliding-window layer adds above and left of its input (``'same'`` puts the odd one
-    of an even total below and right, as torch does)."""
+    of an even total below and right, as torch does; ``'full'`` adds ``dilation * (k - 1)``)."""
     padding = getattr(module, "padding", 0)
     if padding == "valid":
         return 0, 0
-    if padding == "same":
-        (kh, kw), (dh, dw) = _pair(module.kernel_size), _pair(module.dilation)
+    if padding in ("same", "full"):
+        (kh, kw), (dh, dw) = pair(module.kernel_size), pair(module.dilation)
+        if padding == "full":
+            return dh * (kh - 1), dw * (kw - 1)
         return dh * (kh - 1) // 2, dw * (kw - 1) // 2
-    return _pair(padding)
+    return pair(padding)
 
 
 def _geometry(module: nn.Module, x: torch.Tensor):
     """``(kernel, stride, dilation, padding)`` pairs of a sliding-window layer (None for other layers)."""
     if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         dilation = getattr(module, "dilation", 1)
-        return (_pair(module.kernel_size), _pair(module.stride or module.kernel_size), _pair(dilation),
+        return (pair(module.kernel_size), pair(module.stride or module.kernel_size), pair(dilation),
                 padding_before(module))
     if isinstance(module, nn.AdaptiveAvgPool2d):
-        out = _pair(module.output_size)
+        out = pair(module.output_size)
         kernels, strides = [], []
         for n, o in zip(x.shape[-2:], out):
             o = n if o is None else o
@@ -120,7 +122,7 @@ def _geometry(module: nn.Module, x: torch.Tensor):
 
 def _macs(module: nn.Module, out: torch.Tensor, batch: int) -> int:
     if isinstance(module, nn.Conv2d):
-        kh, kw = _pair(module.kernel_size)
+        kh, kw = pair(module.kernel_size)
         return out.numel() // batch * (module.in_channels // module.groups) * kh * kw
     if isinstance(module, nn.Linear):
         return out.numel() // batch * module.in_features
@@ -129,12 +131,12 @@ def _macs(module: nn.Module, out: torch.Tensor, batch: int) -> int:
 
 def _describe(module: nn.Module) -> str:
     if isinstance(module, nn.Conv2d):
-        k, s, p = _pair(module.kernel_size), _pair(module.stride), module.padding
+        k, s, p = pair(module.kernel_size), pair(module.stride), module.padding
         text = f"{k[0]}x{k[1]}/{s[0]}" + ("" if s[0] == s[1] else f",{s[1]}") + f" p{p if isinstance(p, str) else p[0]}"
         return text + (f" g{module.groups}" if module.groups > 1 else "")
     if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        k, s = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
-        return f"{k[0]}x{k[1]}/{s[0]} p{_pair(module.padding)[0]}" + (" ceil" if module.ceil_mode else "")
+        k, s = pair(module.kernel_size), pair(module.stride or module.kernel_size)
+        return f"{k[0]}x{k[1]}/{s[0]} p{pair(module.padding)[0]}" + (" ceil" if module.ceil_mode else "")
     if isinstance(module, nn.AdaptiveAvgPool2d):
         return f"-> {module.output_size}"
     return ""

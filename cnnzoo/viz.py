@@ -3,6 +3,7 @@
     fig = cnnzoo.viz.feature_maps(model, x, "features.0")   # one layer's output channels, as heatmaps
     fig = cnnzoo.viz.filters(model)                          # the first convolution's learned filters
     fig = cnnzoo.viz.training_curves("runs/lenet5_digits")   # loss and accuracy per epoch
+    fig = cnnzoo.viz.receptive_field(model, x, "layer2.0.conv1", unit=(5, 5))  # what one unit sees
 
 Each returns a ``matplotlib.figure.Figure`` (nothing is shown or saved; ``fig.savefig(path)`` does
 that). matplotlib is the ``viz`` extra: ``pip install 'cnnzoo[viz]'``.
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, report
 from .errors import UserError
 
 
@@ -106,6 +107,47 @@ def filters(model: nn.Module, max_filters: int = 64, ncols: int = 8):
             ax.imshow(image.numpy(), cmap="RdBu_r", vmin=-bound, vmax=bound)
         ax.set_title(f"{o}", fontsize=7)
     fig.suptitle(f"{name}: {len(weight)} filters, {conv.in_channels}x{weight.shape[2]}x{weight.shape[3]}")
+    return fig
+
+
+def field_box(model: nn.Module, input_size, layer: str, unit: tuple[int, int] | None = None):
+    """The receptive field of one output pixel of ``layer`` (default: the centre one) for input of
+    ``input_size`` (C, H, W), from the report: ``(row, column, top, left, height, width)`` in input
+    pixels, the box reaching into the padding where it does."""
+    rows = {r.name: r for r in report.summarize(model, input_size).layers}
+    if layer not in rows:
+        raise UserError(f"no layer {layer!r} in {type(model).__name__}")
+    row = rows[layer]
+    if row.receptive_field is None or row.output_shape is None or len(row.output_shape) != 4:
+        raise UserError(f"layer {layer!r} has no spatial receptive field (its outputs see the whole input)")
+    (rf_h, rf_w), (j_h, j_w), (s_h, s_w) = (report.pair(v) for v in (row.receptive_field, row.jump, row.start))
+    out_h, out_w = row.output_shape[2:]
+    i, j = unit if unit is not None else (out_h // 2, out_w // 2)
+    if not (0 <= i < out_h and 0 <= j < out_w):
+        raise UserError(f"unit ({i}, {j}) is outside {layer!r}'s {out_h}x{out_w} output")
+    return i, j, s_h + i * j_h - (rf_h - 1) / 2, s_w + j * j_w - (rf_w - 1) / 2, rf_h, rf_w
+
+
+def receptive_field(model: nn.Module, x: torch.Tensor, layer: str, unit: tuple[int, int] | None = None):
+    """The first image of ``x`` with the receptive field of one output pixel of ``layer`` (its
+    ``(row, column)``, default the centre one) drawn on it as a box, from :mod:`cnnzoo.report`'s
+    receptive field, jump and start."""
+    from matplotlib.patches import Rectangle
+
+    i, j, top, left, height, width = field_box(model, list(x.shape[1:]), layer, unit)
+    image = x[0].detach().float().cpu()
+    image = (image - image.min()) / (image.max() - image.min() + 1e-12)
+    fig, ax = _pyplot().subplots(figsize=(4, 4.3))
+    if image.shape[0] == 3:
+        ax.imshow(image.permute(1, 2, 0).numpy())
+    else:
+        ax.imshow(image.mean(0).numpy(), cmap="gray")
+    # pixel k covers [k - 0.5, k + 0.5] in imshow's coordinates
+    ax.add_patch(Rectangle((left - 0.5, top - 0.5), width, height, fill=False, edgecolor="orangered", linewidth=2))
+    ax.set_xlim(-0.5, image.shape[2] - 0.5)
+    ax.set_ylim(image.shape[1] - 0.5, -0.5)
+    ax.set_title(f"{layer} ({i}, {j}): receptive field {height}x{width} px", fontsize=9)
+    ax.axis("off")
     return fig
 
 

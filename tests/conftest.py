@@ -3,6 +3,7 @@
 import pytest
 
 from cnnzoo.ops import compiled
+from cnnzoo.train import main as train
 
 from .helpers import DEVICES
 
@@ -24,3 +25,13 @@ def kernels(request):
             pytest.skip(str(e))
     with compiled.use(request.param):
         yield request.param
+
+
+@pytest.fixture(scope="session")
+def lenet_run(tmp_path_factory):
+    """A LeNet-5 run on the digits (the default config, 6 epochs: about 95% right), for the commands
+    that read a trained run: prediction and the explainer page. Tests read it and do not change it."""
+    out = tmp_path_factory.mktemp("lenet5") / "run"
+    assert train(["--config", "configs/lenet5_digits.yaml", "--output-dir", str(out), "--quiet",
+                  "--set", "train.epochs=6", "--set", "sched.warmup_epochs=0"]) == 0
+    return out

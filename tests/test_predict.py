@@ -4,22 +4,12 @@ names from the dataset, and clear errors."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 from cnnzoo.config import build_config
 from cnnzoo.data import class_names, image_transform, open_dataset, transforms
 from cnnzoo.predict import main as predict
-from cnnzoo.train import main as train
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("predict") / "run"
-    assert train(["--config", "configs/lenet5_digits.yaml", "--output-dir", str(out), "--quiet",
-                  "--set", "train.epochs=6", "--set", "sched.warmup_epochs=0"]) == 0
-    return out
 
 
 def digit_png(path, image: torch.Tensor) -> str:
@@ -39,10 +29,10 @@ def test_images_get_the_preprocessing_of_training():
     torch.testing.assert_close(as_predicted, as_trained, atol=0.02, rtol=0)  # 8-bit rounding of 0..16/16
 
 
-def test_top_classes_of_digits(run, tmp_path, capsys):
+def test_top_classes_of_digits(lenet_run, tmp_path, capsys):
     source = open_dataset(build_config({}).data)
     paths = [digit_png(tmp_path / f"{i}.png", source.val.images[i]) for i in range(40)]
-    assert predict(["--resume", str(run / "best.pt"), "--top", "3", *paths]) == 0
+    assert predict(["--resume", str(lenet_run / "best.pt"), "--top", "3", *paths]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[::4] == paths
     right = 0
@@ -66,13 +56,13 @@ def test_class_names(tmp_path):
     assert names("cifar100", 100, tmp_path)[:2] == ["class 0", "class 1"]  # no meta file here
 
 
-def test_bad_input_is_a_clear_error(run, tmp_path, capsys):
+def test_bad_input_is_a_clear_error(lenet_run, tmp_path, capsys):
     (tmp_path / "text.png").write_text("not an image")
     for args, message in [(["nowhere.png"], "image 'nowhere.png' not found"),
                           ([str(tmp_path / "text.png")], "cannot read image"),
                           (["--top", "0", "x.png"], "--top must be at least 1")]:
-        assert predict(["--resume", str(run / "best.pt"), *args]) == 2
+        assert predict(["--resume", str(lenet_run / "best.pt"), *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and "Traceback" not in err, err
-    assert predict(["--resume", str(run / "metrics.csv"), "x.png"]) == 2
+    assert predict(["--resume", str(lenet_run / "metrics.csv"), "x.png"]) == 2
     assert "is not a readable checkpoint" in capsys.readouterr().err

@@ -176,14 +176,14 @@ def test_malformed_size_on_the_command_line():
     assert result.returncode == 2 and "invalid int value: 'x'" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("unit", [(0, 0), (3, 5), (7, 7)])
-def test_receptive_field_box_is_where_the_gradient_reaches(unit):
+@pytest.mark.parametrize("unit,last_padding", [((0, 0), 1), ((3, 5), 1), ((7, 7), 1), ((2, 8), "full")])
+def test_receptive_field_box_is_where_the_gradient_reaches(unit, last_padding):
     """The box a report's receptive field, jump and start give one output pixel (centred on
     ``start + i * jump``, side ``rf``) is, clipped to the image, exactly the input pixels its value
     depends on: with positive weights, positive input and average pooling, every pixel in the box has a
     nonzero gradient and none outside it has."""
     net = nn.Sequential(cnn.Conv2d(1, 2, 5, stride=2, padding=2), cnn.AvgPool2d(3, stride=2, padding=1),
-                        cnn.Conv2d(2, 2, 3, padding="same", dilation=2), cnn.Conv2d(2, 1, 2, padding=1))
+                        cnn.Conv2d(2, 2, 3, padding="same", dilation=2), cnn.Conv2d(2, 1, 2, padding=last_padding))
     for p in net.parameters():
         torch.nn.init.uniform_(p, 0.1, 1.0)
     last = row(summarize(net, (1, 29, 29)), "3")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,12 @@ def test_bench_bad_arguments(script, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bench_explain_smoke():
+    if shutil.which("chromium") is None:
+        pytest.skip("needs Chromium: apt-get install chromium")
+    result = run_script("bench_explain.py", "--models", "lenet5", "--repeat", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    size, written, opened = result.stdout.splitlines()[-1].split()[-3:]
+    assert result.stdout.splitlines()[-1].startswith("lenet5") and 0 < float(size) < 20 and float(opened) > 0

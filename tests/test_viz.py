@@ -87,3 +87,27 @@ def test_training_writes_its_curves(tmp_path):
                  "data.limit_val=32"]) == 0
     image = matplotlib.image.imread(out / "curves.png")
     assert image.shape[0] > 200 and image.shape[1] > 600 and image[..., :3].std() > 0.05  # not blank
+
+
+@pytest.mark.parametrize("name,layer,unit,box", [
+    ("lenet5", "features.3", (0, 0), (-0.5, -0.5, 14, 14)),  # C3 (0, 0): input rows 0..13
+    ("lenet5", "features.3", (9, 9), (17.5, 17.5, 14, 14)),  # C3's last pixel: rows 18..31
+    ("resnet20", "layer2.0.conv1", (0, 0), (-8.5, -8.5, 17, 17)),  # seven 3x3 p1, then 3x3/2 p1: centred on 0
+])
+def test_receptive_field_box_on_the_image(name, layer, unit, box):
+    model = cnnzoo.create_model(name).eval()
+    channels = model.in_channels
+    x = torch.rand(1, channels, 32, 32)
+    fig = viz.receptive_field(model, x, layer, unit=unit)
+    ax = fig.axes[0]
+    (rect,) = ax.patches
+    assert (rect.get_x(), rect.get_y(), rect.get_width(), rect.get_height()) == box
+    shown = torch.as_tensor(ax.get_images()[0].get_array())
+    assert shown.shape[:2] == (32, 32)
+    assert f"({unit[0]}, {unit[1]})" in ax.get_title() and f"{box[2]}x{box[3]}" in ax.get_title()
+    centre = viz.receptive_field(model, x, layer)  # default: the centre unit
+    assert "(" in centre.axes[0].get_title()
+    with pytest.raises(UserError, match="outside"):
+        viz.receptive_field(model, x, layer, unit=(99, 0))
+    with pytest.raises(UserError, match="no layer"):
+        viz.receptive_field(model, x, "nope")

@@ -49,9 +49,10 @@ class ConvBN(nn.Module):
         self.conv = conv_layers(backend).Conv2d(in_channels, out_channels, kernel_size, stride=stride,
                                                 padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
+        self.relu = nn.ReLU(inplace=True)  # a module (not torch.relu) so that hooks, and the explainer, see it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn(self.conv(x)))
+        return self.relu(self.bn(self.conv(x)))
 
 
 class Inception(nn.Module):
