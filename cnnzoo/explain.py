@@ -187,42 +187,45 @@ def display_image(x: torch.Tensor, data_cfg) -> torch.Tensor:
 
 @dataclass
 class Event:
-    """One module's first call: its input and output tensors (the objects, to follow them) and copies
-    of the values (taken at once, before an in-place activation changes them)."""
+    """One call of a module: its input and output tensors (the objects, to follow them) and copies of
+    the values it needs (taken at once, before an in-place activation changes them)."""
 
     name: str
     module: nn.Module
-    start: int
-    done: int = -1
-    inp: torch.Tensor | None = None
-    out: torch.Tensor | None = None
+    start: int  # the order in which modules were first entered
+    done: int  # the order in which calls finished
+    inp: torch.Tensor | None
+    out: torch.Tensor
     inp_value: torch.Tensor | None = None
     out_value: torch.Tensor | None = None
 
 
-def trace(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, Event], torch.Tensor]:
-    """Run ``model`` on ``x`` and record every module's first call; returns the events and the logits."""
-    events: dict[str, Event] = {}
-    counter = {"start": 0, "done": 0}
+BLOCK_TYPES = (BasicBlock, Bottleneck, Inception)
+
+
+def trace(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, Event], list[Event], torch.Tensor]:
+    """Run ``model`` on ``x`` watching every module: each module's first call by name, every call in
+    the order they finished (a shared ReLU runs several times), and the logits."""
+    first: dict[str, Event] = {}
+    calls: list[Event] = []
+    starts: dict[str, int] = {}
     handles = []
 
     def watch(name: str, module: nn.Module) -> None:
         def pre(mod, args):
-            if name not in events:
-                events[name] = Event(name, mod, counter["start"])
-                counter["start"] += 1
+            starts.setdefault(name, len(starts))
 
         def post(mod, args, out):
-            event = events[name]
-            if event.done >= 0 or not isinstance(out, torch.Tensor):
+            if not isinstance(out, torch.Tensor):
                 return
-            event.done = counter["done"]
-            counter["done"] += 1
-            event.inp = args[0] if args and isinstance(args[0], torch.Tensor) else None
-            event.out = out
-            if isinstance(mod, ROW_TYPES) and event.inp is not None:
-                event.inp_value = event.inp.detach().clone()
-            event.out_value = out.detach().clone()
+            inp = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            event = Event(name, mod, starts[name], len(calls), inp, out)
+            if isinstance(mod, ROW_TYPES) and inp is not None:
+                event.inp_value = inp.detach().clone()
+            if isinstance(mod, ROW_TYPES + POST_TYPES + BLOCK_TYPES):
+                event.out_value = out.detach().clone()
+            calls.append(event)
+            first.setdefault(name, event)
 
         handles.extend([module.register_forward_pre_hook(pre), module.register_forward_hook(post)])
 
@@ -237,15 +240,14 @@ def trace(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, Event], torch.Te
     finally:
         for h in handles:
             h.remove()
-    return {n: e for n, e in events.items() if e.done >= 0}, logits
+    return first, calls, logits
 
 
-def post_ops(event: Event, events: dict[str, Event]) -> list[Event]:
+def post_ops(event: Event, calls: list[Event]) -> list[Event]:
     """The batch norms and activations applied to a layer's output right after it (followed by tensor:
     each takes the previous one's output), in order."""
-    later = sorted((e for e in events.values() if e.done > event.done), key=lambda e: e.done)
     chain, current = [], event.out
-    for e in later:
+    for e in calls[event.done + 1:]:
         if any(True for _ in e.module.children()):
             continue  # a container finishing
         if e.inp is not current or not isinstance(e.module, POST_TYPES):
@@ -305,7 +307,7 @@ class PageBuilder:
 
     def __init__(self, subject: Subject, image: Input, per_page: int) -> None:
         self.subject, self.image, self.x, self.per_page = subject, image, image.x, per_page
-        self.events, self.logits = trace(subject.model, self.x)
+        self.events, self.calls, self.logits = trace(subject.model, self.x)
         self.report = report.summarize(subject.model, list(self.x.shape[1:]), name=subject.name)
         self.summary = {layer.name: layer for layer in self.report.layers}
         self.layers: dict[str, dict] = {}
@@ -346,7 +348,7 @@ class PageBuilder:
             kind = ("conv" if isinstance(m, nn.Conv2d) else "maxpool" if isinstance(m, nn.MaxPool2d) else
                     "avgpool" if isinstance(m, nn.AvgPool2d) else "adaptive" if isinstance(m, nn.AdaptiveAvgPool2d)
                     else "linear")
-            chain = post_ops(event, self.events) if kind == "conv" else []
+            chain = post_ops(event, self.calls) if kind == "conv" else []
         display = (chain[-1].out_value if chain else event.out_value)[0].float()
         self.displays[name] = display
         row = self.summary.get(name)

@@ -24,6 +24,8 @@ from cnnzoo.config import build_config
 from cnnzoo.data import open_dataset
 from cnnzoo.report import summarize
 
+from .helpers import torchvision_weights_file
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOW = ("the page tests need headless Chromium and Playwright: `apt-get install chromium` (Debian) and "
        "`pip install -e '.[dev]'`")
@@ -105,6 +107,9 @@ def test_big_models_give_bounded_pages(name):
     assert all("exact" in layer for layer in data["layers"].values() if layer["kind"] in ("conv", "maxpool"))
     if name == "resnet50":
         assert "1x1 convolution" in next(n for n in data["structure"] if n["type"] == "residual")["shortcut_label"]
+        # the block's one ReLU module runs three times; each run is followed to its convolution
+        assert [data["layers"][f"layer2.0.conv{i}"]["post"] for i in (1, 2, 3)] == [["BatchNorm2d", "ReLU"]] * 2 + [
+            ["BatchNorm2d"]]
 
 
 def test_embedded_json_cannot_end_the_script():
@@ -121,6 +126,22 @@ def test_page_for_an_image_file(tmp_path):
     data = page_data(out.read_text())
     assert data["input"]["caption"] == "cat.png" and (data["input"]["h"], data["input"]["w"]) == (32, 32)
     assert data["filters"]["count"] == 16 and data["filters"]["mode"] == "rgb"
+
+
+def test_torchvision_weights_give_imagenet_class_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torchvision_weights_file(tmp_path / "torch", "resnet18", "IMAGENET1K_V1")
+    path = tmp_path / "dog.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (300, 260, 3), dtype=np.uint8)).save(path)
+    subject, image, _, data = build(["--model", "resnet18", "--weights", "DEFAULT", "--image", str(path)])
+    import torchvision
+
+    categories = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
+    with torch.no_grad():
+        top = subject.model(image.x).softmax(1)[0].topk(5)
+    assert [name for name, _ in data["predictions"]] == [categories[i] for i in top.indices.tolist()]
+    assert (data["input"]["h"], data["input"]["w"]) == (224, 224)
+    assert data["source"] == "resnet18, weights DEFAULT"
 
 
 def test_page_is_written_beside_the_checkpoint(lenet_run, tmp_path, capsys):

@@ -98,5 +98,6 @@ def test_bench_explain_smoke():
         pytest.skip("needs Chromium: apt-get install chromium")
     result = run_script("bench_explain.py", "--models", "lenet5", "--repeat", "1")
     assert result.returncode == 0, result.stdout + result.stderr
-    size, written, opened = result.stdout.splitlines()[-1].split()[-3:]
-    assert result.stdout.splitlines()[-1].startswith("lenet5") and 0 < float(size) < 20 and float(opened) > 0
+    size, written, opened, wall = result.stdout.splitlines()[-1].split()[-4:]
+    assert result.stdout.splitlines()[-1].startswith("lenet5") and 0 < float(size) < 20
+    assert 0 < float(opened) <= float(wall)
