@@ -131,15 +131,11 @@ def _classes(model: nn.Module) -> int:
 
 
 def _torchvision_categories(info, weights: str | None) -> list[str] | None:
-    from .models.weights import is_torchvision_name
+    from .models.weights import is_torchvision_name, torchvision_weights
 
     if not weights or not is_torchvision_name(weights) or info.torchvision is None:
         return None
-    import torchvision
-
-    enum = torchvision.models.get_model_weights(info.torchvision)
-    chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
-    return list(chosen.meta.get("categories") or []) or None
+    return list(torchvision_weights(info, weights).meta.get("categories") or []) or None
 
 
 @dataclass

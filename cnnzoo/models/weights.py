@@ -61,21 +61,27 @@ def load_weights(model: nn.Module, info: ModelInfo, weights: str, num_classes: i
                       f"initialised for num_classes={num_classes}", stacklevel=3)
 
 
+def torchvision_weights(info: ModelInfo, name: str):
+    """The member of torchvision's weights enum named ``name`` (``DEFAULT`` too) for the model's twin;
+    its ``url`` is the file and its ``meta`` the classes' names."""
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(info.torchvision)
+    try:
+        return enum.DEFAULT if name == "DEFAULT" else enum[name]
+    except KeyError:
+        raise WeightsError(f"unknown weights {name!r} for {info.name}; torchvision has DEFAULT, "
+                           f"{', '.join(w.name for w in enum)}") from None
+
+
 def torchvision_state(info: ModelInfo, name: str) -> tuple[dict, str]:
     """The state_dict of torchvision's weights ``name`` for the model's twin, from torch.hub's cache or
     downloaded into it."""
     if info.torchvision is None:
         raise WeightsError(f"{info.name} has no torchvision twin, so there are no torchvision weights {name!r} for "
                            f"it; give the path of a state_dict or of a cnnzoo checkpoint instead")
-    import torchvision
-
-    enum = torchvision.models.get_model_weights(info.torchvision)
-    try:
-        chosen = enum.DEFAULT if name == "DEFAULT" else enum[name]
-    except KeyError:
-        raise WeightsError(f"unknown weights {name!r} for {info.name}; torchvision has DEFAULT, "
-                           f"{', '.join(w.name for w in enum)}") from None
-    what = f"torchvision's {enum.__name__}.{chosen.name}"
+    chosen = torchvision_weights(info, name)
+    what = f"torchvision's {type(chosen).__name__}.{chosen.name}"
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(chosen.url).path).name
     try:
         state = torch.hub.load_state_dict_from_url(chosen.url, progress=False, map_location="cpu", weights_only=True)
