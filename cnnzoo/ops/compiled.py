@@ -38,6 +38,7 @@ import torch
 
 from ..errors import UserError
 from .conv import output_plane
+from .layout import empty
 
 SOURCES = [Path(__file__).resolve().parent.parent / "csrc" / name for name in ("conv.cpp", "pool.cpp", "peak.cpp")]
 FLAGS = ["-std=c++17", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-march=native"]
@@ -226,11 +227,6 @@ def _params(*values) -> ctypes.Array:
     return (ctypes.c_int64 * len(values))(*values)
 
 
-def _empty(size, like: torch.Tensor, channels_last: bool, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(tuple(size), dtype=dtype, device=like.device, memory_format=fmt)
-
-
 def _conv_params(input_shape, weight_shape, out_hw, stride, padding, dilation, groups, *tensors) -> ctypes.Array:
     n, c, h, w = input_shape
     o, _, kh, kw = weight_shape
@@ -241,7 +237,7 @@ def _conv_params(input_shape, weight_shape, out_hw, stride, padding, dilation, g
 def conv2d_forward(x, weight, bias, stride, padding, dilation, groups: int, channels_last: bool) -> torch.Tensor:
     """``conv.conv2d_forward``, into an output in the given memory format."""
     out_hw = output_plane(x.shape[2:], weight.shape[2:], stride, padding, dilation)
-    out = _empty((x.shape[0], weight.shape[0], *out_hw), x, channels_last)
+    out = empty(x, (x.shape[0], weight.shape[0], *out_hw), channels_last)
     p = _conv_params(x.shape, weight.shape, out_hw, stride, padding, dilation, groups, x, weight, out)
     _library.cnnzoo_conv2d_forward(x.data_ptr(), weight.data_ptr(), _ptr(bias), out.data_ptr(), p,
                                    torch.get_num_threads())
@@ -251,7 +247,7 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation, groups: int, chan
 def conv2d_input_grad(grad_out, weight, input_shape, stride, padding, dilation, groups: int,
                       channels_last: bool) -> torch.Tensor:
     """``conv.conv2d_input_grad``, into a gradient in the given memory format."""
-    grad = _empty(input_shape, grad_out, channels_last)
+    grad = empty(grad_out, input_shape, channels_last)
     p = _conv_params(input_shape, weight.shape, grad_out.shape[2:], stride, padding, dilation, groups, grad_out,
                      weight, grad)
     _library.cnnzoo_conv2d_input_grad(grad_out.data_ptr(), weight.data_ptr(), grad.data_ptr(), p,
@@ -262,7 +258,7 @@ def conv2d_input_grad(grad_out, weight, input_shape, stride, padding, dilation, 
 def conv2d_weight_grad(x, grad_out, weight_shape, stride, padding, dilation, groups: int,
                        channels_last: bool) -> torch.Tensor:
     """``conv.conv2d_weight_grad``, into a gradient in the given memory format."""
-    grad = _empty(weight_shape, x, channels_last)
+    grad = empty(x, weight_shape, channels_last)
     p = _conv_params(x.shape, weight_shape, grad_out.shape[2:], stride, padding, dilation, groups, x, grad_out, grad)
     _library.cnnzoo_conv2d_weight_grad(x.data_ptr(), grad_out.data_ptr(), grad.data_ptr(), p,
                                        torch.get_num_threads())
@@ -277,8 +273,8 @@ def _pool_params(input_shape, out_hw, *rest) -> ctypes.Array:
 def max_pool2d_forward(x, kernel, stride, padding, dilation, out) -> tuple[torch.Tensor, torch.Tensor]:
     """``pool.max_pool2d_forward`` (contiguous results)."""
     x = x.contiguous()
-    values = _empty((*x.shape[:2], *out), x, False)
-    indices = _empty((*x.shape[:2], *out), x, False, torch.int64)
+    values = empty(x, (*x.shape[:2], *out), False)
+    indices = empty(x, (*x.shape[:2], *out), False, torch.int64)
     p = _pool_params(x.shape, out, *kernel, *stride, *padding, *dilation)
     _library.cnnzoo_max_pool2d_forward(x.data_ptr(), values.data_ptr(), indices.data_ptr(), p,
                                        torch.get_num_threads())
@@ -288,7 +284,7 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, out) -> tuple[torch
 def max_pool2d_backward(grad_out, indices, input_shape) -> torch.Tensor:
     """``pool.max_pool2d_backward`` (a contiguous result)."""
     grad_out, indices = grad_out.contiguous(), indices.contiguous()
-    grad = _empty(input_shape, grad_out, False)
+    grad = empty(grad_out, input_shape, False)
     p = _pool_params(input_shape, grad_out.shape[2:])
     _library.cnnzoo_max_pool2d_backward(grad_out.data_ptr(), indices.data_ptr(), grad.data_ptr(), p,
                                         torch.get_num_threads())
@@ -299,7 +295,7 @@ def avg_pool2d_forward(x, kernel, stride, padding, out, count_include_pad: bool,
                        divisor_override: int | None) -> torch.Tensor:
     """``pool.window_sums`` over ``pool.avg_divisor`` (a contiguous result)."""
     x = x.contiguous()
-    result = _empty((*x.shape[:2], *out), x, False)
+    result = empty(x, (*x.shape[:2], *out), False)
     p = _pool_params(x.shape, out, *kernel, *stride, *padding, int(count_include_pad), divisor_override or 0)
     _library.cnnzoo_avg_pool2d_forward(x.data_ptr(), result.data_ptr(), p, torch.get_num_threads())
     return result
@@ -309,7 +305,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel, stride, padding, count_in
                         divisor_override: int | None) -> torch.Tensor:
     """``pool.window_sums_backward`` of ``grad_out`` over ``pool.avg_divisor`` (a contiguous result)."""
     grad_out = grad_out.contiguous()
-    grad = _empty(input_shape, grad_out, False)
+    grad = empty(grad_out, input_shape, False)
     p = _pool_params(input_shape, grad_out.shape[2:], *kernel, *stride, *padding, int(count_include_pad),
                      divisor_override or 0)
     _library.cnnzoo_avg_pool2d_backward(grad_out.data_ptr(), grad.data_ptr(), p, torch.get_num_threads())
@@ -319,7 +315,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel, stride, padding, count_in
 def adaptive_avg_pool2d_forward(x, out) -> torch.Tensor:
     """``pool.adaptive_avg_pool2d_forward`` (a contiguous result)."""
     x = x.contiguous()
-    result = _empty((*x.shape[:2], *out), x, False)
+    result = empty(x, (*x.shape[:2], *out), False)
     _library.cnnzoo_adaptive_avg_pool2d_forward(x.data_ptr(), result.data_ptr(), _pool_params(x.shape, out),
                                                 torch.get_num_threads())
     return result
@@ -328,7 +324,7 @@ def adaptive_avg_pool2d_forward(x, out) -> torch.Tensor:
 def adaptive_avg_pool2d_backward(grad_out, input_shape) -> torch.Tensor:
     """``pool.adaptive_avg_pool2d_backward`` (a contiguous result)."""
     grad_out = grad_out.contiguous()
-    grad = _empty(input_shape, grad_out, False)
+    grad = empty(grad_out, input_shape, False)
     _library.cnnzoo_adaptive_avg_pool2d_backward(grad_out.data_ptr(), grad.data_ptr(),
                                                  _pool_params(input_shape, grad_out.shape[2:]),
                                                  torch.get_num_threads())
