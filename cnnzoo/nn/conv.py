@@ -1,4 +1,5 @@
-"""``Conv2d``: ``torch.nn.Conv2d`` running :func:`cnnzoo.ops.conv2d`."""
+"""``Conv2d`` and ``ConvTranspose2d``: torch.nn's layers running :func:`cnnzoo.ops.conv2d` and
+:func:`cnnzoo.ops.conv_transpose2d`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import conv2d
+from ..ops import conv2d, conv_transpose2d
 from ..ops._args import IntPair
 from ..ops.functional import resolve_padding
 
@@ -35,3 +36,18 @@ class Conv2d(nn.Conv2d):
             padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             return conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
         return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """``torch.nn.ConvTranspose2d`` whose computation is :func:`cnnzoo.ops.conv_transpose2d`: the same
+    arguments, parameters, state_dict keys, initialisation and ``forward(input, output_size=None)``, and
+    ``isinstance(layer, torch.nn.ConvTranspose2d)`` holds. Its output padding must be smaller than its
+    stride (the padding an ``output_size`` asks for always is)."""
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
+        output_padding = self._output_padding(input, output_size, list(self.stride), list(self.padding),
+                                              list(self.kernel_size), 2, list(self.dilation))
+        return conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, output_padding,
+                                self.groups, self.dilation)

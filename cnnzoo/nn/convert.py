@@ -5,15 +5,16 @@ from __future__ import annotations
 from torch import nn
 
 from ..ops.functional import resolve_padding
-from .conv import Conv2d
+from .conv import Conv2d, ConvTranspose2d
 from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
-TWINS = {nn.Conv2d: Conv2d, nn.MaxPool2d: MaxPool2d, nn.AvgPool2d: AvgPool2d, nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d}
+TWINS = {nn.Conv2d: Conv2d, nn.ConvTranspose2d: ConvTranspose2d, nn.MaxPool2d: MaxPool2d, nn.AvgPool2d: AvgPool2d,
+         nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d}
 
 
 def convert(model: nn.Module, backend: str = "custom") -> nn.Module:
-    """Swap every ``Conv2d``, ``MaxPool2d``, ``AvgPool2d`` and ``AdaptiveAvgPool2d`` of ``model`` in place:
-    to cnnzoo's (``backend='custom'``) or to torch.nn's (``'torch'``). Returns ``model``.
+    """Swap every ``Conv2d``, ``ConvTranspose2d``, ``MaxPool2d``, ``AvgPool2d`` and ``AdaptiveAvgPool2d`` of
+    ``model`` in place: to cnnzoo's (``backend='custom'``) or to torch.nn's (``'torch'``). Returns ``model``.
 
     cnnzoo's layers are subclasses of torch's that only change the computation, so a swap changes each
     layer's class and nothing else: parameters, buffers, hooks and attributes stay as they are (a

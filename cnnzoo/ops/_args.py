@@ -141,6 +141,41 @@ def conv2d_output_size(fn: str, input_size: Sequence[int], weight_size: Sequence
     return n, out_channels, ho, wo
 
 
+def conv_transpose2d_output_size(fn: str, input_size: Sequence[int], weight_size: Sequence[int],
+                                 stride: Sequence[int], padding: Sequence[int], output_padding: Sequence[int],
+                                 dilation: Sequence[int], groups: int) -> tuple[int, int, int, int]:
+    """Check a transposed convolution's sizes and arguments; its output size (N, O, Ho, Wo), where
+    ``Ho = (H - 1) * stride - top - bottom + dilation * (kH - 1) + output_padding + 1``: the size of the
+    input whose convolution gives ``input_size``, the extra ``output_padding`` rows at the bottom.
+
+    ``output_padding`` must be smaller than the stride (torch also accepts values under the dilation).
+    """
+    stride, dilation = ints(stride, 2, "stride", fn), ints(dilation, 2, "dilation", fn)
+    padding, output_padding = ints(padding, 4, "padding", fn), ints(output_padding, 2, "output_padding", fn)
+    check_positive(stride, "stride", fn)
+    check_positive(dilation, "dilation", fn)
+    check_non_negative(padding, "padding", fn)
+    check_non_negative(output_padding, "output_padding", fn)
+    if any(p >= s for p, s in zip(output_padding, stride)):
+        raise ValueError(f"{fn}: output_padding must be smaller than stride, got output_padding={output_padding} "
+                         f"and stride={stride}")
+    if groups <= 0:
+        raise ValueError(f"{fn}: groups must be positive, got groups={groups}")
+    n, c, h, w = input_size
+    in_channels, out_per_group, kh, kw = weight_size
+    if in_channels != c or c % groups:
+        raise ValueError(f"{fn}: weight of size {list(weight_size)} with groups={groups} expects input with "
+                         f"{in_channels} channels (a multiple of groups), got input of size {list(input_size)}")
+    if min(kh, kw) <= 0:
+        raise ValueError(f"{fn}: kernel size must be positive, got weight of size {list(weight_size)}")
+    ho = (h - 1) * stride[0] - padding[0] - padding[1] + dilation[0] * (kh - 1) + output_padding[0] + 1
+    wo = (w - 1) * stride[1] - padding[2] - padding[3] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    if min(ho, wo) <= 0:
+        raise ValueError(f"{fn}: output size would be ({ho}, {wo}) for input of size {list(input_size)}, weight "
+                         f"of size {list(weight_size)}, stride={stride}, padding={list(padding)}")
+    return n, out_per_group * groups, ho, wo
+
+
 def pool2d_output_size(fn: str, input_size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
                        padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool) -> tuple[int, int]:
     """Check a pooling window like torch does; the output plane (Ho, Wo)."""

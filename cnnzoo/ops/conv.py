@@ -84,10 +84,11 @@ def im2col(x: torch.Tensor, kernel, stride, padding: Padding4, dilation, folded:
     """The windows of ``x`` (b, C, H, W) copied into column order: (b, C, kh, kw, Ho, Wo), or
     (C, kh, kw, b, Ho, Wo) when ``folded``. Row (c, i, j) of a column lines up with ``weight[o, c, i, j]``.
 
-    An unpadded 1x1 stride-1 convolution needs no copy: its columns are the input itself.
+    An unpadded 1x1 stride-1 convolution needs no copy: its columns are the input itself (made
+    contiguous: a matrix product of other strides may round differently, and callers reshape).
     """
     if not folded and pointwise(kernel, stride, padding):
-        return x.unsqueeze(2).unsqueeze(3)
+        return x.contiguous().unsqueeze(2).unsqueeze(3)
     win = windows(pad2d(x, padding), kernel, stride, dilation)  # b C Ho Wo kh kw, a view
     return win.permute((1, 4, 5, 0, 2, 3) if folded else (0, 1, 4, 5, 2, 3)).contiguous()
 
@@ -108,7 +109,7 @@ def grouped(t: torch.Tensor, groups: int, folded: bool) -> torch.Tensor:
     """``grad_out`` or ``out`` rows of a chunk (b, O, Ho, Wo) as (b, G, O/G, L), or as (G, O/G, b*L) when
     ``folded`` (a copy then)."""
     b, o = t.shape[:2]
-    t = t.reshape(b, groups, o // groups, -1)
+    t = t.contiguous().reshape(b, groups, o // groups, -1)  # other strides may round differently
     return t.permute(1, 2, 0, 3).reshape(groups, o // groups, -1) if folded else t
 
 
@@ -123,7 +124,7 @@ def conv2d_forward_gemm(x: torch.Tensor, weight: torch.Tensor, stride, padding: 
     if k == 0:  # no input channels: every output is the empty sum
         return x.new_zeros(n, out_channels, ho, wo)
     folded = fold_images(k, ho * wo)
-    w = weight.reshape(groups, out_channels // groups, k)
+    w = weight.contiguous().reshape(groups, out_channels // groups, k)
     out = x.new_empty(n, out_channels, ho, wo)
     for part in image_chunks(x, k * groups * ho * wo):
         b = out[part].shape[0]
@@ -132,7 +133,7 @@ def conv2d_forward_gemm(x: torch.Tensor, weight: torch.Tensor, stride, padding: 
             products = torch.matmul(w, cols.view(groups, k, -1))  # G O/G b*L
             out[part] = products.view(out_channels, b, ho, wo).transpose(0, 1)
         else:
-            torch.matmul(w, cols.view(b, groups, k, -1), out=out[part].view(b, groups, out_channels // groups, -1))
+            torch.matmul(w, cols.reshape(b, groups, k, -1), out=out[part].view(b, groups, out_channels // groups, -1))
     return out
 
 
@@ -147,7 +148,7 @@ def conv2d_input_grad(grad_out: torch.Tensor, weight: torch.Tensor, input_shape:
     if k == 0:  # no input channels, nothing to send back to
         return grad
     folded = fold_images(k, ho * wo)
-    wt = weight.reshape(groups, out_channels // groups, k).transpose(1, 2)  # G C/G*kh*kw O/G
+    wt = weight.contiguous().reshape(groups, out_channels // groups, k).transpose(1, 2)  # G C/G*kh*kw O/G
     for part in image_chunks(grad_out, k * groups * ho * wo):
         b = grad[part].shape[0]
         cols = torch.matmul(wt, grouped(grad_out[part], groups, folded))
@@ -182,9 +183,9 @@ def conv2d_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: to
         if folded:  # (G, O/G, b*L) @ (G, b*L, C/G*kh*kw)
             grad = grad + torch.matmul(g, cols.view(groups, k, -1).transpose(1, 2))
         elif out_channels // groups <= ho * wo:  # (O/G, L) @ (L, C/G*kh*kw) per image, then summed
-            grad = grad + torch.matmul(g, cols.view(g.shape[0], groups, k, -1).transpose(2, 3)).sum(0)
+            grad = grad + torch.matmul(g, cols.reshape(g.shape[0], groups, k, -1).transpose(2, 3)).sum(0)
         else:  # the same, accumulated image by image: the per-image products would outgrow the columns
-            cols = cols.view(g.shape[0], groups, k, -1)
+            cols = cols.reshape(g.shape[0], groups, k, -1)
             grad = torch.stack([torch.addbmm(grad[i], g[:, i], cols[:, i].transpose(1, 2)) for i in range(groups)])
     return grad.view(weight_shape)
 

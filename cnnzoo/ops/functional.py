@@ -1,9 +1,9 @@
 """The public functions: ``torch.nn.functional``'s signatures and semantics on cnnzoo's operators.
 
 Each function reads its arguments as torch does (an int or a pair, ``stride=None``, padding strings,
-unbatched input, autocast), checks them, and makes one call into ``torch.ops.cnnzoo.*`` through
-:func:`cnnzoo.ops.library.call`. The operators check what they are given again, so a direct call
-to them fails just as clearly.
+unbatched input, autocast), checks them, and makes one call into ``torch.ops.cnnzoo.*`` (an operator
+of :mod:`cnnzoo.ops.library`, which picks the cheapest route into autograd). The operators check what
+they are given again, so a direct call to them fails just as clearly.
 """
 
 from __future__ import annotations
@@ -67,7 +67,29 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     groups = as_int(groups, "groups", fn)
     pads = resolve_padding(padding, weight.shape[2:], stride, dilation)
     x = input.unsqueeze(0) if unbatched else input
-    out = library.call(library.CONV2D, x, weight, bias, stride, pads, dilation, groups)
+    out = library.conv2d(x, weight, bias, stride, pads, dilation, groups)
+    return out.squeeze(0) if unbatched else out
+
+
+def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: IntPair = 1,
+                     padding: IntPair = 0, output_padding: IntPair = 0, groups: int = 1,
+                     dilation: IntPair = 1) -> torch.Tensor:
+    """2-D transposed convolution with ``torch.nn.functional.conv_transpose2d``'s signature and semantics:
+    the gradient of ``conv2d`` with respect to its input, each input pixel spreading its values over a
+    window of the output. ``weight`` is (in_channels, out_channels/groups, kH, kW). ``output_padding``
+    must be smaller than the stride."""
+    fn = "conv_transpose2d"
+    unbatched = is_unbatched(input, fn)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        shape = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(f"{fn}: weight must be a 4D tensor (in_channels, out_channels/groups, kH, kW), got {shape}")
+    cast = autocast_dtype(input)
+    input, weight, bias = (autocast_cast(t, cast) for t in (input, weight, bias))
+    stride, dilation = pair(stride, "stride", fn), pair(dilation, "dilation", fn)
+    (ph, pw), output_padding = pair(padding, "padding", fn), pair(output_padding, "output_padding", fn)
+    x = input.unsqueeze(0) if unbatched else input
+    out = library.conv_transpose2d(x, weight, bias, stride, (ph, ph, pw, pw), output_padding,
+                                   as_int(groups, "groups", fn), dilation)
     return out.squeeze(0) if unbatched else out
 
 
@@ -89,7 +111,7 @@ def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None
     unbatched = is_unbatched(input, fn)
     window = _window(fn, kernel_size, stride, padding, dilation)
     x = input.unsqueeze(0) if unbatched else input
-    values, indices = library.call(library.MAX_POOL2D, x, *window, bool(ceil_mode))
+    values, indices = library.max_pool2d(x, *window, bool(ceil_mode))
     if unbatched:
         values, indices = values.squeeze(0), indices.squeeze(0)
     return (values, indices) if return_indices else values
@@ -105,7 +127,7 @@ def avg_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None
     if divisor_override is not None:
         divisor_override = as_int(divisor_override, "divisor_override", fn)
     x = input.unsqueeze(0) if unbatched else input
-    out = library.call(library.AVG_POOL2D, x, kernel, stride, padding, bool(ceil_mode), bool(count_include_pad),
+    out = library.avg_pool2d(x, kernel, stride, padding, bool(ceil_mode), bool(count_include_pad),
                        divisor_override)
     return out.squeeze(0) if unbatched else out
 
@@ -125,5 +147,5 @@ def adaptive_avg_pool2d(input: torch.Tensor, output_size: int | None | Sequence[
     else:
         sizes = (as_int(output_size, "output_size", fn),) * 2
     x = input.unsqueeze(0) if unbatched else input
-    out = library.call(library.ADAPTIVE_AVG_POOL2D, x, sizes)
+    out = library.adaptive_avg_pool2d(x, sizes)
     return out.squeeze(0) if unbatched else out

@@ -129,6 +129,22 @@ def avg_divisor(input_hw, kernel, stride, padding, out, count_include_pad: bool,
     return (sides[0][:, None] * sides[1][None, :]).to(dtype)
 
 
+def avg_pool2d_forward(x: torch.Tensor, kernel, stride, padding, out, count_include_pad: bool,
+                       divisor_override: int | None) -> torch.Tensor:
+    """Average pooling: every window's sum over its divisor."""
+    divisor = avg_divisor(x.shape[2:], kernel, stride, padding, out, count_include_pad, divisor_override, x.dtype,
+                          x.device)
+    return window_sums(x, kernel, stride, padding, out).div_(divisor)
+
+
+def avg_pool2d_backward(grad_out: torch.Tensor, input_shape, kernel, stride, padding, count_include_pad: bool,
+                        divisor_override: int | None) -> torch.Tensor:
+    """The adjoint: every pixel of a window receives the window's gradient over its divisor."""
+    divisor = avg_divisor(input_shape[2:], kernel, stride, padding, grad_out.shape[2:], count_include_pad,
+                          divisor_override, grad_out.dtype, grad_out.device)
+    return window_sums_backward(grad_out / divisor, input_shape, kernel, stride, padding)
+
+
 def large_tiles(x_shape, kernel, stride, padding, out) -> bool:
     """Whether the windows tile the input (side by side, no padding, none overhanging the end; rows
     and columns that no window reaches are allowed) and are large enough (16 pixels or more) that one

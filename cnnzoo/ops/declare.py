@@ -1,0 +1,314 @@
+"""The machinery behind ``library.py``: an operator is declared once, as an :class:`Operator`, and this
+module makes a ``torch.ops.cnnzoo.*`` operator of it, with its fake kernel, autograd, forward-mode and
+vmap rules, and the two ``autograd.Function`` twins that eager code and ``torch.func`` use.
+
+A declaration gives:
+
+* the **output rule**: a function with the operator's signature (its type hints make the schema) that
+  checks the arguments and returns the output's :class:`Output` (size, memory format, dtype). The fake
+  kernel is the rule plus an allocation; the real kernel runs the rule, then an implementation;
+* the **implementations**: the reference (``conv.py``, ``pool.py``) for every device and dtype, and
+  faster ones (:meth:`Operator.implement`) that serve the calls their backend ``applies`` to (the
+  compiled C++ kernels: float32 on the CPU). Each is called with the operator's arguments and the
+  rule's answer as ``out``, and returns the result; a result in another memory format is copied into
+  the rule's;
+* the **formulas**: one gradient and one tangent per differentiable input, by name (:meth:`Operator.grad`,
+  :meth:`Operator.tangent`), and a vmap rule. A formula reads the call's arguments by name from a
+  :class:`Saved` record: the tensors listed in ``saves`` in full, every other tensor as its shape.
+
+An operator reaches autograd by three routes, all built here from the same formulas (:meth:`Operator.__call__`
+picks one per call):
+
+* under ``torch.compile``, ``torch.export`` and ``torch.jit.trace``, the operator itself, with its
+  ``register_autograd`` formula (the tracers record it; they would record a Function as an opaque call);
+* under a ``torch.func`` transform or forward-mode AD, a ``setup_context``-style Function, the kind
+  torch.func accepts (it refuses the wrapper ``register_autograd`` generates, pytorch#170834);
+* otherwise a classic ``autograd.Function``, the cheapest per call (about 7 us, against 15-25 us for
+  either of the others): it runs the kernel's Python body itself, sparing the dispatcher's round trip,
+  unless a dispatch mode or a tensor subclass must see the operator. With gradients off (inference,
+  or the backward operators inside a first-order backward) the body runs without a Function.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+
+import torch
+from torch import Tensor
+from torch.autograd import forward_ad
+
+from ._args import outside_autocast
+from .layout import empty, in_format
+
+
+@dataclass(frozen=True)
+class Output:
+    """What an output rule says of one output: its size, memory format and dtype (None: the dtype of
+    the operator's first tensor argument)."""
+
+    size: Sequence[int]
+    channels_last: bool = False
+    dtype: torch.dtype | None = None
+
+    def new(self, like: Tensor) -> Tensor:
+        """The output, allocated (uninitialised) on ``like``'s device."""
+        return empty(like, self.size, self.channels_last, self.dtype)
+
+
+class Saved:
+    """A call's arguments by name, for the formulas: non-tensors as given, the tensors the declaration
+    saves in full, every other tensor as a record of its shape; ``out`` is the output rule's answer."""
+
+    out: Output | tuple[Output, ...]
+
+
+class Shape(typing.NamedTuple):
+    """An unsaved tensor argument, as the formulas see it."""
+
+    shape: torch.Size
+
+
+class _Implementation:
+    """A kernel, and which calls it serves: those its backend's ``applies(*tensors)`` accepts, except
+    where ``unless(*args)`` holds. A kernel with an ``out`` parameter receives the output rule's answer."""
+
+    def __init__(self, backend: ModuleType | None, kernel: Callable, unless: Callable[..., bool] | None = None):
+        self.backend, self.kernel, self.unless = backend, kernel, unless
+        self.takes_out = "out" in inspect.signature(kernel).parameters
+
+    def __call__(self, args: tuple, out):
+        return self.kernel(*args, out=out) if self.takes_out else self.kernel(*args)
+
+
+class Operator:
+    """One operator, ``torch.ops.cnnzoo.<name>``, declared from its output rule (see the module's doc).
+    Calling it calls the operator with autograd, by the cheapest route the context allows."""
+
+    def __init__(self, rule: Callable, reference: Callable, saves: Sequence[str] = (),
+                 outputs: Sequence[str] = ("output",)) -> None:
+        self.rule, self.saves, self.outputs = rule, tuple(saves), tuple(outputs)
+        self.reference = _Implementation(None, reference)
+        self.name = f"cnnzoo::{rule.__name__}"
+        parameters = inspect.signature(rule).parameters.values()
+        self.params = tuple(p.name for p in parameters)
+        self.defaults = tuple(p.default for p in parameters if p.default is not p.empty)
+        hints = typing.get_type_hints(rule)
+        self.tensors = tuple(i for i, p in enumerate(self.params) if "Tensor" in str(hints[p]))
+        self.implementations: list[_Implementation] = []
+        self.grads: dict[str, Callable] = {}
+        self.tangents: dict[str, Callable] = {}
+        schema = torch.library.infer_schema(rule, mutates_args=())
+        custom = torch.library.custom_op(self.name, self.run, mutates_args=(), schema=schema)
+        custom.register_fake(self.fake)
+        custom.register_autograd(self.backward, setup_context=self.setup_context)
+        self.custom, self.overload = custom, custom._opoverload
+        self.eager, self.transformable = _functions(self)
+
+    def __repr__(self) -> str:
+        return f"Operator({self.name})"
+
+    # --- declaring ----------------------------------------------------------------------------
+
+    def implement(self, backend: ModuleType, kernel: Callable, unless: Callable[..., bool] | None = None) -> None:
+        """Run ``kernel`` for the calls ``backend.applies`` to (all tensor arguments), except those
+        for which ``unless(*args)`` holds."""
+        self.implementations.append(_Implementation(backend, kernel, unless))
+
+    def grad(self, name: str) -> Callable:
+        """Decorator: ``formula(saved, grad)`` is the gradient with respect to argument ``name``."""
+        def register(formula: Callable) -> Callable:
+            self.grads[name] = formula
+            return formula
+        return register
+
+    def tangent(self, name: str) -> Callable:
+        """Decorator: ``formula(saved, tangent)`` is the output's tangent from argument ``name``'s."""
+        def register(formula: Callable) -> Callable:
+            self.tangents[name] = formula
+            return formula
+        return register
+
+    def vmap(self, rule: Callable) -> Callable:
+        """Decorator: ``rule(info, in_dims, *args)``, torch.library's vmap rule."""
+        self.custom.register_vmap(rule)
+        return rule
+
+    # --- the kernels --------------------------------------------------------------------------
+
+    def run(self, *args):
+        """The real kernel: the output rule, then the first implementation that serves the call."""
+        return self.compute(args, self.rule(*args))
+
+    def compute(self, args: tuple, out):
+        tensors = [args[i] for i in self.tensors]
+        for impl in self.implementations:
+            if impl.backend.applies(*tensors) and not (impl.unless and impl.unless(*args)):
+                return _formatted(impl(args, out), out)
+        with outside_autocast(tensors[0]):
+            return _formatted(self.reference(args, out), out)
+
+    def fake(self, *args):
+        out = self.rule(*args)
+        like = args[self.tensors[0]]
+        return tuple(o.new(like) for o in out) if isinstance(out, tuple) else out.new(like)
+
+    # --- the formulas, as autograd wants them -------------------------------------------------
+
+    def setup_context(self, ctx, inputs: tuple, output, out=None) -> None:
+        """Keep what the formulas read: the saved tensors for autograd, the rest in a :class:`Saved`."""
+        saved, kept = Saved(), []
+        values = dict(zip(self.params, inputs))
+        outputs = output if isinstance(output, tuple) else (output,)
+        values.update(zip(self.outputs, outputs))
+        for name, value in values.items():
+            if name in self.saves:
+                kept.append(value)
+            else:
+                setattr(saved, name, Shape(value.shape) if isinstance(value, Tensor) else value)
+        saved.out = self.rule(*inputs) if out is None else out
+        for o in outputs:
+            if not o.is_floating_point():
+                ctx.mark_non_differentiable(o)
+        ctx.save_for_backward(*kept)
+        ctx.saved, ctx.to_save = saved, tuple(kept)
+
+    def restore(self, ctx) -> Saved:
+        saved = ctx.saved
+        for name, t in zip(self.saves, ctx.saved_tensors):
+            setattr(saved, name, t)
+        return saved
+
+    def backward(self, ctx, grad, *_grads_of_other_outputs):
+        """One gradient per input, in order: each input's formula where one was asked for, else None."""
+        saved = self.restore(ctx)
+        return tuple(self.grads[name](saved, grad) if need and name in self.grads else None
+                     for name, need in zip(self.params, ctx.needs_input_grad))
+
+    def jvp(self, ctx, *tangents):
+        """The output's tangent: the sum of every input tangent's contribution."""
+        saved = self.restore(ctx)
+        terms = [self.tangents[name](saved, t) for name, t in zip(self.params, tangents)
+                 if t is not None and name in self.tangents]
+        total = sum(terms[1:], terms[0]) if terms else None
+        return (total, *(None,) * (len(self.outputs) - 1)) if len(self.outputs) > 1 else total
+
+    # --- calling it ---------------------------------------------------------------------------
+
+    def __call__(self, *args):
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return self.overload(*args)
+        # private: whether a torch.func transform is active (no public API; torch.func has the same check)
+        if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
+            return self.transformable.apply(*map(_Leaf.wrap, args))
+        if not torch.is_grad_enabled() and not _dispatcher_needed(args):  # inference, a first-order backward
+            return self.run(*args)
+        return self.eager.apply(*args)
+
+
+def _formatted(result, out):
+    """The kernel's result in the memory format the output rule gives."""
+    if isinstance(result, tuple):
+        return tuple(in_format(r, o.channels_last) for r, o in zip(result, out))
+    return in_format(result, out.channels_last)
+
+
+def _dispatcher_needed(args) -> bool:
+    """Whether something below Python must see the operator itself: a dispatch mode (fake tensors, a
+    FLOP counter, a recorder) or a tensor that is not a plain tensor with data."""
+    if torch._C._len_torch_dispatch_stack():  # private: no public way to ask whether a dispatch mode is on
+        return True
+    return any(isinstance(a, Tensor) and (type(a) not in (Tensor, torch.nn.Parameter) or a.is_meta) for a in args)
+
+
+class _Leaf:
+    """A list argument held as one pytree leaf. torch.func's generated vmap rule for a Function's jvp
+    flattens list arguments into their elements but gives each list one tangent, and then fails to
+    match the two; as one opaque leaf, a list has one of each."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    @staticmethod
+    def wrap(arg):
+        return _Leaf(arg) if isinstance(arg, (list, tuple)) else arg
+
+    @staticmethod
+    def unwrap(arg):
+        return arg.value if isinstance(arg, _Leaf) else arg
+
+
+def _functions(op: Operator) -> tuple[type, type]:
+    """The operator's two ``autograd.Function`` twins: the eager one, named like ``Conv2dFunction``
+    (its graph nodes are ``Conv2dFunctionBackward``), and the one torch.func transforms."""
+    short = op.name.split("::")[1]
+    name = "".join(part.capitalize() for part in short.split("_")) + "Function"
+    doc = f"``torch.ops.cnnzoo.{short}`` as an autograd.Function (see ``cnnzoo.ops.declare``)."
+
+    def eager_forward(ctx, *args):
+        if _dispatcher_needed(args):
+            output, out = op.overload(*args), None
+        else:
+            out = op.rule(*args)
+            output = op.compute(args, out)
+        op.setup_context(ctx, args, output, out)
+        return output
+
+    def transformable_setup_context(ctx, inputs, output):
+        op.setup_context(ctx, tuple(map(_Leaf.unwrap, inputs)), output)
+        ctx.save_for_forward(*ctx.to_save)
+
+    eager = type(name, (torch.autograd.Function,), {
+        "__doc__": doc, "forward": staticmethod(eager_forward), "backward": staticmethod(op.backward)})
+    transformable = type(f"Transformable{name}", (torch.autograd.Function,), {
+        "__doc__": doc,
+        "forward": staticmethod(lambda *args: op.overload(*map(_Leaf.unwrap, args))),
+        "setup_context": staticmethod(transformable_setup_context),
+        "backward": staticmethod(op.backward),
+        "jvp": staticmethod(op.jvp),
+        "generate_vmap_rule": True,
+    })
+    return eager, transformable
+
+
+# --- vmap helpers: a vmapped dimension folded into the batch, or into the groups ------------------
+
+
+def front(t: Tensor, dim: int | None, size: int) -> Tensor:
+    """``t`` with its vmapped dimension first (broadcast to ``size`` if it has none)."""
+    return t.expand(size, *t.shape) if dim is None else t.movedim(dim, 0)
+
+
+def batch_rule(op: Operator, tensors: Sequence[str], size: str | None = None) -> Callable:
+    """A vmap rule for an operator applied image by image: the vmapped dimension is folded into the
+    batch of the tensor arguments named in ``tensors``, (B, N, ...) -> (B*N, ...); ``size`` names an
+    input size argument to grow to match."""
+    positions = [op.params.index(name) for name in tensors]
+    size_at = None if size is None else op.params.index(size)
+
+    def rule(info, in_dims, *args):
+        b, args = info.batch_size, list(args)
+        for i in positions:
+            args[i] = front(args[i], in_dims[i], b).flatten(0, 1)
+        if size_at is not None:
+            args[size_at] = [b * args[size_at][0], *args[size_at][1:]]
+        out = op.overload(*args)
+        if isinstance(out, tuple):
+            return tuple(o.unflatten(0, (b, -1)) for o in out), (0,) * len(out)
+        return out.unflatten(0, (b, -1)), 0
+
+    return rule
+
+
+def into_groups(t: Tensor, dim: int | None, size: int) -> Tensor:
+    """(B, N, C, ...) -> (N, B*C, ...): a vmapped dimension as B groups of channels."""
+    return front(t, dim, size).movedim(0, 1).flatten(1, 2)
+
+
+def out_of_groups(t: Tensor, size: int) -> Tensor:
+    return t.unflatten(1, (size, -1)).movedim(1, 0)
