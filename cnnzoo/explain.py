@@ -39,7 +39,7 @@ from torch import nn
 
 from . import checkpoint, report
 from .config import build_config
-from .data import _set_transform, class_names, image_transform, normalization, open_dataset, transforms
+from .data import class_names, image_transform, normalization, open_dataset, set_transform, transforms
 from .errors import UserError
 from .models import create_model
 from .models.googlenet import Inception
@@ -158,7 +158,7 @@ def load_input(subject: Subject, args: argparse.Namespace) -> Input:
     if not 0 <= index < len(source.val):
         raise UserError(f"--index {index} is out of range: the validation split of {source.name} has "
                         f"{len(source.val)} images (0 to {len(source.val) - 1})")
-    _set_transform(source.val, transforms(source, subject.size, augment=False, train=False))
+    set_transform(source.val, transforms(source, subject.size, augment=False, train=False))
     x, label = source.val[index]
     if x.shape[0] != channels:  # a grey image shown to a colour model: the same image in every channel
         x = x.expand(channels, -1, -1)
@@ -276,7 +276,7 @@ def _op(e: Event, channels: list[int]) -> dict:
         return {"op": "bn", "mean": pick(m.running_mean, 0.0), "var": pick(m.running_var, 1.0), "eps": m.eps,
                 "gamma": pick(m.weight, 1.0), "beta": pick(m.bias, 0.0)}
     if isinstance(m, ScaledTanh):
-        return {"op": "scaled_tanh", "a": 1.7159, "s": 2.0 / 3.0}
+        return {"op": "scaled_tanh", "a": m.amplitude, "s": m.slope}
     return {"op": type(m).__name__.lower()}  # relu, tanh, sigmoid
 
 
