@@ -339,7 +339,7 @@ def transforms(source: DataSource, size: int, augment: bool, train: bool) -> T.C
     return T.Compose(steps)
 
 
-def _set_transform(dataset: Dataset, transform) -> None:
+def set_transform(dataset: Dataset, transform) -> None:
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
     dataset.transform = transform
@@ -367,8 +367,8 @@ def make_loaders(source: DataSource, cfg: DataConfig, size: int, seed: int, rank
     resuming exact. Validation takes every ``world``-th image, so the processes together see each
     image exactly once.
     """
-    _set_transform(source.train, transforms(source, size, cfg.augment, train=True))
-    _set_transform(source.val, transforms(source, size, cfg.augment, train=False))
+    set_transform(source.train, transforms(source, size, cfg.augment, train=True))
+    set_transform(source.val, transforms(source, size, cfg.augment, train=False))
     # drop_last: the processes' shares are cut to equal length instead of padded with repeated images
     sampler = EpochSampler(source.train, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=pin_memory)

@@ -22,6 +22,12 @@ How big models stay small (AlexNet, VGG-16, ResNet-50 at 224x224 give pages of a
 
 The page's arithmetic is done in the browser from those float32 numbers, and the model's own output
 (computed by cnnzoo's ops) is shown beside it.
+
+The data is made in steps, each taking the records the one before made (:func:`build_page`): ``trace``
+(one forward pass, every module call watched), ``structure`` (the rows and the blocks they sit in),
+``click_throughs`` (each convolution's and pooling's geometry and exact part), ``heatmaps``, and
+``layer_data`` (each row's record). Records turn into JSON by name; ``docs/explainer.md`` lists every
+key the page reads.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import argparse
 import base64
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -39,22 +45,29 @@ from torch import nn
 
 from . import checkpoint, report
 from .config import build_config
-from .data import _set_transform, class_names, image_transform, normalization, open_dataset, transforms
+from .data import class_names, image_transform, normalization, open_dataset, set_transform, transforms
 from .errors import UserError
 from .models import create_model
 from .models.googlenet import Inception
 from .models.lenet import ScaledTanh
 from .models.registry import model_info
 from .models.resnet import BasicBlock, Bottleneck, PadShortcut
+from .models.weights import is_torchvision_name, torchvision_weights
 from .predict import load_model, read_image
+from .viz import read_metrics
 
 EXACT_FLOATS = 1_600_000  # float32 values kept exactly, over all layers (6.4 MB, 8.5 MB as base64)
 MAP_BYTES = 5_000_000  # 8-bit heatmap pixels of the channels beyond each layer's first page
 FIRST_PAGE_SIDE = 48  # the largest side of a first-page heatmap
 TEMPLATE = Path(__file__).with_name("explain_page.html")
 
-ROW_TYPES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Linear)
-POST_TYPES = (nn.BatchNorm2d, nn.ReLU, nn.Tanh, nn.Sigmoid, ScaledTanh)
+# the layers the page shows as rows, and the kind the page calls each
+ROW_KINDS = ((nn.Conv2d, "conv"), (nn.MaxPool2d, "maxpool"), (nn.AvgPool2d, "avgpool"),
+             (nn.AdaptiveAvgPool2d, "adaptive"), (nn.Linear, "linear"))
+ROW_TYPES = tuple(t for t, _ in ROW_KINDS)
+CLICKABLE = ("conv", "maxpool", "avgpool", "adaptive")  # the kinds whose units the page computes
+POST_TYPES = (nn.BatchNorm2d, nn.ReLU, nn.Tanh, nn.Sigmoid, ScaledTanh)  # folded into the convolution before them
+BLOCK_TYPES = (BasicBlock, Bottleneck, Inception)  # drawn as blocks, their output a row of its own
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -131,8 +144,6 @@ def _classes(model: nn.Module) -> int:
 
 
 def _torchvision_categories(info, weights: str | None) -> list[str] | None:
-    from .models.weights import is_torchvision_name, torchvision_weights
-
     if not weights or not is_torchvision_name(weights) or info.torchvision is None:
         return None
     return list(torchvision_weights(info, weights).meta.get("categories") or []) or None
@@ -158,7 +169,7 @@ def load_input(subject: Subject, args: argparse.Namespace) -> Input:
     if not 0 <= index < len(source.val):
         raise UserError(f"--index {index} is out of range: the validation split of {source.name} has "
                         f"{len(source.val)} images (0 to {len(source.val) - 1})")
-    _set_transform(source.val, transforms(source, subject.size, augment=False, train=False))
+    set_transform(source.val, transforms(source, subject.size, augment=False, train=False))
     x, label = source.val[index]
     if x.shape[0] != channels:  # a grey image shown to a colour model: the same image in every channel
         x = x.expand(channels, -1, -1)
@@ -178,13 +189,44 @@ def display_image(x: torch.Tensor, data_cfg) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------
-# One forward pass, watched
+# The page's data: records that turn into JSON by name (the schema is docs/explainer.md)
 
 
-@dataclass
+class Record:
+    """A dataclass of the page's data. ``to_json`` gives its fields by name, records inside converted
+    too; a field that is None is left out (the page reads a missing key as "does not apply")."""
+
+    def to_json(self) -> dict:
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return {name: _json(value) for name, value in values if value is not None}
+
+
+def _json(value):
+    if isinstance(value, Record):
+        return value.to_json()
+    if isinstance(value, list):
+        return [_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    return value
+
+
+def _b64(t: torch.Tensor, dtype=torch.float32) -> str:
+    return base64.b64encode(t.detach().to(dtype).contiguous().cpu().numpy().tobytes()).decode("ascii")
+
+
+def _pair(v) -> list:
+    return list(report.pair(v))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Step 1: one forward pass, watched
+
+
+@dataclass(frozen=True)
 class Event:
     """One call of a module: its input and output tensors (the objects, to follow them) and copies of
-    the values it needs (taken at once, before an in-place activation changes them)."""
+    the values the page needs (taken at once, before an in-place activation changes them)."""
 
     name: str
     module: nn.Module
@@ -192,16 +234,22 @@ class Event:
     done: int  # the order in which calls finished
     inp: torch.Tensor | None
     out: torch.Tensor
-    inp_value: torch.Tensor | None = None
-    out_value: torch.Tensor | None = None
+    inp_value: torch.Tensor | None  # kept for the layers a row shows
+    out_value: torch.Tensor | None  # kept for those, their batch norms and activations, and blocks
 
 
-BLOCK_TYPES = (BasicBlock, Bottleneck, Inception)
+@dataclass(frozen=True)
+class Trace:
+    """A forward pass: each module's first call by name, every call in the order they finished (a
+    shared ReLU runs several times), and the logits."""
+
+    first: dict[str, Event]
+    calls: list[Event]
+    logits: torch.Tensor
 
 
-def trace(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, Event], list[Event], torch.Tensor]:
-    """Run ``model`` on ``x`` watching every module: each module's first call by name, every call in
-    the order they finished (a shared ReLU runs several times), and the logits."""
+def trace(model: nn.Module, x: torch.Tensor) -> Trace:
+    """Run ``model`` on ``x`` watching every module."""
     first: dict[str, Event] = {}
     calls: list[Event] = []
     starts: dict[str, int] = {}
@@ -215,13 +263,10 @@ def trace(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, Event], list[Eve
             if not isinstance(out, torch.Tensor):
                 return
             inp = args[0] if args and isinstance(args[0], torch.Tensor) else None
-            event = Event(name, mod, starts[name], len(calls), inp, out)
-            if isinstance(mod, ROW_TYPES) and inp is not None:
-                event.inp_value = inp.detach().clone()
-            if isinstance(mod, ROW_TYPES + POST_TYPES + BLOCK_TYPES):
-                event.out_value = out.detach().clone()
-            calls.append(event)
-            first.setdefault(name, event)
+            inp_value = inp.detach().clone() if isinstance(mod, ROW_TYPES) and inp is not None else None
+            out_value = out.detach().clone() if isinstance(mod, ROW_TYPES + POST_TYPES + BLOCK_TYPES) else None
+            calls.append(Event(name, mod, starts[name], len(calls), inp, out, inp_value, out_value))
+            first.setdefault(name, calls[-1])
 
         handles.extend([module.register_forward_pre_hook(pre), module.register_forward_hook(post)])
 
@@ -236,7 +281,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, Event], list[Eve
     finally:
         for h in handles:
             h.remove()
-    return first, calls, logits
+    return Trace(first, calls, logits)
 
 
 def post_ops(event: Event, calls: list[Event]) -> list[Event]:
@@ -254,30 +299,117 @@ def post_ops(event: Event, calls: list[Event]) -> list[Event]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# What the page shows of each layer
+# Step 2: the layers the page shows, and the blocks they sit in
 
 
-def _b64(t: torch.Tensor, dtype=torch.float32) -> str:
-    return base64.b64encode(t.detach().to(dtype).contiguous().cpu().numpy().tobytes()).decode("ascii")
+@dataclass(frozen=True)
+class Layer:
+    """One row of the page: a layer's call, the batch norms and activations folded into it, and its
+    output after them (what the heatmaps show)."""
+
+    name: str
+    kind: str  # conv, maxpool, avgpool, adaptive, linear; add (a residual block), concat (an Inception module)
+    event: Event
+    post: list[Event]
+    display: torch.Tensor  # (C, H, W) maps, or (N,) values for a linear layer
+    order: list[int] | None  # maps only: channels by mean absolute value, largest first
+    value_range: tuple[float, float] | None  # maps only: the smallest and largest value
 
 
-def _pair(v) -> list:
-    return list(report.pair(v))
+def watched_layer(run: Trace, name: str, kind: str | None) -> Layer:
+    """The row of module ``name``: ``kind`` for a block's output, None for a layer (told by its type)."""
+    event = run.first[name]
+    kind = kind or next(k for t, k in ROW_KINDS if isinstance(event.module, t))
+    post = post_ops(event, run.calls) if kind == "conv" else []
+    display = (post[-1].out_value if post else event.out_value)[0].float()
+    if display.dim() != 3:
+        return Layer(name, kind, event, post, display, None, None)
+    order = display.abs().mean(dim=(1, 2)).argsort(descending=True).tolist()
+    return Layer(name, kind, event, post, display, order, (float(display.min()), float(display.max())))
 
 
-def _op(e: Event, channels: list[int]) -> dict:
-    m = e.module
-    if isinstance(m, nn.BatchNorm2d):
-        idx = torch.tensor(channels, dtype=torch.long)
+@dataclass
+class LayerNode(Record):
+    id: str
+    type: str = "layer"
 
-        def pick(t, default):
-            return (t[idx] if t is not None else torch.full((len(channels),), default)).double().tolist()
 
-        return {"op": "bn", "mean": pick(m.running_mean, 0.0), "var": pick(m.running_var, 1.0), "eps": m.eps,
-                "gamma": pick(m.weight, 1.0), "beta": pick(m.bias, 0.0)}
-    if isinstance(m, ScaledTanh):
-        return {"op": "scaled_tanh", "a": 1.7159, "s": 2.0 / 3.0}
-    return {"op": type(m).__name__.lower()}  # relu, tanh, sigmoid
+@dataclass
+class ResidualNode(Record):
+    name: str
+    shortcut_label: str
+    main: list[Node]
+    shortcut: list[Node]
+    out: str  # the block's output row: ReLU(main + shortcut)
+    type: str = "residual"
+
+
+@dataclass
+class BranchesNode(Record):
+    name: str
+    branches: list[list[Node]]
+    out: str  # the block's output row: the branches concatenated
+    type: str = "branches"
+
+
+Node = LayerNode | ResidualNode | BranchesNode
+
+
+def _shortcut_label(shortcut: nn.Module | None) -> str:
+    if shortcut is None:
+        return "identity"
+    if isinstance(shortcut, PadShortcut):
+        return "every 2nd pixel, zero channels appended"
+    return "1x1 convolution and batch norm"
+
+
+def structure(model: nn.Module, run: Trace) -> tuple[list[Node], list[Layer]]:
+    """The model as the page draws it (residual blocks and Inception modules as blocks, any other
+    container flattened) and its rows, in the order the page lists them."""
+    layers: list[Layer] = []
+
+    def row(name: str, kind: str | None = None) -> str:
+        layers.append(watched_layer(run, name, kind))
+        return name
+
+    def children(name: str, module: nn.Module) -> list[tuple[str, nn.Module]]:
+        ran = [(f"{name}.{n}" if name else n, m) for n, m in module.named_children()]
+        return sorted(((n, m) for n, m in ran if n in run.first), key=lambda nm: run.first[nm[0]].start)
+
+    def walk(name: str, module: nn.Module) -> list[Node]:
+        if name not in run.first and name != "":
+            return []
+        if isinstance(module, (BasicBlock, Bottleneck)):
+            parts = children(name, module)
+            main = [n for c, m in parts if not c.endswith(".downsample") for n in walk(c, m)]
+            shortcut = [n for c, m in parts if c.endswith(".downsample") for n in walk(c, m)]
+            return [ResidualNode(name, _shortcut_label(module.downsample), main, shortcut, row(name, "add"))]
+        if isinstance(module, Inception):
+            return [BranchesNode(name, [walk(c, m) for c, m in children(name, module)], row(name, "concat"))]
+        if isinstance(module, ROW_TYPES):
+            return [LayerNode(row(name))]
+        return [n for c, m in children(name, module) for n in walk(c, m)]
+
+    return walk("", model), layers
+
+
+# ---------------------------------------------------------------------------------------------------
+# Step 3: what a click on a unit needs: the window geometry and a part of the layer in exact numbers
+
+
+@dataclass
+class Geometry(Record):
+    in_shape: list[int]  # (C, H, W) of the layer's input
+    kernel_size: list[int]
+    stride: list[int]
+    dilation: list[int]
+    padding: list[int]  # before the first row and column
+    groups: int
+    padding_name: str
+    ceil_mode: bool
+    divisor: int | None
+    count_include_pad: bool
+    windows: list[list[tuple[int, int]]]  # per axis, per output index: the input range [start, end)
 
 
 def _windows(n_in: int, n_out: int, k: int, s: int, d: int, p: int, adaptive: bool) -> list[tuple[int, int]]:
@@ -298,216 +430,370 @@ def _padding_name(k: list[int], s: list[int], d: list[int], p: list[int], n_in: 
     return f"{p[0]}" if p[0] == p[1] else f"{p[0]},{p[1]}"
 
 
-class PageBuilder:
-    """Turns a traced forward pass into the page's data: layers, structure, heatmaps and exact parts."""
+def geometry(layer: Layer) -> Geometry:
+    m, inp, out = layer.event.module, layer.event.inp_value[0], layer.event.out_value[0]
+    n_in, n_out = list(inp.shape[1:]), list(out.shape[1:])
+    adaptive = layer.kind == "adaptive"
+    if adaptive:
+        k, s, d, p = [0, 0], [0, 0], [1, 1], [0, 0]
+    else:
+        k, s = _pair(m.kernel_size), _pair(m.stride or m.kernel_size)
+        d, p = _pair(getattr(m, "dilation", 1)), list(report.padding_before(m))
+    return Geometry(list(inp.shape), k, s, d, p, getattr(m, "groups", 1),
+                    "" if adaptive else _padding_name(k, s, d, p, n_in, n_out),
+                    bool(getattr(m, "ceil_mode", False)), getattr(m, "divisor_override", None),
+                    bool(getattr(m, "count_include_pad", True)),
+                    [_windows(n_in[a], n_out[a], k[a], s[a], d[a], p[a], adaptive) for a in (0, 1)])
 
-    def __init__(self, subject: Subject, image: Input, per_page: int) -> None:
-        self.subject, self.image, self.x, self.per_page = subject, image, image.x, per_page
-        self.events, self.calls, self.logits = trace(subject.model, self.x)
-        self.report = report.summarize(subject.model, list(self.x.shape[1:]), name=subject.name)
-        self.summary = {layer.name: layer for layer in self.report.layers}
-        self.layers: dict[str, dict] = {}
-        self.displays: dict[str, torch.Tensor] = {}
 
-    # structure ------------------------------------------------------------------------------------
-    def _children(self, name: str, module: nn.Module) -> list[tuple[str, nn.Module]]:
-        ran = [(f"{name}.{n}" if name else n, m) for n, m in module.named_children()]
-        ran = [(n, m) for n, m in ran if n in self.events]
-        return sorted(ran, key=lambda nm: self.events[nm[0]].start)
+@dataclass(frozen=True)
+class Tile:
+    """The part of a layer kept in exact numbers, and what it costs."""
 
-    def nodes(self, name: str, module: nn.Module) -> list[dict]:
-        if name not in self.events and name != "":
-            return []
-        if isinstance(module, (BasicBlock, Bottleneck)):
-            children = self._children(name, module)
-            shortcut = module.downsample
-            label = ("identity" if shortcut is None else "every 2nd pixel, zero channels appended"
-                     if isinstance(shortcut, PadShortcut) else "1x1 convolution and batch norm")
-            return [{"type": "residual", "name": name, "shortcut_label": label,
-                     "main": [n for c, m in children if not c.endswith(".downsample") for n in self.nodes(c, m)],
-                     "shortcut": [n for c, m in children if c.endswith(".downsample") for n in self.nodes(c, m)],
-                     "out": self.add_layer(name, "add")}]
-        if isinstance(module, Inception):
-            return [{"type": "branches", "name": name,
-                     "branches": [self.nodes(c, m) for c, m in self._children(name, module)],
-                     "out": self.add_layer(name, "concat")}]
-        if isinstance(module, ROW_TYPES):
-            return [{"type": "layer", "id": self.add_layer(name, None)}]
-        return [n for c, m in self._children(name, module) for n in self.nodes(c, m)]
+    channels: list[int]  # output channels, most active first
+    tile: list[int]  # output rows and columns [y0, y1, x0, x1)
+    crop: list[int]  # the input rows and columns their windows read [y0, y1, x0, x1)
+    floats: int
+    full: bool  # the whole layer
 
-    # one layer ------------------------------------------------------------------------------------
-    def add_layer(self, name: str, kind: str | None) -> str:
-        event = self.events[name]
-        m = event.module
-        chain: list[Event] = []
-        if kind is None:
-            kind = ("conv" if isinstance(m, nn.Conv2d) else "maxpool" if isinstance(m, nn.MaxPool2d) else
-                    "avgpool" if isinstance(m, nn.AvgPool2d) else "adaptive" if isinstance(m, nn.AdaptiveAvgPool2d)
-                    else "linear")
-            chain = post_ops(event, self.calls) if kind == "conv" else []
-        display = (chain[-1].out_value if chain else event.out_value)[0].float()
-        self.displays[name] = display
-        row = self.summary.get(name)
-        layer = {"id": name, "name": name, "kind": kind, "shape": list(display.shape),
-                 "module": type(m).__name__, "kernel": row.kernel if row else "",
-                 "params": row.params if row else 0, "macs": row.macs if row else 0,
-                 "post": [type(e.module).__name__ for e in chain]}
-        if row is not None and row.receptive_field is not None:
-            layer["rf"], layer["jump"], layer["start"] = _pair(row.receptive_field), _pair(row.jump), _pair(row.start)
-        if kind == "linear":
-            layer["values"] = [round(v, 5) for v in display.tolist()[:4096]]
-        if display.dim() == 3:
-            layer["order"] = display.abs().mean(dim=(1, 2)).argsort(descending=True).tolist()
-            layer["lo"], layer["hi"] = float(display.min()), float(display.max())
-        if kind in ("conv", "maxpool", "avgpool", "adaptive"):
-            layer["geometry"] = self._geometry(event, kind)
-            layer["_chain"] = chain
-        self.layers[name] = layer
-        return name
 
-    def _geometry(self, event: Event, kind: str) -> dict:
-        m, inp, out = event.module, event.inp_value[0], event.out_value[0]
-        n_in, n_out = list(inp.shape[1:]), list(out.shape[1:])
-        if kind == "adaptive":
-            k, s, d, p = [0, 0], [0, 0], [1, 1], [0, 0]
-        else:
-            k, s = _pair(m.kernel_size), _pair(m.stride or m.kernel_size)
-            d, p = _pair(getattr(m, "dilation", 1)), list(report.padding_before(m))
-        geometry = {"in_shape": list(inp.shape), "k": k, "s": s, "d": d, "p": p, "groups": getattr(m, "groups", 1),
-                    "padding_name": "" if kind == "adaptive" else _padding_name(k, s, d, p, n_in, n_out),
-                    "ceil_mode": bool(getattr(m, "ceil_mode", False)),
-                    "divisor": getattr(m, "divisor_override", None),
-                    "count_include_pad": bool(getattr(m, "count_include_pad", True))}
-        geometry["windows"] = [_windows(n_in[a], n_out[a], k[a], s[a], d[a], p[a], kind == "adaptive") for a in (0, 1)]
-        return geometry
+def _crop(g: Geometry, axis: int, t0: int, t1: int) -> tuple[int, int]:
+    """The input range (inside the image) the windows of outputs ``t0 .. t1 - 1`` along ``axis`` read."""
+    windows = g.windows[axis][t0:t1]
+    lo = max(0, min(start for start, _ in windows))
+    hi = min(g.in_shape[1 + axis], max(end for _, end in windows))
+    return lo, max(lo, hi)
 
-    # the exact part of each layer -----------------------------------------------------------------
-    def exact_parts(self) -> None:
-        clickable = [layer for layer in self.layers.values() if "geometry" in layer]
-        budget = max(20_000, EXACT_FLOATS // max(1, len(clickable)))
-        for layer in clickable:
-            self._exact(layer, budget)
 
-    def _exact(self, layer: dict, budget: int) -> None:
-        event, g, chain = self.events[layer["id"]], layer["geometry"], layer.pop("_chain")
-        conv = layer["kind"] == "conv"
-        c_out, h, w = layer["shape"]
-        c_in = g["in_shape"][0]
-        per_channel_weights = (c_in // g["groups"]) * g["k"][0] * g["k"][1] if conv else 0
-        wins = g["windows"]
+def choose_tile(layer: Layer, g: Geometry, budget: int, per_page: int) -> Tile:
+    """The most of ``layer`` that fits ``budget`` floats: the whole layer, else its most active
+    channels over the whole map, else a tile of the map around the strongest unit."""
+    conv = layer.kind == "conv"
+    c_out, h, w = layer.display.shape
+    c_in = g.in_shape[0]
+    per_channel_weights = (c_in // g.groups) * g.kernel_size[0] * g.kernel_size[1] if conv else 0
 
-        def crop(t0, t1, axis):
-            lo = max(0, min(wins[axis][i][0] for i in range(t0, t1)))
-            hi = min(g["in_shape"][1 + axis], max(wins[axis][i][1] for i in range(t0, t1)))
-            return lo, max(lo, hi)
+    def cost(n: int, th: int, tw: int) -> int:
+        (y0, y1), (x0, x1) = _crop(g, 0, 0, th), _crop(g, 1, 0, tw)
+        return (c_in if conv else n) * (y1 - y0) * (x1 - x0) + n * per_channel_weights + 2 * n * th * tw
 
-        def cost(n, th, tw):
-            (y0, y1), (x0, x1) = crop(0, th, 0), crop(0, tw, 1)
-            return (c_in if conv else n) * (y1 - y0) * (x1 - x0) + n * per_channel_weights + 2 * n * th * tw
+    counts = sorted({c_out, min(c_out, per_page), min(c_out, 4), min(c_out, 2), 1}, reverse=True)
+    candidates = [(n, min(h, t), min(w, t)) for n in counts for t in (10**9, 16, 8)]
+    candidates += [(1, min(h, t), min(w, t)) for t in (4, 2, 1)]
+    n, th, tw = next((c for c in candidates if cost(*c) <= budget), candidates[-1])
+    channels = layer.order[:n]
+    cy, cx = divmod(int(layer.display[channels[0]].argmax()), w)
+    ty0, tx0 = max(0, min(h - th, cy - th // 2)), max(0, min(w - tw, cx - tw // 2))
+    crop = [*_crop(g, 0, ty0, ty0 + th), *_crop(g, 1, tx0, tx0 + tw)]
+    return Tile(channels, [ty0, ty0 + th, tx0, tx0 + tw], crop, cost(n, th, tw),
+                n == c_out and th == h and tw == w)
 
-        counts = sorted({c_out, min(c_out, self.per_page), min(c_out, 4), min(c_out, 2), 1}, reverse=True)
-        candidates = [(n, min(h, t), min(w, t)) for n in counts for t in (10**9, 16, 8)]
-        candidates += [(1, min(h, t), min(w, t)) for t in (4, 2, 1)]
-        n, th, tw = next((c for c in candidates if cost(*c) <= budget), candidates[-1])
-        channels = layer["order"][:n]
-        strongest = self.displays[layer["id"]][channels[0]]
-        cy, cx = divmod(int(strongest.argmax()), w)
-        ty0, tx0 = max(0, min(h - th, cy - th // 2)), max(0, min(w - tw, cx - tw // 2))
-        (y0, y1), (x0, x1) = crop(ty0, ty0 + th, 0), crop(tx0, tx0 + tw, 1)
-        inp = event.inp_value[0]
+
+@dataclass
+class BatchNormOp(Record):
+    mean: list[float]  # per kept channel, as the exact part's channels
+    var: list[float]
+    eps: float
+    gamma: list[float]
+    beta: list[float]
+    op: str = "bn"
+
+
+@dataclass
+class ScaledTanhOp(Record):
+    amplitude: float
+    slope: float
+    op: str = "scaled_tanh"
+
+
+@dataclass
+class ActivationOp(Record):
+    op: str  # relu, tanh, sigmoid
+
+
+PostOp = BatchNormOp | ScaledTanhOp | ActivationOp
+
+
+def post_op(event: Event, channels: list[int]) -> PostOp:
+    """What the page needs to apply a batch norm or activation to the kept ``channels``."""
+    m = event.module
+    if isinstance(m, nn.BatchNorm2d):
         idx = torch.tensor(channels, dtype=torch.long)
-        x_part = inp[:, y0:y1, x0:x1] if conv else inp[idx, y0:y1, x0:x1]
-        z = event.out_value[0][idx, ty0:ty0 + th, tx0:tx0 + tw]
-        a = self.displays[layer["id"]][idx, ty0:ty0 + th, tx0:tx0 + tw]
-        exact = {"channels": channels, "tile": [ty0, ty0 + th, tx0, tx0 + tw], "crop": [y0, y1, x0, x1],
-                 "x": _b64(x_part), "z": _b64(z), "a": _b64(a), "post": [_op(e, channels) for e in chain],
-                 "full": n == c_out and th == h and tw == w}
-        if conv:
-            m = event.module
-            exact["w"] = _b64(m.weight[idx])
-            exact["b"] = m.bias[idx].double().tolist() if m.bias is not None else None
-        layer["exact"] = exact
-        layer["exact_floats"] = cost(n, th, tw)
 
-    # heatmaps -------------------------------------------------------------------------------------
-    def heatmaps(self) -> None:
-        maps = [layer for layer in self.layers.values() if len(layer["shape"]) == 3]
-        side = FIRST_PAGE_SIDE
-        while side > 2 and sum(max(0, l["shape"][0] - self.per_page) * min(l["shape"][1], side)
-                               * min(l["shape"][2], side) for l in maps) > MAP_BYTES:
-            side -= 2
-        for layer in maps:
-            display = self.displays[layer["id"]]
-            order = layer["order"]
-            lo, hi = layer["lo"], layer["hi"]
-            scale = 255.0 / (hi - lo) if hi > lo else 0.0
-            pages = []
-            for channels, limit in ((order[:self.per_page], FIRST_PAGE_SIDE), (order[self.per_page:], side)):
-                if not channels:
-                    continue
-                maps_ = display[torch.tensor(channels)]
-                th, tw = min(maps_.shape[1], limit), min(maps_.shape[2], limit)
-                if (th, tw) != tuple(maps_.shape[1:]):
-                    maps_ = F.adaptive_avg_pool2d(maps_.unsqueeze(0), (th, tw))[0]
-                q = ((maps_ - lo) * scale).round().clamp(0, 255)
-                pages.append({"count": len(channels), "h": th, "w": tw, "data": _b64(q, torch.uint8)})
-            layer["maps"] = pages
-        self.rest_side = side
+        def pick(t: torch.Tensor | None, default: float) -> list[float]:
+            return (t[idx] if t is not None else torch.full((len(channels),), default)).double().tolist()
 
-    # the rest of the page -------------------------------------------------------------------------
-    def build(self) -> dict:
-        subject = self.subject
-        structure = self.nodes("", subject.model)
-        self.exact_parts()
-        self.heatmaps()
-        probs = self.logits.float().softmax(dim=1)[0]
-        top = probs.topk(min(5, probs.numel()))
-        image = display_image(self.x, self.image.data_cfg)
-        return {
-            "title": f"{subject.name}: inside the network", "model": subject.name, "source": subject.source,
-            "input": {"h": image.shape[0], "w": image.shape[1], "c": image.shape[2], "data": _b64(image, torch.uint8),
-                      "caption": self.image.caption, "label": self.image.label},
-            "predictions": [[subject.class_names[i] if i < len(subject.class_names) else f"class {i}", p]
-                            for p, i in zip(top.values.tolist(), top.indices.tolist())],
-            "structure": structure, "layers": self.layers, "per_page": self.per_page,
-            "filters": self.filters(), "curves": self.curves(), "table": self.table(),
-            "bounds": {"exact_floats": EXACT_FLOATS, "map_bytes": MAP_BYTES, "first_page_side": FIRST_PAGE_SIDE,
-                       "rest_side": self.rest_side},
-        }
+        return BatchNormOp(pick(m.running_mean, 0.0), pick(m.running_var, 1.0), m.eps, pick(m.weight, 1.0),
+                           pick(m.bias, 0.0))
+    if isinstance(m, ScaledTanh):
+        return ScaledTanhOp(m.amplitude, m.slope)
+    return ActivationOp(type(m).__name__.lower())
 
-    def filters(self) -> dict | None:
-        conv = next((m for m in self.subject.model.modules() if isinstance(m, nn.Conv2d)), None)
-        if conv is None:
-            return None
-        w = conv.weight.detach().float()[:64]
-        if w.shape[1] == 3:
-            low = w.amin(dim=(1, 2, 3), keepdim=True)
-            high = w.amax(dim=(1, 2, 3), keepdim=True)
-            pixels = ((w - low) / (high - low + 1e-12) * 255).round().permute(0, 2, 3, 1)  # RGB
-            mode = "rgb"
-        else:
-            mean = w.mean(1)
-            bound = mean.abs().amax(dim=(1, 2), keepdim=True) + 1e-12
-            pixels = ((mean / bound + 1) * 127.5).round()  # 0 .. 255, 127.5 is zero
-            mode = "diverging"
-        name = next(n for n, m in self.subject.model.named_modules() if m is conv)
-        return {"name": name, "count": w.shape[0], "of": conv.out_channels, "k": list(w.shape[2:]), "mode": mode,
-                "in_channels": conv.in_channels, "data": _b64(pixels, torch.uint8)}
 
-    def curves(self) -> list[dict] | None:
-        if self.subject.run_dir is None or not (self.subject.run_dir / "metrics.csv").is_file():
-            return None
-        from .viz import read_metrics
+@dataclass
+class ExactPart(Record):
+    channels: list[int]
+    tile: list[int]
+    crop: list[int]
+    input: str  # float32 (C_in, crop rows, crop columns) for a convolution, (channels, ...) for a pooling
+    output: str  # float32 (channels, tile rows, tile columns): the layer's own output
+    activation: str  # float32, the same units after the post ops
+    post: list[PostOp]
+    full: bool
+    weights: str | None = None  # convolution: float32 (channels, C_in / groups, kh, kw)
+    bias: list[float] | None = None  # convolution with a bias: per kept channel
 
-        try:
-            return read_metrics(self.subject.run_dir)
-        except UserError:
-            return None
 
-    def table(self) -> dict:
-        summary = self.report
-        return {"columns": list(report.COLUMNS), "rows": [report.layer_cells(r) for r in summary.layers[1:]],
-                "depths": [r.depth for r in summary.layers[1:]], "totals": report.totals_lines(summary)}
+def exact_part(layer: Layer, tile: Tile) -> ExactPart:
+    event, conv = layer.event, layer.kind == "conv"
+    idx = torch.tensor(tile.channels, dtype=torch.long)
+    (ty0, ty1, tx0, tx1), (y0, y1, x0, x1) = tile.tile, tile.crop
+    inp, m = event.inp_value[0], event.module
+    window = inp[:, y0:y1, x0:x1] if conv else inp[idx, y0:y1, x0:x1]
+    return ExactPart(tile.channels, tile.tile, tile.crop, _b64(window), _b64(event.out_value[0][idx, ty0:ty1, tx0:tx1]),
+                     _b64(layer.display[idx, ty0:ty1, tx0:tx1]), [post_op(e, tile.channels) for e in layer.post],
+                     tile.full, _b64(m.weight[idx]) if conv else None,
+                     m.bias[idx].double().tolist() if conv and m.bias is not None else None)
+
+
+@dataclass(frozen=True)
+class ClickThrough:
+    """What a click on a unit of a layer needs."""
+
+    geometry: Geometry
+    exact: ExactPart
+    floats: int  # float32 values the exact part holds, counted against EXACT_FLOATS
+
+
+def click_throughs(layers: list[Layer], per_page: int) -> dict[str, ClickThrough]:
+    """The geometry and the exact part of every convolution and pooling layer, ``EXACT_FLOATS`` shared
+    among them."""
+    clickable = [layer for layer in layers if layer.kind in CLICKABLE]
+    budget = max(20_000, EXACT_FLOATS // max(1, len(clickable)))
+    result = {}
+    for layer in clickable:
+        g = geometry(layer)
+        tile = choose_tile(layer, g, budget, per_page)
+        result[layer.name] = ClickThrough(g, exact_part(layer, tile), tile.floats)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# Step 4: heatmaps, 8 bits a pixel
+
+
+@dataclass
+class MapPage(Record):
+    count: int  # channels, each height x width bytes, in activity order
+    height: int
+    width: int
+    data: str  # base64 uint8
+
+
+@dataclass(frozen=True)
+class Heatmaps:
+    pages: dict[str, list[MapPage]]  # per layer: its first page of maps, then all the others
+    rest_side: int  # the largest side of a map beyond the first pages
+
+
+def _rest_side(maps: list[Layer], per_page: int) -> int:
+    side = FIRST_PAGE_SIDE
+    shapes = [layer.display.shape for layer in maps]
+    while side > 2 and sum(max(0, c - per_page) * min(h, side) * min(w, side) for c, h, w in shapes) > MAP_BYTES:
+        side -= 2
+    return side
+
+
+def _map_page(maps: torch.Tensor, side: int, value_range: tuple[float, float]) -> MapPage:
+    th, tw = min(maps.shape[1], side), min(maps.shape[2], side)
+    if (th, tw) != tuple(maps.shape[1:]):
+        maps = F.adaptive_avg_pool2d(maps.unsqueeze(0), (th, tw))[0]
+    lo, hi = value_range
+    q = ((maps - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)).round().clamp(0, 255)
+    return MapPage(maps.shape[0], th, tw, _b64(q, torch.uint8))
+
+
+def heatmaps(layers: list[Layer], per_page: int) -> Heatmaps:
+    """Every map of every layer on the layer's one scale: the first ``per_page`` up to
+    ``FIRST_PAGE_SIDE`` pixels a side, the others smaller so that all together fit ``MAP_BYTES``."""
+    maps = [layer for layer in layers if layer.order is not None]
+    side = _rest_side(maps, per_page)
+    pages = {}
+    for layer in maps:
+        parts = ((layer.order[:per_page], FIRST_PAGE_SIDE), (layer.order[per_page:], side))
+        pages[layer.name] = [_map_page(layer.display[torch.tensor(channels)], limit, layer.value_range)
+                             for channels, limit in parts if channels]
+    return Heatmaps(pages, side)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Step 5: the page's records
+
+
+@dataclass
+class LayerData(Record):
+    id: str
+    name: str
+    kind: str
+    shape: list[int]
+    module: str
+    kernel: str  # as the layer table writes it
+    params: int
+    macs: int
+    post: list[str]  # the batch norms and activations folded in
+    receptive_field: list[int] | None = None
+    jump: list[int] | None = None
+    start: list[float] | None = None
+    values: list[float] | None = None  # linear
+    order: list[int] | None = None
+    lo: float | None = None
+    hi: float | None = None
+    geometry: Geometry | None = None
+    exact: ExactPart | None = None
+    exact_floats: int | None = None
+    maps: list[MapPage] | None = None
+
+
+def layer_data(layer: Layer, row: report.Layer | None, click: ClickThrough | None,
+               maps: list[MapPage] | None) -> LayerData:
+    """A layer's record: its row of the layer table, the step it computes, its maps."""
+    seen = row is not None and row.receptive_field is not None
+    lo, hi = layer.value_range or (None, None)
+    return LayerData(
+        id=layer.name, name=layer.name, kind=layer.kind, shape=list(layer.display.shape),
+        module=type(layer.event.module).__name__, kernel=row.kernel if row else "", params=row.params if row else 0,
+        macs=row.macs if row else 0, post=[type(e.module).__name__ for e in layer.post],
+        receptive_field=_pair(row.receptive_field) if seen else None, jump=_pair(row.jump) if seen else None,
+        start=_pair(row.start) if seen else None,
+        values=[round(v, 5) for v in layer.display.tolist()[:4096]] if layer.kind == "linear" else None,
+        order=layer.order, lo=lo, hi=hi, geometry=click.geometry if click else None,
+        exact=click.exact if click else None, exact_floats=click.floats if click else None, maps=maps)
+
+
+@dataclass
+class InputImage(Record):
+    height: int
+    width: int
+    channels: int
+    data: str  # base64 uint8 (height, width, channels), normalisation undone
+    caption: str
+    label: str | None  # the true class, where the data has one
+
+
+def input_image(image: Input) -> InputImage:
+    pixels = display_image(image.x, image.data_cfg)
+    height, width, channels = pixels.shape
+    return InputImage(height, width, channels, _b64(pixels, torch.uint8), image.caption, image.label)
+
+
+def predictions(logits: torch.Tensor, names: list[str]) -> list[tuple[str, float]]:
+    """The five most probable classes, most probable first: (name, probability)."""
+    probs = logits.float().softmax(dim=1)[0]
+    top = probs.topk(min(5, probs.numel()))
+    return [(names[i] if i < len(names) else f"class {i}", p)
+            for p, i in zip(top.values.tolist(), top.indices.tolist())]
+
+
+@dataclass
+class Filters(Record):
+    name: str
+    count: int  # filters drawn, the first ones
+    out_channels: int
+    kernel_size: list[int]
+    mode: str  # rgb: one colour picture per filter; diverging: the mean over input channels, 127.5 is zero
+    in_channels: int
+    data: str  # base64 uint8 (count, kh, kw, 3) for rgb, (count, kh, kw) for diverging
+
+
+def first_filters(model: nn.Module) -> Filters | None:
+    """Up to 64 filters of the model's first convolution, as pictures."""
+    name, conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), ("", None))
+    if conv is None:
+        return None
+    w = conv.weight.detach().float()[:64]
+    if w.shape[1] == 3:
+        low = w.amin(dim=(1, 2, 3), keepdim=True)
+        high = w.amax(dim=(1, 2, 3), keepdim=True)
+        pixels = ((w - low) / (high - low + 1e-12) * 255).round().permute(0, 2, 3, 1)  # RGB
+        mode = "rgb"
+    else:
+        mean = w.mean(1)
+        bound = mean.abs().amax(dim=(1, 2), keepdim=True) + 1e-12
+        pixels = ((mean / bound + 1) * 127.5).round()  # 0 .. 255, 127.5 is zero
+        mode = "diverging"
+    return Filters(name, w.shape[0], conv.out_channels, list(w.shape[2:]), mode, conv.in_channels,
+                   _b64(pixels, torch.uint8))
+
+
+def curves(run_dir: Path | None) -> list[dict[str, float]] | None:
+    """A run's metrics per epoch, where there is a readable metrics.csv."""
+    if run_dir is None or not (run_dir / "metrics.csv").is_file():
+        return None
+    try:
+        return read_metrics(run_dir)
+    except UserError:
+        return None
+
+
+@dataclass
+class Table(Record):
+    columns: list[str]
+    rows: list[list[str]]
+    depths: list[int]  # per row: how deep the module sits in the model (1: a child of the model)
+    totals: list[str]
+
+
+def layer_table(summary: report.Summary) -> Table:
+    rows = summary.layers[1:]
+    return Table(list(report.COLUMNS), [report.layer_cells(r) for r in rows], [r.depth for r in rows],
+                 report.totals_lines(summary))
+
+
+@dataclass
+class Bounds(Record):
+    exact_floats: int
+    map_bytes: int
+    first_page_side: int
+    rest_side: int
+
+
+@dataclass
+class Page(Record):
+    title: str
+    model: str
+    source: str
+    input: InputImage
+    predictions: list[tuple[str, float]]
+    structure: list[Node]
+    layers: dict[str, LayerData]
+    per_page: int
+    filters: Filters | None
+    curves: list[dict[str, float]] | None
+    table: Table
+    bounds: Bounds
+
+
+# ---------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def build_page(subject: Subject, image: Input, per_page: int) -> Page:
+    """The page's data, step by step: the forward pass, its layers, what a click on a unit needs, the
+    heatmaps, then each layer's record."""
+    model = subject.model
+    run = trace(model, image.x)
+    summary = report.summarize(model, list(image.x.shape[1:]), name=subject.name)
+    nodes, layers = structure(model, run)
+    clicks = click_throughs(layers, per_page)
+    maps = heatmaps(layers, per_page)
+    rows = {row.name: row for row in summary.layers}
+    records = {layer.name: layer_data(layer, rows.get(layer.name), clicks.get(layer.name), maps.pages.get(layer.name))
+               for layer in layers}
+    return Page(title=f"{subject.name}: inside the network", model=subject.name, source=subject.source,
+                input=input_image(image), predictions=predictions(run.logits, subject.class_names),
+                structure=nodes, layers=records, per_page=per_page, filters=first_filters(model),
+                curves=curves(subject.run_dir), table=layer_table(summary),
+                bounds=Bounds(EXACT_FLOATS, MAP_BYTES, FIRST_PAGE_SIDE, maps.rest_side))
 
 
 def render(data: dict) -> str:
@@ -519,7 +805,7 @@ def render(data: dict) -> str:
 
 def explain(subject: Subject, image: Input, per_page: int = 8) -> tuple[str, dict]:
     """The page's HTML for ``subject`` on ``image``, and the data embedded in it."""
-    data = PageBuilder(subject, image, per_page).build()
+    data = build_page(subject, image, per_page).to_json()
     return render(data), data
 
 

@@ -72,13 +72,13 @@ def test_exact_numbers_reproduce_each_convolution(lenet_run):
         assert e["full"] and layer["post"] == ["Tanh"]  # a small model keeps every unit exactly
         y0, y1, x0, x1 = e["crop"]
         c_in = conv.in_channels
-        window = floats(e["x"]).reshape(c_in, y1 - y0, x1 - x0)
-        weights = floats(e["w"]).reshape(len(e["channels"]), c_in, 5, 5)
+        window = floats(e["input"]).reshape(c_in, y1 - y0, x1 - x0)
+        weights = floats(e["weights"]).reshape(len(e["channels"]), c_in, 5, 5)
         z = torch.from_numpy(np.einsum("chw,ochw->o", window[:, :5, :5].astype(np.float64),
-                                       weights.astype(np.float64)) + np.array(e["b"]))
+                                       weights.astype(np.float64)) + np.array(e["bias"]))
         native = F.conv2d(inputs[index], conv.weight, conv.bias)[0, e["channels"], 0, 0].double()
         torch.testing.assert_close(z, native, atol=1e-5, rtol=1e-5)
-        stored = floats(e["z"]).reshape(len(e["channels"]), *layer["shape"][1:])[:, 0, 0]
+        stored = floats(e["output"]).reshape(len(e["channels"]), *layer["shape"][1:])[:, 0, 0]
         torch.testing.assert_close(torch.from_numpy(stored).double(), native, atol=1e-5, rtol=1e-5)
     assert data["curves"] and data["curves"][-1]["epoch"] == 6  # the run's metrics.csv
     labels = open_dataset(build_config({}).data).val.labels
@@ -124,7 +124,7 @@ def test_page_for_an_image_file(tmp_path):
     out = tmp_path / "page.html"
     assert ex.main(["--model", "resnet20", "--image", str(path), "--output", str(out)]) == 0
     data = page_data(out.read_text())
-    assert data["input"]["caption"] == "cat.png" and (data["input"]["h"], data["input"]["w"]) == (32, 32)
+    assert data["input"]["caption"] == "cat.png" and (data["input"]["height"], data["input"]["width"]) == (32, 32)
     assert data["filters"]["count"] == 16 and data["filters"]["mode"] == "rgb"
 
 
@@ -140,7 +140,7 @@ def test_torchvision_weights_give_imagenet_class_names(tmp_path, monkeypatch):
     with torch.no_grad():
         top = subject.model(image.x).softmax(1)[0].topk(5)
     assert [name for name, _ in data["predictions"]] == [categories[i] for i in top.indices.tolist()]
-    assert (data["input"]["h"], data["input"]["w"]) == (224, 224)
+    assert (data["input"]["height"], data["input"]["width"]) == (224, 224)
     assert data["source"] == "resnet18, weights DEFAULT"
 
 

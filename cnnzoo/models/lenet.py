@@ -53,8 +53,11 @@ class LeNet5(ZooModel):
 class ScaledTanh(nn.Module):
     """LeCun's squashing function f(a) = A tanh(S a) with A = 1.7159 and S = 2/3."""
 
+    amplitude = 1.7159  # A
+    slope = 2.0 / 3.0  # S
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 1.7159 * torch.tanh(x * (2.0 / 3.0))
+        return self.amplitude * torch.tanh(x * self.slope)
 
 
 class Subsampling(nn.Module):
