@@ -3,7 +3,7 @@
     python scripts/gen_tables.py           # rewrite every table that differs from what the code gives
     python scripts/gen_tables.py --check   # change nothing; exit 1 naming each stale table
 
-A table lives in a docs page between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->``. Every figure
+A table lives in README.md or a docs page between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->``. Every figure
 comes from the models' registrations (``@register_model``) and from ``cnnzoo.report`` on the meta
 device, so no weights are allocated and the whole run takes a few seconds.
 """
@@ -54,16 +54,26 @@ def published_table() -> str:
     return render_rows(header, rows, "markdown")
 
 
+def _alexnet_report() -> str:
+    model = build_on_meta("alexnet")
+    return render(summarize(model, natural_input("alexnet", model), name="alexnet"))
+
+
 def alexnet_report() -> str:
     """What ``python -m cnnzoo.report alexnet`` prints."""
-    model = build_on_meta("alexnet")
-    return "```\n" + render(summarize(model, natural_input("alexnet", model), name="alexnet")) + "```\n"
+    return "```\n" + _alexnet_report() + "```\n"
+
+
+def alexnet_report_head() -> str:
+    """Its first rows, for the README."""
+    return "```\n" + "".join(_alexnet_report().splitlines(keepends=True)[:5]) + "...\n```\n"
 
 
 TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "zoo-table": ("docs/zoo.md", zoo_table),
     "published-figures": ("docs/reports.md", published_table),
     "report-alexnet": ("docs/reports.md", alexnet_report),
+    "report-alexnet-head": ("README.md", alexnet_report_head),
 }
 
 
