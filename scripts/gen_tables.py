@@ -3,9 +3,9 @@
     python scripts/gen_tables.py           # rewrite every table that differs from what the code gives
     python scripts/gen_tables.py --check   # change nothing; exit 1 naming each stale table
 
-A table lives in README.md or a docs page between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->``. Every figure
-comes from the models' registrations (``@register_model``) and from ``cnnzoo.report`` on the meta
-device, so no weights are allocated and the whole run takes a few seconds.
+A table lives in README.md or a docs page between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->``.
+Every figure comes from the models' registrations (``@register_model``) and from ``cnnzoo.report`` on
+the meta device, so no weights are allocated and the whole run takes a few seconds.
 """
 
 from __future__ import annotations
