@@ -3,7 +3,7 @@
 The path from config to checkpoint, as ``train()`` runs it:
 
 1. ``setup_processes``: rank, device, the process group under ``torchrun`` (:mod:`cnnzoo.distributed`);
-2. ``build_model`` (:mod:`cnnzoo.config`): the model for the dataset's classes and channels, and the
+2. ``build_model`` (:mod:`cnnzoo.build`): the model for the dataset's classes and channels, and the
    input size, both known from the dataset table (:mod:`cnnzoo.data`) and the model's registration
    before any file is read;
 3. ``check_output_dir``: a run never overwrites another run's checkpoints (checked before any download);
@@ -44,7 +44,8 @@ from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint, viz
-from .config import Config, ConfigError, build_config, build_model, dump, flatten, load_config
+from .build import build_model
+from .config import Config, ConfigError, build_config, dump, flatten, load_config
 from .data import make_loaders, open_dataset
 from .distributed import (
     Processes,
