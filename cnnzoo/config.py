@@ -1,8 +1,9 @@
 """Training configuration: a nested YAML file, overridden with ``--set key=value``, checked key by key.
 
 The schema is the dataclasses below: every section is one dataclass, every key one field with its
-type, default and allowed range. Unknown keys and wrong types are a :class:`ConfigError` that names
-the key and suggests the closest valid one.
+type, default and allowed range or values. Unknown keys and wrong types are a :class:`ConfigError`
+that names the key and suggests the closest valid one. Building what a config describes is
+:mod:`cnnzoo.build`'s.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any, Literal
 
 import yaml
 
+from .data import DATASETS
 from .errors import UserError, closest
+from .models import list_models
 
 
 class ConfigError(UserError):
@@ -25,9 +28,11 @@ class ConfigError(UserError):
 
 
 def _rule(default: Any = dataclasses.MISSING, *, low: float | None = None, high: float | None = None,
-          open_low: bool = False, open_high: bool = False, factory: Any = dataclasses.MISSING) -> Any:
-    """A field with an allowed range ``[low, high]`` (``open_*`` excludes that end)."""
-    meta = {"low": low, "high": high, "open_low": open_low, "open_high": open_high}
+          open_low: bool = False, open_high: bool = False, choices: tuple | None = None,
+          factory: Any = dataclasses.MISSING) -> Any:
+    """A field with an allowed range ``[low, high]`` (``open_*`` excludes that end), or allowed values
+    ``choices`` kept elsewhere (checked as the ``Literal`` of them)."""
+    meta = {"low": low, "high": high, "open_low": open_low, "open_high": open_high, "choices": choices}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -45,7 +50,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    name: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "fake"] = "digits"
+    name: str = _rule("digits", choices=tuple(DATASETS))  # a key of cnnzoo.data.DATASETS
     root: str = "data"
     download: bool = False
     batch_size: int = _rule(64, low=1, high=2**16)  # per process
@@ -116,6 +121,9 @@ def _type_name(tp: Any) -> str:
 
 def _check_value(key: str, value: Any, tp: Any, meta: typing.Mapping) -> Any:
     """``value`` converted to ``tp`` (ints are numbers too), or a ConfigError naming ``key``."""
+    if meta.get("choices"):
+        tp = Literal[meta["choices"]]
+
     def fail(extra: str = "") -> typing.NoReturn:
         raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__}){extra}")
 
@@ -252,8 +260,6 @@ def _deep_copy(raw: Any) -> Any:
 
 def _check_consistency(cfg: Config) -> None:
     """Rules that involve more than one key."""
-    from .models import list_models
-
     if cfg.model.name not in list_models():
         match = closest(cfg.model.name, list_models())
         hint = f" (did you mean {match[0]!r}?)" if match else ""
@@ -269,37 +275,6 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError("optim.nesterov needs optim.name=sgd and optim.momentum > 0")
     if cfg.train.device == "cpu":
         check_amp(cfg.train.amp, "cpu")
-
-
-def build_model(cfg: Config, pretrained: bool = True):
-    """The model a config trains, ``(model, input side length)``: built for its dataset's classes and
-    channels (with ``model.weights`` loaded, if ``pretrained``), both known from the dataset table and
-    the model's registration before any data is read. Training, prediction and the report build it so."""
-    from .data import dataset_shape
-    from .models import create_model
-
-    channels, classes, native = dataset_shape(cfg.data)
-    weights = cfg.model.weights if pretrained else None
-    try:
-        model = create_model(cfg.model.name, num_classes=classes, in_channels=channels, backend=cfg.model.backend,
-                             weights=weights, **cfg.model.kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit {cfg.model.name}: {e}") from None
-    return model, input_size(cfg, native, model)
-
-
-def input_size(cfg: Config, native: int, model) -> int:
-    """The side length a model is trained (and reported) at: ``data.image_size`` if set, else the
-    dataset's ``native`` size moved into the range the model takes; a ConfigError if the model cannot
-    take the size asked for."""
-    from .models.common import fit_input_size
-
-    size = cfg.data.image_size or fit_input_size(native, model)
-    if fit_input_size(size, model) != size:
-        raise ConfigError(f"data.image_size={size} does not fit {cfg.model.name}, which takes "
-                          f"{model.min_size}x{model.min_size} to "
-                          + (f"{model.max_size}x{model.max_size}" if model.max_size else "any larger size"))
-    return size
 
 
 def check_amp(amp: str, device_type: str) -> None:

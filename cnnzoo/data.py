@@ -1,8 +1,9 @@
 """The datasets ``cnnzoo.train`` knows, their standard normalisation and augmentation, and the loaders.
 
-``DATASETS`` is the one table of what is known about each dataset before reading it (channels,
-classes, native size, mean/std, whether flips keep the label) and its reader; ``dataset_shape``
-answers from it alone (training builds its model from it, the report its input). ``open_dataset``
+``DATASETS`` is the one table of the datasets: what is known about each before reading it (channels,
+classes, native size, mean/std, whether flips keep the label, how it is cropped), its reader and its
+class names; the config's ``data.name`` is one of its keys. ``dataset_shape`` answers from it alone
+(training builds its model from it, the report its input). ``open_dataset``
 reads a dataset's train and validation splits (no transforms yet); ``make_loaders`` adds the
 transforms for the chosen image size and wraps both splits in DataLoaders that shard them across
 processes.
@@ -27,6 +28,7 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision
@@ -34,8 +36,10 @@ import torchvision.transforms.v2 as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from .config import DataConfig
 from .errors import UserError
+
+if TYPE_CHECKING:  # annotations only: the config schema imports this module for the dataset names
+    from .config import DataConfig
 
 
 class DataError(UserError):
@@ -91,7 +95,7 @@ def split_indices(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
 
 
 def _digits(cfg: DataConfig) -> tuple[Dataset, Dataset]:
-    try:
+    try:  # scikit-learn is needed for the digits alone: a missing one is this dataset's error, not an import's
         from sklearn.datasets import load_digits
     except ImportError:
         raise DataError("data.name=digits needs scikit-learn: pip install scikit-learn") from None
@@ -213,9 +217,30 @@ def fake_size(cfg: DataConfig) -> int:
     return cfg.image_size or 32
 
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _digit_names(cfg: DataConfig) -> list[str]:
+    return [str(i) for i in range(10)]
+
+
+def _cifar100_names(cfg: DataConfig) -> list[str]:
+    try:
+        with open(Path(cfg.root) / "cifar-100-python" / "meta", "rb") as f:
+            return list(_NumpyOnlyUnpickler(f, encoding="latin1").load()["fine_label_names"])
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError):
+        return []
+
+
+def _folder_names(cfg: DataConfig) -> list[str]:
+    train = Path(cfg.root) / "train"
+    return sorted(p.name for p in train.iterdir() if p.is_dir()) if train.is_dir() else []
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What is known about a dataset before reading it, and its reader (the two splits, untransformed).
+    """What is known about a dataset before reading it, its reader (the two splits, untransformed) and
+    its class names in label order (from its files where they hold them; [] where unknown).
 
     ``classes`` None: counted from the class folders; ``size`` None: made at the config's size;
     ``mean``/``std`` None: measured on the training split."""
@@ -227,16 +252,21 @@ class DatasetInfo:
     std: tuple[float, ...] | None
     flip: bool  # whether a horizontal flip is a label-preserving augmentation
     read: Callable[[DataConfig], tuple[Dataset, Dataset]]
+    class_names: Callable[[DataConfig], list[str]]
+    # photos of any size: ImageNet's crops (random scale-and-aspect in training, resize and centre crop
+    # to judge) instead of a resize to the side and padded random crops
+    imagenet_crops: bool = False
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo(1, 10, 8, None, None, False, _digits),
-    "mnist": DatasetInfo(1, 10, 28, *MNIST_STATS, False, lambda c: _mnist(c, False)),
-    "fashion_mnist": DatasetInfo(1, 10, 28, *FASHION_STATS, True, lambda c: _mnist(c, True)),
-    "cifar10": DatasetInfo(3, 10, 32, *CIFAR10_STATS, True, lambda c: _cifar(c, 10)),
-    "cifar100": DatasetInfo(3, 100, 32, *CIFAR100_STATS, True, lambda c: _cifar(c, 100)),
-    "imagefolder": DatasetInfo(3, None, 224, *IMAGENET_STATS, True, _imagefolder),
-    "fake": DatasetInfo(3, 10, None, (0.5,) * 3, (0.5,) * 3, True, _fake),
+    "digits": DatasetInfo(1, 10, 8, None, None, False, _digits, _digit_names),
+    "mnist": DatasetInfo(1, 10, 28, *MNIST_STATS, False, lambda c: _mnist(c, False), _digit_names),
+    "fashion_mnist": DatasetInfo(1, 10, 28, *FASHION_STATS, True, lambda c: _mnist(c, True),
+                                 lambda c: list(torchvision.datasets.FashionMNIST.classes)),
+    "cifar10": DatasetInfo(3, 10, 32, *CIFAR10_STATS, True, lambda c: _cifar(c, 10), lambda c: list(CIFAR10_CLASSES)),
+    "cifar100": DatasetInfo(3, 100, 32, *CIFAR100_STATS, True, lambda c: _cifar(c, 100), _cifar100_names),
+    "imagefolder": DatasetInfo(3, None, 224, *IMAGENET_STATS, True, _imagefolder, _folder_names, imagenet_crops=True),
+    "fake": DatasetInfo(3, 10, None, (0.5,) * 3, (0.5,) * 3, True, _fake, lambda c: []),
 }
 
 
@@ -269,28 +299,11 @@ def open_dataset(cfg: DataConfig) -> DataSource:
     return source
 
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
 def class_names(cfg: DataConfig, classes: int) -> list[str]:
     """The names of a dataset's ``classes`` classes, in label order: digits' and MNIST's digits,
     Fashion-MNIST's and CIFAR-10's names, CIFAR-100's from its meta file and an image folder's from
     its class folders (where the files are there), else ``class 0``, ``class 1``, ..."""
-    names: list[str] = []
-    if cfg.name in ("digits", "mnist"):
-        names = [str(i) for i in range(10)]
-    elif cfg.name == "fashion_mnist":
-        names = list(torchvision.datasets.FashionMNIST.classes)
-    elif cfg.name == "cifar10":
-        names = list(CIFAR10_CLASSES)
-    elif cfg.name == "cifar100":
-        try:
-            with open(Path(cfg.root) / "cifar-100-python" / "meta", "rb") as f:
-                names = list(_NumpyOnlyUnpickler(f, encoding="latin1").load()["fine_label_names"])
-        except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError):
-            names = []
-    elif cfg.name == "imagefolder" and (Path(cfg.root) / "train").is_dir():
-        names = sorted(p.name for p in (Path(cfg.root) / "train").iterdir() if p.is_dir())
+    names = DATASETS[cfg.name].class_names(cfg)
     return names if len(names) == classes else [f"class {i}" for i in range(classes)]
 
 
@@ -308,7 +321,7 @@ def image_transform(cfg: DataConfig, size: int) -> T.Compose:
     """What an image of any size goes through to be judged: resized to ``size`` x ``size`` (image
     folders: resized and centre-cropped, as in validation), scaled to 0..1 and normalised as in training."""
     steps: list = [T.ToImage()]
-    if cfg.name == "imagefolder":
+    if DATASETS[cfg.name].imagenet_crops:
         steps += [T.Resize(round(size * 256 / 224), antialias=True), T.CenterCrop(size)]
     else:
         steps.append(T.Resize((size, size), antialias=True))
@@ -323,7 +336,7 @@ def transforms(source: DataSource, size: int, augment: bool, train: bool) -> T.C
     where the classes allow it (not for digits).
     """
     steps: list = [T.ToImage()]
-    if source.name == "imagefolder":
+    if DATASETS[source.name].imagenet_crops:
         if train and augment:
             steps.append(T.RandomResizedCrop(size, antialias=True))
         else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,8 +58,7 @@ def _adaptive_avg_pool2d(x, output_size):
     """ONNX for ``cnnzoo::adaptive_avg_pool2d`` (an onnxscript translation: ONNX has no adaptive pooling).
     To 1x1 it is ``GlobalAveragePool``; bins that tile the input are ``AveragePool``; uneven bins are
     the reference's separable form, two products with constant averaging matrices."""
-    import numpy as np
-    import onnx_ir as ir
+    import onnx_ir as ir  # the onnx extra, optional: imported only when an export runs
     from onnxscript import opset18 as op
 
     out = tuple(output_size)
@@ -88,7 +88,7 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.Pa
     exported in the mode it is in: call ``model.eval()`` first for inference.
     """
     try:
-        import onnxscript  # noqa: F401
+        import onnxscript  # noqa: F401  (the onnx extra is optional: missing, it is this message)
     except ImportError as error:
         raise ImportError("cnnzoo.export_onnx needs the onnx extra: pip install 'cnnzoo[onnx]'") from error
     if not isinstance(example_input, torch.Tensor):

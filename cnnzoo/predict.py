@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from . import checkpoint
-from .config import build_config, build_model
+from .build import build_model
+from .config import build_config
 from .data import class_names, image_transform
 from .errors import UserError
 

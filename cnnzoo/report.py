@@ -38,7 +38,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .errors import UserError
+from .models import create_model, list_models
 from .models.common import count_parameters
+from .models.registry import model_info
 
 GLOBAL = None  # the receptive field of a fully connected layer's output: the whole input
 
@@ -364,15 +366,11 @@ def render(s: Summary, fmt: str = "table", depth: int | None = None) -> str:
 
 
 def natural_input(name: str, model: nn.Module) -> list[int]:
-    from .models.registry import model_info
-
     size = model_info(name).input_size
     return [model.in_channels, size, size]
 
 
 def build_on_meta(name: str, **kwargs) -> nn.Module:
-    from .models import create_model
-
     try:
         with torch.device("meta"):
             return create_model(name, **kwargs)
@@ -389,9 +387,6 @@ def _difference(ours: float, published: float | None, digits: int = 0) -> str:
 
 def all_models_rows() -> tuple[list[str], list[list[str]]]:
     """One row per registered model: our parameters and MACs next to the published figures."""
-    from .models import list_models
-    from .models.registry import model_info
-
     header = ["model", "input", "params", "MACs", "torchvision params", "diff", "torchvision GFLOPS", "GFLOPS diff",
               "paper params", "paper diff", "paper MACs (G)", "MACs diff", "note"]
     rows = []
@@ -432,7 +427,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def model_from_config(path: str) -> tuple[str, nn.Module, list[int]]:
     """The model a training config trains (on the meta device, no weights read) and its input size."""
-    from .config import build_model, load_config
+    # a config brings in the dataset table and with it torchvision (a second's import), which only --config
+    # and --set need: the report of a model, and cnnzoo.viz (which imports this module), go without it
+    from .build import build_model
+    from .config import load_config
 
     cfg = load_config(path)
     with torch.device("meta"):
@@ -446,8 +444,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch_size < 1 or (args.depth is not None and args.depth < 0):
             raise UserError("--batch-size must be at least 1 and --depth at least 0")
         if args.list:
-            from .models import list_models
-
             print("\n".join(list_models()))
             return 0
         if args.all:
@@ -460,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.config:
             name, model, size = model_from_config(args.config)
         else:
-            from .config import parse_override
+            from .config import parse_override  # only --set needs the config (see model_from_config)
 
             kwargs = {}
             for text in args.overrides:

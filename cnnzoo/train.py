@@ -3,7 +3,7 @@
 The path from config to checkpoint, as ``train()`` runs it:
 
 1. ``setup_processes``: rank, device, the process group under ``torchrun`` (:mod:`cnnzoo.distributed`);
-2. ``build_model`` (:mod:`cnnzoo.config`): the model for the dataset's classes and channels, and the
+2. ``build_model`` (:mod:`cnnzoo.build`): the model for the dataset's classes and channels, and the
    input size, both known from the dataset table (:mod:`cnnzoo.data`) and the model's registration
    before any file is read;
 3. ``check_output_dir``: a run never overwrites another run's checkpoints (checked before any download);
@@ -44,7 +44,8 @@ from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint, viz
-from .config import Config, ConfigError, build_config, build_model, dump, flatten, load_config
+from .build import build_model
+from .config import Config, ConfigError, build_config, dump, flatten, load_config
 from .data import make_loaders, open_dataset
 from .distributed import (
     Processes,
@@ -62,7 +63,6 @@ from .distributed import (
 )
 from .errors import Interrupted, UserError
 from .models.common import count_parameters
-from .models.googlenet import loss_and_logits
 from .ops import compiled
 from .optim import build_optimizer, build_scheduler, load_optimizer_state
 
@@ -224,8 +224,9 @@ def check_output_dir(path: Path, resume_path: str | None) -> None:
 
 @dataclass
 class Trainer:
-    """What a run trains with: the model (``net``: the same, in DistributedDataParallel under torchrun),
-    its optimizer, schedule, gradient scaler and loss, and where it writes."""
+    """What a run trains with: the model (``net``: the same, in DistributedDataParallel under torchrun;
+    the loss of its output is the model's own ``loss_and_logits``, reached on ``model``, never through
+    the wrapper), its optimizer, schedule, gradient scaler and loss, and where it writes."""
 
     cfg: Config
     procs: Processes
@@ -432,7 +433,7 @@ def train_one_epoch(t: Trainer, loader, epoch: int, state: RunState, stop: StopS
 def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor):
     """One optimizer step: the loss, the main head's loss and logits, and the learning rate it used."""
     with t.autocast():
-        loss, main_loss, logits = loss_and_logits(t.criterion, t.net(x), y)
+        loss, main_loss, logits = t.model.loss_and_logits(t.criterion, t.net(x), y)
     t.optimizer.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()
     if t.cfg.train.grad_clip:
@@ -459,7 +460,7 @@ def evaluate(t: Trainer, loader) -> tuple[float, float, int]:
     for x, y in loader:
         x, y = t.batch(x, y)
         with t.autocast():
-            _, loss, logits = loss_and_logits(t.criterion, t.model(x), y)
+            _, loss, logits = t.model.loss_and_logits(t.criterion, t.model(x), y)
         sums += batch_sums(loss, logits, y)
     loss_sum, correct, n = reduce_sums(sums, t.procs)
     return loss_sum / n, correct / n, int(n)

@@ -23,7 +23,7 @@ from .errors import UserError
 
 
 def _pyplot():
-    try:
+    try:  # matplotlib is the optional viz extra: missing, it is this message rather than cnnzoo's import error
         import matplotlib
 
         matplotlib.use("Agg", force=False)  # no display needed; a notebook's backend stays as it is
@@ -132,7 +132,7 @@ def receptive_field(model: nn.Module, x: torch.Tensor, layer: str, unit: tuple[i
     """The first image of ``x`` with the receptive field of one output pixel of ``layer`` (its
     ``(row, column)``, default the centre one) drawn on it as a box, from :mod:`cnnzoo.report`'s
     receptive field, jump and start."""
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # the optional viz extra, as in _pyplot
 
     i, j, top, left, height, width = field_box(model, list(x.shape[1:]), layer, unit)
     image = x[0].detach().float().cpu()

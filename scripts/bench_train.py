@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ops import argument_error, device_label, peak_memory, print_header, timed  # noqa: E402
 
 import cnnzoo  # noqa: E402
-from cnnzoo.models.googlenet import loss_and_logits  # noqa: E402
 from cnnzoo.ops import compiled  # noqa: E402
 
 # (model, batch, input size): the training-step targets
@@ -44,7 +43,7 @@ def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss, _, _ = loss_and_logits(criterion, model(x), y)
+        loss, _, _ = model.loss_and_logits(criterion, model(x), y)
         loss.backward()
         optimizer.step()
 

@@ -57,6 +57,8 @@ def test_overrides_apply_in_order_and_do_not_touch_the_input():
     ({}, ["optim.name=sgdd"], "optim.name must be one of 'sgd', 'adam', 'adamw', got 'sgdd' (str); did you "
      "mean 'sgd'?"),
     ({}, ["train.device=gpu"], "train.device must be one of 'auto', 'cpu', 'cuda', got 'gpu'"),
+    ({}, ["data.name=cifar"], "data.name must be one of 'digits', 'mnist', 'fashion_mnist', 'cifar10', 'cifar100', "
+     "'imagefolder', 'fake', got 'cifar' (str); did you mean 'cifar10'?"),
     ({}, ["model.name=lenet"], "model.name: unknown model 'lenet' (did you mean 'lenet5'?); choices: alexnet, "),
     ({}, ["model.kwargs.num_classes=5"], "model.kwargs.num_classes is not allowed"),
     ({}, ["model.kwargs=[1]"], "model.kwargs must be a mapping"),

@@ -198,6 +198,23 @@ def test_googlenet_training_outputs():
     assert plain.aux1 is None and not any(k.startswith("aux") for k in plain.state_dict())
 
 
+def test_loss_and_logits_is_the_models_own():
+    """Training asks the model for its loss: the plain one for the zoo, plus 0.3 of each auxiliary head's
+    for GoogLeNet in training; the main head's loss and logits are what is reported."""
+    criterion, y = nn.CrossEntropyLoss(), torch.tensor([0, 3])
+    lenet = cnnzoo.create_model("lenet5", num_classes=4)
+    out = lenet(torch.randn(2, 1, 32, 32))
+    loss, main_loss, logits = lenet.loss_and_logits(criterion, out, y)
+    assert loss is main_loss and logits is out and torch.equal(loss, criterion(out, y))
+    model = cnnzoo.create_model("googlenet", num_classes=4)
+    out = model(torch.randn(2, 3, 32, 32))
+    loss, main_loss, logits = model.loss_and_logits(criterion, out, y)
+    assert logits is out.logits and torch.equal(main_loss, criterion(out.logits, y))
+    torch.testing.assert_close(loss, main_loss + 0.3 * (criterion(out.aux_logits2, y) + criterion(out.aux_logits1, y)))
+    out = model.eval()(torch.randn(2, 3, 32, 32))
+    assert model.loss_and_logits(criterion, out, y)[2] is out
+
+
 def test_googlenet_2014_has_true_5x5_branches():
     model = meta_model("googlenet_2014")
     assert model.inception3a.branch3[1].conv.kernel_size == (5, 5)

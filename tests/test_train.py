@@ -188,7 +188,7 @@ def test_channels_last_trains_channels_last_end_to_end(tmp_path, monkeypatch):
                 m.weight.register_hook(lambda g: seen["grads"].append(g.is_contiguous(memory_format=cl)))
         return model
 
-    monkeypatch.setattr("cnnzoo.models.create_model", recording_model)
+    monkeypatch.setattr("cnnzoo.build.create_model", recording_model)
     for backend in ("custom", "torch"):
         assert train(tmp_path / backend, "--set", "train.epochs=1", "--set", "train.channels_last=true",
                      "--set", "model.kwargs.pool=max", "--set", f"model.backend={backend}") == 0

@@ -44,6 +44,14 @@ class ZooModel(nn.Module):
             raise ValueError(f"{name} takes input of at most {self.max_size}x{self.max_size} pixels (its fully "
                              f"connected layers expect one feature-map size), got {x.shape[2]}x{x.shape[3]}")
 
+    def loss_and_logits(self, criterion: nn.Module, output: torch.Tensor,
+                        target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The loss to train on, the main head's loss and its logits, from this model's ``output``: here
+        all one. A model whose training output is more than its logits (GoogLeNet's auxiliary heads)
+        overrides it."""
+        loss = criterion(output, target)
+        return loss, loss, output
+
 
 class FeatureClassifier(ZooModel):
     """The plain CNN shape of AlexNet and VGG: ``features`` (conv/pool stack), an adaptive ``avgpool``

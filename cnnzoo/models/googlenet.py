@@ -29,17 +29,6 @@ class GoogLeNetOutputs(NamedTuple):
 AUX_WEIGHT = 0.3  # the auxiliary classifiers' share of the training loss, as in the paper
 
 
-def loss_and_logits(criterion: nn.Module, output, target: torch.Tensor):
-    """The loss to train on, the main head's loss and its logits, for any zoo model's output. GoogLeNet
-    in training returns its auxiliary heads' logits too: their losses are added with weight 0.3."""
-    if isinstance(output, tuple):
-        logits, *aux = output
-        main_loss = criterion(logits, target)
-        return main_loss + AUX_WEIGHT * sum(criterion(a, target) for a in aux if a is not None), main_loss, logits
-    main_loss = criterion(output, target)
-    return main_loss, main_loss, output
-
-
 class ConvBN(nn.Module):
     """Convolution without bias, batch norm (eps 1e-3) and ReLU."""
 
@@ -141,6 +130,16 @@ class GoogLeNet(ZooModel):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def loss_and_logits(self, criterion: nn.Module, output: torch.Tensor | GoogLeNetOutputs,
+                        target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """In training, with the auxiliary heads, the output holds their logits too: their losses are
+        added with weight 0.3."""
+        if isinstance(output, tuple):
+            logits, *aux = output
+            main_loss = criterion(logits, target)
+            return main_loss + AUX_WEIGHT * sum(criterion(a, target) for a in aux), main_loss, logits
+        return super().loss_and_logits(criterion, output, target)
 
     def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
         """Map ImageNet-normalised input to the (x - 0.5) / 0.5 scaling torchvision's weights were trained on."""

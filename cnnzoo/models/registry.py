@@ -1,6 +1,7 @@
-"""The one door to every model: ``@register_model`` on each builder, with what the zoo knows about
-the model (:class:`ModelInfo`: its input size, published figures, paper, notes and torchvision twin);
-``create_model``, ``list_models`` and ``model_info`` for their users."""
+"""Every model by name: ``@register_model`` on each builder, with what the zoo knows about the model
+(:class:`ModelInfo`: its input size, published figures, paper, notes and torchvision twin);
+``list_models`` and ``model_info`` for their users. Building a model is :mod:`.factory`'s
+``create_model``."""
 
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..errors import closest
-
-BACKENDS = ("custom", "torch")
 
 
 @dataclass(frozen=True)
@@ -79,36 +78,3 @@ def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, sorted; ``pattern`` filters them with fnmatch (``'resnet*'``)."""
     names = sorted(_MODELS)
     return fnmatch.filter(names, pattern) if pattern else names
-
-
-def create_model(name: str, num_classes: int | None = None, in_channels: int | None = None,
-                 backend: str = "custom", weights: str | None = None, **kwargs) -> nn.Module:
-    """Build a registered model.
-
-    ``backend='custom'`` runs convolution and pooling on :mod:`cnnzoo.ops`; ``backend='torch'`` builds
-    the same architecture, with the same ``state_dict`` keys, on ``torch.nn``'s layers.
-    ``num_classes`` and ``in_channels`` default to the model's own (1000 and 3 for the ImageNet
-    models, 10 and 1 for LeNet-5, 10 and 3 for the CIFAR ResNets).
-
-    ``weights`` loads pretrained weights: a torchvision weights name (``"DEFAULT"``,
-    ``"IMAGENET1K_V1"``, ...) for a model with a torchvision twin, or the path of a state_dict or of a
-    cnnzoo checkpoint (see :mod:`cnnzoo.models.weights`). With another ``num_classes`` than the
-    weights', the classifier is newly initialised (with a warning).
-    """
-    info = model_info(name)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}, expected one of {BACKENDS}")
-    for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be a positive int, got {value!r}")
-            kwargs[key] = value
-    if weights is None:
-        return info.builder(backend=backend, **kwargs)
-    from .weights import is_torchvision_name, load_weights
-
-    if is_torchvision_name(weights):
-        kwargs = {**info.weights_kwargs, **kwargs}
-    model = info.builder(backend=backend, **kwargs)
-    load_weights(model, info, weights, num_classes)
-    return model

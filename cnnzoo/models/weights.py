@@ -64,7 +64,7 @@ def load_weights(model: nn.Module, info: ModelInfo, weights: str, num_classes: i
 def torchvision_weights(info: ModelInfo, name: str):
     """The member of torchvision's weights enum named ``name`` (``DEFAULT`` too) for the model's twin;
     its ``url`` is the file and its ``meta`` the classes' names."""
-    import torchvision
+    import torchvision  # a second's import that only torchvision weights need: `import cnnzoo` goes without it
 
     enum = torchvision.models.get_model_weights(info.torchvision)
     try:
