@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnzoo import ops
+from cnnzoo import nn, ops
 from cnnzoo.ops import compiled
 from cnnzoo.ops import conv as reference_conv
 from cnnzoo.ops import pool as reference_pool
@@ -223,6 +223,21 @@ def test_thread_counts_agree(kernels_built, batch, plane, stride):
         close(two, one, what, (batch, plane))  # the sums' order differs: rounding
 
 
+@pytest.mark.parametrize("plane", [(6, 7), (20, 20)], ids=["side-by-side", "image-by-image"])
+def test_a_strided_bias_is_read_with_its_stride(kernels_built, plane):
+    """A bias that is every other entry of a buffer, given to the op and as a layer's parameter (the
+    kernels once read it as contiguous)."""
+    gen = torch.Generator().manual_seed(0)
+    x, weight, big = torch.randn(2, 3, *plane, generator=gen), torch.randn(5, 3, 3, 3, generator=gen), torch.randn(10)
+    bias = big[::2]
+    assert bias.stride() == (2,)
+    close(ops.conv2d(x, weight, bias, padding=1), F.conv2d(x, weight, bias, padding=1), "output", plane)
+    layer = nn.Conv2d(3, 5, 3, padding=1)
+    layer.bias = torch.nn.Parameter(big[::2])
+    assert layer.bias.stride() == (2,)
+    close(layer(x), F.conv2d(x, layer.weight, bias, padding=1), "layer output", plane)
+
+
 def test_bad_mode_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("CNNZOO_KERNELS", "fastest")
     with pytest.raises(compiled.KernelsError, match="CNNZOO_KERNELS='fastest' is not one of auto, compiled"):
@@ -241,7 +256,7 @@ def run_python(code: str, env: dict, tmp_path) -> subprocess.CompletedProcess:
 
 CONV_CHECK = """
     import torch, torch.nn.functional as F
-    from cnnzoo import ops
+    from cnnzoo import nn, ops
     x, w = torch.randn(2, 3, 9, 9), torch.randn(4, 3, 3, 3)
     for _ in range(3):
         assert torch.allclose(ops.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1), atol=1e-5)
