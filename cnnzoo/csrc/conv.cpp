@@ -157,8 +157,8 @@ void dot_block(const float* src, int64_t step, const Segment* segs, int nseg, in
 // gw[r*gstride + v*VL + lane] += sum over rows y < rows, columns t < cols of
 //   x[y*xrow + t*xstep + r] * g[y*grow + t*gstep + v*VL + lane]
 template <int R, int V>
-void outer_block(const float* x, int64_t xrow, int64_t xstep, const float* g, int64_t grow, int64_t gstep,
-                 int64_t rows, int64_t cols, float* gw, int64_t gstride) {
+void outer_block(const float* x, int64_t xrow, int64_t xstep, const float* g, int64_t grow, int64_t gstep, int64_t rows,
+                 int64_t cols, float* gw, int64_t gstride) {
   vec acc[R][V];
   load_block<R, V>(acc, gw, gstride, true);
   for (int64_t y = 0; y < rows; ++y) {
@@ -273,9 +273,7 @@ struct Conv : ConvGeometry {
   int64_t first_col(int64_t j) const { return std::max<int64_t>(0, ceil_div(PL - j * DW, SW)); }
   int64_t end_col(int64_t j) const { return std::min<int64_t>(OW, ceil_div(W + PL - j * DW, SW)); }
   // whether kernel tap t (row-major) reads the input for some output pixel
-  bool tap_used(int64_t t) const {
-    return first_row(t / KW) < end_row(t / KW) && first_col(t % KW) < end_col(t % KW);
-  }
+  bool tap_used(int64_t t) const { return first_row(t / KW) < end_row(t / KW) && first_col(t % KW) < end_col(t % KW); }
   // the offset of weight[o][c][t / KW][t % KW] (or of the same entry of the weight gradient)
   int64_t weight_at(int64_t o, int64_t c, int64_t t) const {
     return o * weight.n + c * weight.c + (t / KW) * weight.h + (t % KW) * weight.w;
@@ -394,7 +392,8 @@ void over_images(int64_t images, int threads, Image image, Size size_shared, Don
 void zero(float* data, int64_t n, int threads) {
   int64_t per = (1 << 16);
 #pragma omp parallel for num_threads(threads) schedule(static) if (n > 4 * per)
-  for (int64_t i = 0; i < ceil_div(n, per); ++i) std::memset(data + i * per, 0, sizeof(float) * std::min(per, n - i * per));
+  for (int64_t i = 0; i < ceil_div(n, per); ++i)
+    std::memset(data + i * per, 0, sizeof(float) * std::min(per, n - i * per));
 }
 
 // Small planes: images side by side. Runs chunk(n0, count, in, out, team) on every thread for
@@ -466,15 +465,16 @@ void to_channels_last(const float* src, Strides s, int64_t groups, int64_t per_g
 // The reverse, without padding: dst (channels x rows x cols, any strides) = src[pixel][group * vpad +
 // channel] + bias[channel * bias_stride] (when given), the pixels `step` floats apart (`pixel` unless
 // given). Channels are split over the team.
-void from_channels_last(const float* src, int64_t groups, int64_t per_group, int64_t vpad, int64_t pixel,
-                        int64_t rows, int64_t cols, const float* bias, int64_t bias_stride, float* dst, Strides s,
-                        const Team& team, int64_t step = 0) {
+void from_channels_last(const float* src, int64_t groups, int64_t per_group, int64_t vpad, int64_t pixel, int64_t rows,
+                        int64_t cols, const float* bias, int64_t bias_stride, float* dst, Strides s, const Team& team,
+                        int64_t step = 0) {
   if (step == 0) step = pixel;
   int64_t channels = groups * per_group, pixels = rows * cols;
   if (s.c == 1 && s.w == channels && s.h == cols * channels) {  // channels-last output: rows of channels
     for (int64_t q = team.id; q < pixels; q += team.size)
       for (int64_t c = 0; c < channels; ++c)
-        dst[q * channels + c] = src[q * step + (c / per_group) * vpad + c % per_group] + (bias ? bias[c * bias_stride] : 0.0f);
+        dst[q * channels + c] =
+            src[q * step + (c / per_group) * vpad + c % per_group] + (bias ? bias[c * bias_stride] : 0.0f);
     return;
   }
   for (int64_t c = team.id; c < channels; c += team.size) {
@@ -569,8 +569,8 @@ void forward_side_by_side(const Conv& cv, const Panels& w, const float* x, const
           for (int64_t j = 0; j < cv.KW; ++j) {
             int64_t iw = ow * cv.SW - cv.PL + j * cv.DW;
             if (iw < 0 || iw >= cv.W) continue;
-            add_segment(segs, (ih * cv.W + iw) * B * xpixel + g * cv.Cg + k0, w.at(g, pnl, i * cv.KW + j, k0),
-                        k1 - k0, w.width(pnl));
+            add_segment(segs, (ih * cv.W + iw) * B * xpixel + g * cv.Cg + k0, w.at(g, pnl, i * cv.KW + j, k0), k1 - k0,
+                        w.width(pnl));
           }
         }
       };
@@ -616,8 +616,7 @@ void forward_by_image(const Conv& cv, const Panels& w, const float* x, const flo
     from_channels_last(obuf, cv.G, cv.Og, w.vpad, pixel, cv.OH, cv.OW, bias, cv.bias, out + n * os.n, os, team);
     team.sync();
   };
-  over_images(cv.N, cv.threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(out_size); },
-              [](int, int) {});
+  over_images(cv.N, cv.threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(out_size); }, [](int, int) {});
 }
 
 // --- input gradient -----------------------------------------------------------------------------
@@ -630,8 +629,8 @@ void input_grad_side_by_side(const Conv& cv, const Panels& w, const float* grad_
   int64_t chunk = chunk_images(cv.N, plane + oplane);
   auto run = [&](int64_t n0, int64_t B, float* gbuf, float* obuf, const Team& team) {
     for (int64_t b = team.id; b < B; b += team.size)
-      to_channels_last(grad_out + (n0 + b) * gs.n, gs, 1, cv.O, cv.O, cv.OH, cv.OW, gbuf + b * gpixel, 0, cv.OW,
-                       gpixel, Team{0, 1}, B * gpixel);
+      to_channels_last(grad_out + (n0 + b) * gs.n, gs, 1, cv.O, cv.O, cv.OH, cv.OW, gbuf + b * gpixel, 0, cv.OW, gpixel,
+                       Team{0, 1}, B * gpixel);
     team.sync();
     int64_t parts = ceil_div(B, max_rows(VMAX));
     for (int64_t g = 0; g < cv.G; ++g) {
@@ -656,8 +655,8 @@ void input_grad_side_by_side(const Conv& cv, const Panels& w, const float* grad_
     }
     team.sync();
     for (int64_t b = team.id; b < B; b += team.size)
-      from_channels_last(obuf + b * pixel, cv.G, cv.Cg, w.vpad, pixel, cv.H, cv.W, nullptr, 0,
-                         grad_x + (n0 + b) * xs.n, xs, Team{0, 1}, B * pixel);
+      from_channels_last(obuf + b * pixel, cv.G, cv.Cg, w.vpad, pixel, cv.H, cv.W, nullptr, 0, grad_x + (n0 + b) * xs.n,
+                         xs, Team{0, 1}, B * pixel);
     team.sync();
   };
   over_chunks(cv.N, chunk, cv.threads, chunk * plane, chunk * oplane, run, [](const Team&) {});
@@ -704,8 +703,7 @@ void run_lane_blocks(int nc, int64_t rows, int64_t src_step, int64_t dst_step, i
 // Image by image: grad_out in a channels-last buffer with zero columns on both sides for the windows
 // that overhang it. A block row is one phase of an input row: its pixels whose column is pw modulo
 // the stride, which sit SW pixels apart in the output buffer.
-void input_grad_by_image(const Conv& cv, const Panels& w, const float* weight, const float* grad_out,
-                         float* grad_x) {
+void input_grad_by_image(const Conv& cv, const Panels& w, const float* weight, const float* grad_out, float* grad_x) {
   const Strides &gs = cv.output, &xs = cv.input;
   int64_t taps = cv.KH * cv.KW;
   int64_t left = ceil_div((cv.KW - 1) * cv.DW, cv.SW);
@@ -750,8 +748,7 @@ void input_grad_by_image(const Conv& cv, const Panels& w, const float* weight, c
     from_channels_last(obuf, cv.G, cv.Cg, w.vpad, pixel, cv.H, cv.W, nullptr, 0, grad_x + n * xs.n, xs, team);
     team.sync();
   };
-  over_images(cv.N, cv.threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(out_size); },
-              [](int, int) {});
+  over_images(cv.N, cv.threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(out_size); }, [](int, int) {});
 }
 
 // --- weight gradient ----------------------------------------------------------------------------
@@ -773,8 +770,8 @@ void weight_grad_side_by_side(const Conv& cv, const float* x, const float* grad_
     for (int64_t b = team.id; b < B; b += team.size) {
       to_channels_last(x + (n0 + b) * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf + b * xpixel, 0, cv.W, xpixel,
                        Team{0, 1}, B * xpixel);
-      to_channels_last(grad_out + (n0 + b) * gs.n, gs, cv.G, cv.Og, a.vpad, cv.OH, cv.OW, gbuf + b * pixel, 0,
-                       cv.OW, pixel, Team{0, 1}, B * pixel);
+      to_channels_last(grad_out + (n0 + b) * gs.n, gs, cv.G, cv.Og, a.vpad, cv.OH, cv.OW, gbuf + b * pixel, 0, cv.OW,
+                       pixel, Team{0, 1}, B * pixel);
     }
     team.sync();
     int64_t item = 0;
@@ -789,11 +786,9 @@ void weight_grad_side_by_side(const Conv& cv, const float* x, const float* grad_
               if (item++ % team.size != team.id) return;
               for (int64_t oh = oh0; oh < oh1; ++oh) {
                 int64_t ih = oh * cv.SH - cv.PT + i * cv.DH, iw = ow0 * cv.SW - cv.PL + j * cv.DW;
-                outer_fn(v, (int)count)(xbuf + (ih * cv.W + iw) * B * xpixel + g * cv.Cg + c0,
-                                        cv.SW * B * xpixel, xpixel,
-                                        gbuf + (oh * cv.OW + ow0) * B * pixel + g * a.vpad + pnl * VMAX * VL,
-                                        B * pixel, pixel, ow1 - ow0, B, a.at(g, pnl, i * cv.KW + j, c0),
-                                        a.width(pnl));
+                outer_fn(v, (int)count)(xbuf + (ih * cv.W + iw) * B * xpixel + g * cv.Cg + c0, cv.SW * B * xpixel,
+                                        xpixel, gbuf + (oh * cv.OW + ow0) * B * pixel + g * a.vpad + pnl * VMAX * VL,
+                                        B * pixel, pixel, ow1 - ow0, B, a.at(g, pnl, i * cv.KW + j, c0), a.width(pnl));
               }
             });
           }
@@ -882,8 +877,9 @@ void cnnzoo_conv2d_forward(const float* x, const float* weight, const float* bia
   if (cv.N == 0 || cv.O == 0 || cv.OH == 0 || cv.OW == 0) return;
   int64_t taps = cv.KH * cv.KW;
   Panels w(taps, cv.Cg, cv.Og, caller_scratch().panels.get(Panels::floats(cv.G, taps, cv.Cg, cv.Og)));
-  w.pack(cv.G, threads, [&](int64_t t) { return cv.tap_used(t); },
-         [&](int64_t g, int64_t t, int64_t c, int64_t o) { return weight[cv.weight_at(g * cv.Og + o, c, t)]; });
+  w.pack(
+      cv.G, threads, [&](int64_t t) { return cv.tap_used(t); },
+      [&](int64_t g, int64_t t, int64_t c, int64_t o) { return weight[cv.weight_at(g * cv.Og + o, c, t)]; });
   if (side_by_side(cv.OW))
     forward_side_by_side(cv, w, x, bias, out);
   else
@@ -892,18 +888,19 @@ void cnnzoo_conv2d_forward(const float* x, const float* weight, const float* bia
 
 // grad_x = the gradient of conv2d with respect to x, given grad_out. Must equal conv.py's
 // conv2d_input_grad.
-void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float* grad_x,
-                              const ConvGeometry* geometry, int threads) {
+void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float* grad_x, const ConvGeometry* geometry,
+                              int threads) {
   const Conv cv(*geometry, threads);
   if (cv.N == 0 || cv.C == 0 || cv.H == 0 || cv.W == 0) return;
   int64_t taps = cv.KH * cv.KW;
   // filters transposed (output channels reduced, input channels as vectors), columns reversed so
   // that the taps of a row, read right to left, continue each other in memory
   Panels w(taps, cv.Og, cv.Cg, caller_scratch().panels.get(Panels::floats(cv.G, taps, cv.Og, cv.Cg)));
-  w.pack(cv.G, threads, [&](int64_t t) { return cv.tap_used(cv.reversed(t)); },
-         [&](int64_t g, int64_t t, int64_t o, int64_t c) {
-           return weight[cv.weight_at(g * cv.Og + o, c, cv.reversed(t))];
-         });
+  w.pack(
+      cv.G, threads, [&](int64_t t) { return cv.tap_used(cv.reversed(t)); },
+      [&](int64_t g, int64_t t, int64_t o, int64_t c) {
+        return weight[cv.weight_at(g * cv.Og + o, c, cv.reversed(t))];
+      });
   if (side_by_side(ceil_div(cv.W, cv.SW)))
     input_grad_side_by_side(cv, w, grad_out, grad_x);
   else

@@ -153,8 +153,7 @@ void max_one(const float* x, const PoolGeometry& g, i64 oh, i64 ow, float* value
 // itself only when NaN: no change). The winning tap's offset in the window is kept in 32 bits (the
 // caller checks that it fits), and added to at in 64 at the end.
 template <int L, int S>
-void max_block(const float* __restrict x, const Grid& t, i64 at, float* __restrict value,
-               i64* __restrict index) {
+void max_block(const float* __restrict x, const Grid& t, i64 at, float* __restrict value, i64* __restrict index) {
   using F = typename Vec<L>::F;
   using I = typename Vec<L>::I;
   F best;
@@ -385,8 +384,8 @@ void avg_backward_row(const float* grad_out, const PoolGeometry& g, i64 r, float
 // plane (as max pooling with kernel = stride = (kH, 2) and no padding gives): no pixel then gets two
 // gradients, so each row of grad_x is written once, without zeroing it first. Returns false at the
 // first output row with an index outside its tile; the caller then starts the plane over.
-bool max_backward_tiled(const float* __restrict go, const i64* __restrict idx, float* __restrict gx,
-                        i64 H, i64 W, i64 OH, i64 OW, i64 kH) {
+bool max_backward_tiled(const float* __restrict go, const i64* __restrict idx, float* __restrict gx, i64 H, i64 W,
+                        i64 OH, i64 OW, i64 kH) {
   for (i64 oh = 0; oh < OH; ++oh) {
     i64 hits = 0;
     for (i64 r = oh * kH; r < (oh + 1) * kH; ++r) {
@@ -438,8 +437,8 @@ void cnnzoo_max_pool2d_forward(const float* x, float* values, int64_t* indices, 
   });
 }
 
-void cnnzoo_max_pool2d_backward(const float* grad_out, const int64_t* indices, float* grad_x,
-                                const PoolGeometry* g, int threads) {
+void cnnzoo_max_pool2d_backward(const float* grad_out, const int64_t* indices, float* grad_x, const PoolGeometry* g,
+                                int threads) {
   const i64 planes = g->planes, H = g->H, W = g->W, OH = g->OH, OW = g->OW, outs = OH * OW;
   const i64 chunks = chunks_per_plane(planes, H, threads);
   // Output columns half as many as the input's suggest stride-2 windows side by side: try tiles.
@@ -470,18 +469,16 @@ void cnnzoo_avg_pool2d_forward(const float* x, float* out, const PoolGeometry* g
   const PoolGeometry& g = *geometry;
   const i64 units = g.planes * g.OH;  // one output row each
   if (units == 0 || g.OW == 0) return;
-  over_rows(units, units * g.OW * g.kH * g.kW, threads, [&](i64 u) {
-    avg_forward_row(x + u / g.OH * g.H * g.W, g, u % g.OH, out + u * g.OW);
-  });
+  over_rows(units, units * g.OW * g.kH * g.kW, threads,
+            [&](i64 u) { avg_forward_row(x + u / g.OH * g.H * g.W, g, u % g.OH, out + u * g.OW); });
 }
 
 void cnnzoo_avg_pool2d_backward(const float* grad_out, float* grad_x, const PoolGeometry* geometry, int threads) {
   const PoolGeometry& g = *geometry;
   const i64 units = g.planes * g.H;  // one input row each
   if (units == 0 || g.W == 0) return;
-  over_rows(units, g.planes * (g.H * g.W + g.OH * g.OW * g.kH * g.kW), threads, [&](i64 u) {
-    avg_backward_row(grad_out + u / g.H * g.OH * g.OW, g, u % g.H, grad_x + u * g.W);
-  });
+  over_rows(units, g.planes * (g.H * g.W + g.OH * g.OW * g.kH * g.kW), threads,
+            [&](i64 u) { avg_backward_row(grad_out + u / g.H * g.OH * g.OW, g, u % g.H, grad_x + u * g.W); });
 }
 
 }  // extern "C"
