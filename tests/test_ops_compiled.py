@@ -1,6 +1,7 @@
 """The compiled kernels (``cnnzoo/ops/compiled.py``, ``cnnzoo/csrc/``): a fuzz over random shapes against
-torch.nn.functional, the choice of implementation, and the build at first use (notice, lock, fallback
-without a compiler). The sweeps of test_ops_conv/test_ops_pool run with both implementations too.
+torch.nn.functional, with every tensor argument sometimes non-contiguous, the choice of implementation,
+and the build at first use (notice, lock, fallback without a compiler). The sweeps of
+test_ops_conv/test_ops_pool run with both implementations too.
 
 ``make sanitize`` runs the fuzz tests with the kernels built under AddressSanitizer and
 UndefinedBehaviorSanitizer; ``CNNZOO_FUZZ_CASES`` sets how many shapes each fuzz test draws."""
@@ -17,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnzoo import ops
+from cnnzoo import nn, ops
 from cnnzoo.ops import compiled
 from cnnzoo.ops import conv as reference_conv
 from cnnzoo.ops import pool as reference_pool
@@ -54,7 +55,7 @@ def conv_case(rng: random.Random) -> dict:
         case = dict(n=rng.choice([1, 1, 2, 3]), c=g * rng.randint(1, 7), o=g * rng.choice([1, 2, 3, 5, 7, 17, 33]),
                     h=rng.choice([1, 2, 3, 5, 8, 13, 17]), w=rng.choice([1, 2, 4, 7, 9, 16, 23]), kh=rng.randint(1, 6),
                     kw=rng.randint(1, 6), stride=(rng.randint(1, 3), rng.randint(1, 3)),
-                    dilation=(rng.randint(1, 2), rng.randint(1, 2)), groups=g, view=rng.choice(["", "", "cl", "t"]))
+                    dilation=(rng.randint(1, 2), rng.randint(1, 2)), groups=g)
         if rng.random() < 0.2:  # a plane the kernels take image by image (the small ones go side by side)
             case.update(h=rng.randint(16, 24), w=rng.randint(16, 24), stride=(1, rng.randint(1, 2)))
         case["padding"] = "same" if rng.random() < 0.15 else (rng.randint(0, case["kh"]), rng.randint(0, case["kw"]))
@@ -69,13 +70,43 @@ def conv_case(rng: random.Random) -> dict:
             return case
 
 
-def strided(t: torch.Tensor, view: str) -> torch.Tensor:
-    """The same values with other strides: channels_last, or a non-contiguous transposed copy."""
-    if view == "cl":
+# The layouts users give tensors: contiguous (most often), channels_last, transposed copies (of the plane,
+# or of channels and columns), a crop, every other entry of an interleaved buffer, a crop of a channels_last
+# tensor; a 1-D tensor: a crop, every other entry, a column of a matrix.
+LAYOUTS = ("", "", "", "channels_last", "transpose", "transpose channels", "crop", "interleave", "channels_last crop")
+LAYOUTS_1D = ("", "", "crop", "interleave", "column")
+
+
+def laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """A new tensor with ``t``'s values in ``layout`` (see LAYOUTS). The entries of a larger buffer around
+    the view are NaN (floats) or 0, so that a kernel reading past its view gives itself away."""
+    def buffer(*size: int) -> torch.Tensor:
+        return torch.full(size, float("nan") if t.is_floating_point() else 0, dtype=t.dtype)
+
+    if layout == "channels_last":
         return t.contiguous(memory_format=torch.channels_last)
-    if view == "t":
-        return t.transpose(2, 3).contiguous().transpose(2, 3)
-    return t
+    if layout in ("transpose", "transpose channels"):
+        dims = (2, 3) if layout == "transpose" else (1, 3)
+        return t.transpose(*dims).contiguous().transpose(*dims)
+    if layout == "crop" and t.dim() == 1:
+        view = buffer(len(t) + 3)[2:-1]
+    elif layout == "crop":
+        view = buffer(*t.shape[:2], t.shape[2] + 2, t.shape[3] + 2)[..., 1:-1, 2:]
+    elif layout == "interleave":
+        view = buffer(*t.shape[:-1], 2 * t.shape[-1])[..., ::2]
+    elif layout == "column":
+        view = buffer(len(t), 3)[:, 1]
+    elif layout == "channels_last crop":
+        n, c, h, w = t.shape
+        view = buffer(n, c + 1, h + 2, w + 2).contiguous(memory_format=torch.channels_last)[:, 1:, 1:-1, 1:-1]
+    else:
+        return t.clone()
+    return view.copy_(t)
+
+
+def draw_layouts(rng: random.Random, *names: str) -> dict[str, str]:
+    """A layout for each tensor argument (a name ending in "bias": 1-D)."""
+    return {name: rng.choice(LAYOUTS_1D if name.endswith("bias") else LAYOUTS) for name in names}
 
 
 @pytest.mark.parametrize("seed", range(2))
@@ -83,15 +114,21 @@ def test_fuzz_conv2d(kernels_built, seed):
     rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
     for _ in range(FUZZ_CASES // 2):
         case = conv_case(rng)
-        x = strided(torch.randn(case["n"], case["c"], case["h"], case["w"], generator=gen), case["view"])
+        layouts = case["layouts"] = draw_layouts(rng, "input", "weight", "bias", "grad_output")
+        pointwise = (case["kh"], case["kw"], case["stride"]) == (1, 1, (1, 1)) and case["padding"] in ("same", (0, 0))
+        if pointwise and case["h"] * case["w"] > 64 and layouts["input"] not in ("", "channels_last", "interleave"):
+            # NOTE: the reference's matrix product (which serves these) cannot take such an input yet
+            layouts["input"] = "interleave"
+        x = torch.randn(case["n"], case["c"], case["h"], case["w"], generator=gen)
         weight = torch.randn(case["o"], case["c"] // case["groups"], case["kh"], case["kw"], generator=gen)
         bias = torch.randn(case["o"], generator=gen)
         kwargs = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["groups"])
         results = []
         for fn in (ops.conv2d, F.conv2d):
-            leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+            leaves = [laid_out(t, layouts[name]).requires_grad_() for t, name in zip((x, weight, bias), layouts)]
             out = fn(*leaves, **kwargs)
-            grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+            grad_out = laid_out(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)),
+                                layouts["grad_output"])
             results.append((out, *torch.autograd.grad(out, leaves, grad_out)))
         for what, mine, ref in zip(("output", "grad input", "grad weight", "grad bias"), *results):
             close(mine, ref, what, case)
@@ -140,6 +177,7 @@ def test_fuzz_pooling(kernels_built, seed):
     rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
     for _ in range(FUZZ_CASES // 2):
         case = pool_case(rng)
+        layouts = case["layouts"] = draw_layouts(rng, "input", "grad_output", "indices")
         x = pool_input(case, gen)
         window = {k: case[k] for k in ("kernel_size", "stride", "padding", "ceil_mode")}
         calls = [(ops.max_pool2d, F.max_pool2d, dict(window, dilation=case["dilation"], return_indices=True))]
@@ -150,12 +188,13 @@ def test_fuzz_pooling(kernels_built, seed):
         for mine_fn, ref_fn, kwargs in calls:
             results = []
             for fn in (mine_fn, ref_fn):
-                leaf = x.clone().requires_grad_()
+                leaf = laid_out(x, layouts["input"]).requires_grad_()
                 if fn is F.max_pool2d:  # NOTE: torch's backward writes past the plane when a dilated
                     fn = reference_max_pool2d  # window holds only padding; the reference's gradient instead
                 out = fn(leaf, **kwargs)
                 values = out[0] if isinstance(out, tuple) else out
-                grad_out = torch.randn(values.shape, generator=torch.Generator().manual_seed(2))
+                grad_out = laid_out(torch.randn(values.shape, generator=torch.Generator().manual_seed(2)),
+                                    layouts["grad_output"])
                 results.append((*(out if isinstance(out, tuple) else (out,)),
                                 torch.autograd.grad(values, leaf, grad_out)[0]))
             names = ("output", "indices", "grad input") if len(results[0]) == 3 else ("output", "grad input")
@@ -164,6 +203,10 @@ def test_fuzz_pooling(kernels_built, seed):
                     assert torch.equal(mine, ref), (case, what)
                 else:
                     close(mine, ref, f"{mine_fn.__name__} {what}", case)
+            if mine_fn is ops.max_pool2d:  # the backward operator, given the indices in any layout too
+                indices = laid_out(results[0][1], layouts["indices"])
+                grad = torch.ops.cnnzoo.max_pool2d_backward(grad_out, indices, list(x.shape))
+                close(grad, results[1][2], "max_pool2d_backward", case)
 
 
 def test_max_pool_backward_ignores_indices_outside_the_plane(kernels_built):
@@ -221,6 +264,21 @@ def test_thread_counts_agree(kernels_built, batch, plane, stride):
         torch.set_num_threads(before)
     for what, one, two in zip(("output", "grad input", "grad weight"), *results):
         close(two, one, what, (batch, plane))  # the sums' order differs: rounding
+
+
+@pytest.mark.parametrize("plane", [(6, 7), (20, 20)], ids=["side-by-side", "image-by-image"])
+def test_a_strided_bias_is_read_with_its_stride(kernels_built, plane):
+    """A bias that is every other entry of a buffer, given to the op and as a layer's parameter (the
+    kernels once read it as contiguous)."""
+    gen = torch.Generator().manual_seed(0)
+    x, weight, big = torch.randn(2, 3, *plane, generator=gen), torch.randn(5, 3, 3, 3, generator=gen), torch.randn(10)
+    bias = big[::2]
+    assert bias.stride() == (2,)
+    close(ops.conv2d(x, weight, bias, padding=1), F.conv2d(x, weight, bias, padding=1), "output", plane)
+    layer = nn.Conv2d(3, 5, 3, padding=1)
+    layer.bias = torch.nn.Parameter(big[::2])
+    assert layer.bias.stride() == (2,)
+    close(layer(x), F.conv2d(x, layer.weight, bias, padding=1), "layer output", plane)
 
 
 def test_bad_mode_is_a_clear_error(monkeypatch):

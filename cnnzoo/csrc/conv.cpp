@@ -1,7 +1,10 @@
 // Direct 2-D convolution on the CPU, float32: the compiled kernels of torch.ops.cnnzoo.conv2d,
-// conv2d_input_grad and conv2d_weight_grad. Each must equal its reference in cnnzoo/ops/conv.py
-// (conv2d_forward, conv2d_input_grad, conv2d_weight_grad) up to float32 rounding; the tests hold
-// both against torch.nn.functional.
+// conv2d_input_grad and conv2d_weight_grad. Plain C ABI (no torch headers), loaded with ctypes; each
+// takes its tensors' data, a ConvGeometry (cnnzoo.h) and a thread count, and must equal its reference
+// in cnnzoo/ops/conv.py up to float32 rounding (the tests hold both against torch.nn.functional):
+//   cnnzoo_conv2d_forward      conv2d_forward
+//   cnnzoo_conv2d_input_grad   conv2d_input_grad
+//   cnnzoo_conv2d_weight_grad  conv2d_weight_grad
 //
 // The method, per image:
 //   1. copy the image into a channels-last buffer with its left and right zero padding, so that a
@@ -39,7 +42,13 @@
 #include <utility>
 #include <vector>
 
+#include "cnnzoo.h"
+
 namespace {
+
+using cnnzoo::ceil_div;
+using cnnzoo::ConvGeometry;
+using cnnzoo::Strides;
 
 #if defined(__AVX512F__)
 constexpr int VL = 16;  // floats per vector register
@@ -65,7 +74,6 @@ constexpr int VMAX = 2;
 // The most pixels per block for V vectors: R*V accumulators, V weight vectors and a broadcast.
 constexpr int max_rows(int v) { return NREG == 32 ? (v == 1 ? 14 : 12) : (v == 1 ? 12 : 6); }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // Which threads share an image: a thread alone (team of one), or all of them.
@@ -149,8 +157,8 @@ void dot_block(const float* src, int64_t step, const Segment* segs, int nseg, in
 // gw[r*gstride + v*VL + lane] += sum over rows y < rows, columns t < cols of
 //   x[y*xrow + t*xstep + r] * g[y*grow + t*gstep + v*VL + lane]
 template <int R, int V>
-void outer_block(const float* x, int64_t xrow, int64_t xstep, const float* g, int64_t grow, int64_t gstep,
-                 int64_t rows, int64_t cols, float* gw, int64_t gstride) {
+void outer_block(const float* x, int64_t xrow, int64_t xstep, const float* g, int64_t grow, int64_t gstep, int64_t rows,
+                 int64_t cols, float* gw, int64_t gstride) {
   vec acc[R][V];
   load_block<R, V>(acc, gw, gstride, true);
   for (int64_t y = 0; y < rows; ++y) {
@@ -251,11 +259,12 @@ void even_blocks(int64_t n, int64_t most, F f) {
   }
 }
 
-// The convolution's geometry, shared by the three kernels.
-struct Conv {
-  int64_t N, C, H, W, O, OH, OW, KH, KW, SH, SW, PT, PL, DH, DW, G;
-  int64_t Cg, Og;
+// The convolution's geometry (cnnzoo.h) and what follows from it, shared by the three kernels.
+struct Conv : ConvGeometry {
+  int64_t Cg, Og;  // channels per group: input, output
   int threads;
+
+  Conv(const ConvGeometry& g, int threads_) : ConvGeometry(g), Cg(g.C / g.G), Og(g.O / g.G), threads(threads_) {}
 
   // the first and one-past-last output row whose kernel tap row i lands inside the input
   int64_t first_row(int64_t i) const { return std::max<int64_t>(0, ceil_div(PT - i * DH, SH)); }
@@ -264,15 +273,13 @@ struct Conv {
   int64_t first_col(int64_t j) const { return std::max<int64_t>(0, ceil_div(PL - j * DW, SW)); }
   int64_t end_col(int64_t j) const { return std::min<int64_t>(OW, ceil_div(W + PL - j * DW, SW)); }
   // whether kernel tap t (row-major) reads the input for some output pixel
-  bool tap_used(int64_t t) const {
-    return first_row(t / KW) < end_row(t / KW) && first_col(t % KW) < end_col(t % KW);
+  bool tap_used(int64_t t) const { return first_row(t / KW) < end_row(t / KW) && first_col(t % KW) < end_col(t % KW); }
+  // the offset of weight[o][c][t / KW][t % KW] (or of the same entry of the weight gradient)
+  int64_t weight_at(int64_t o, int64_t c, int64_t t) const {
+    return o * weight.n + c * weight.c + (t / KW) * weight.h + (t % KW) * weight.w;
   }
-};
-
-
-// Strides of a 4-D tensor, in elements.
-struct Strides {
-  int64_t n, c, h, w;
+  // tap t with its row's columns reversed: (i, j) as (i, KW - 1 - j)
+  int64_t reversed(int64_t t) const { return t - t % KW + KW - 1 - t % KW; }
 };
 
 // Weights packed for the block kernels. Per group: the vector dimension (`vdim` channels, padded
@@ -385,7 +392,8 @@ void over_images(int64_t images, int threads, Image image, Size size_shared, Don
 void zero(float* data, int64_t n, int threads) {
   int64_t per = (1 << 16);
 #pragma omp parallel for num_threads(threads) schedule(static) if (n > 4 * per)
-  for (int64_t i = 0; i < ceil_div(n, per); ++i) std::memset(data + i * per, 0, sizeof(float) * std::min(per, n - i * per));
+  for (int64_t i = 0; i < ceil_div(n, per); ++i)
+    std::memset(data + i * per, 0, sizeof(float) * std::min(per, n - i * per));
 }
 
 // Small planes: images side by side. Runs chunk(n0, count, in, out, team) on every thread for
@@ -455,22 +463,23 @@ void to_channels_last(const float* src, Strides s, int64_t groups, int64_t per_g
 }
 
 // The reverse, without padding: dst (channels x rows x cols, any strides) = src[pixel][group * vpad +
-// channel] + bias[channel] (when given), the pixels `step` floats apart (`pixel` unless given).
-// Channels are split over the team.
-void from_channels_last(const float* src, int64_t groups, int64_t per_group, int64_t vpad, int64_t pixel,
-                        int64_t rows, int64_t cols, const float* bias, float* dst, Strides s, const Team& team,
+// channel] + bias[channel * bias_stride] (when given), the pixels `step` floats apart (`pixel` unless
+// given). Channels are split over the team.
+void from_channels_last(const float* src, int64_t groups, int64_t per_group, int64_t vpad, int64_t pixel, int64_t rows,
+                        int64_t cols, const float* bias, int64_t bias_stride, float* dst, Strides s, const Team& team,
                         int64_t step = 0) {
   if (step == 0) step = pixel;
   int64_t channels = groups * per_group, pixels = rows * cols;
   if (s.c == 1 && s.w == channels && s.h == cols * channels) {  // channels-last output: rows of channels
     for (int64_t q = team.id; q < pixels; q += team.size)
       for (int64_t c = 0; c < channels; ++c)
-        dst[q * channels + c] = src[q * step + (c / per_group) * vpad + c % per_group] + (bias ? bias[c] : 0.0f);
+        dst[q * channels + c] =
+            src[q * step + (c / per_group) * vpad + c % per_group] + (bias ? bias[c * bias_stride] : 0.0f);
     return;
   }
   for (int64_t c = team.id; c < channels; c += team.size) {
     const float* in = src + (c / per_group) * vpad + c % per_group;
-    float b = bias ? bias[c] : 0.0f;
+    float b = bias ? bias[c * bias_stride] : 0.0f;
     float* out = dst + c * s.c;
     for (int64_t y = 0; y < rows; ++y)
       for (int64_t x = 0; x < cols; ++x) out[y * s.h + x * s.w] = in[(y * cols + x) * step] + b;
@@ -519,19 +528,11 @@ void run_blocks(const Panels& w, int64_t rows, int64_t src_step, int64_t dst_ste
   }
 }
 
-Conv read_conv(const int64_t* p, int threads) {
-  Conv cv{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15],
-          0, 0, threads};
-  cv.Cg = cv.C / cv.G;
-  cv.Og = cv.O / cv.G;
-  return cv;
-}
-
 // The padded width of the channels-last input: every column a window reads.
 int64_t padded_width(const Conv& cv) { return std::max(cv.W + cv.PL, (cv.OW - 1) * cv.SW + (cv.KW - 1) * cv.DW + 1); }
 
 // grad_w = the sum of `count` accumulators in the panel layout; output channels split over the team.
-void write_weight_grad(const Panels* acc, int count, const Conv& cv, float* grad_w, Strides ws, const Team& team) {
+void write_weight_grad(const Panels* acc, int count, const Conv& cv, float* grad_w, const Team& team) {
   int64_t taps = cv.KH * cv.KW;
   for (int64_t o = team.id; o < cv.O; o += team.size) {
     int64_t g = o / cv.Og, og = o % cv.Og, pnl = og / (VMAX * VL), lane = og % (VMAX * VL);
@@ -539,73 +540,61 @@ void write_weight_grad(const Panels* acc, int count, const Conv& cv, float* grad
       for (int64_t t = 0; t < taps; ++t) {
         float sum = 0.0f;
         for (int a = 0; a < count; ++a) sum += acc[a].at(g, pnl, t, c)[lane];
-        grad_w[o * ws.n + c * ws.c + (t / cv.KW) * ws.h + (t % cv.KW) * ws.w] = sum;
+        grad_w[cv.weight_at(o, c, t)] = sum;
       }
   }
 }
 
-}  // namespace
+// --- forward ------------------------------------------------------------------------------------
 
-extern "C" {
-
-// Every kernel takes p = {N, C, H, W, O, OH, OW, KH, KW, SH, SW, PT, PL, DH, DW, G, then the strides
-// of its three tensors in argument order (4 each)} and the number of threads to use.
-
-// out = conv2d(x, weight, bias), bias may be null.
-void cnnzoo_conv2d_forward(const float* x, const float* weight, const float* bias, float* out, const int64_t* p,
-                           int threads) {
-  Conv cv = read_conv(p, threads);
-  Strides xs{p[16], p[17], p[18], p[19]}, ws{p[20], p[21], p[22], p[23]}, os{p[24], p[25], p[26], p[27]};
-  if (cv.N == 0 || cv.O == 0 || cv.OH == 0 || cv.OW == 0) return;
-  int64_t taps = cv.KH * cv.KW, width = padded_width(cv);
-  Scratch& mine = caller_scratch();
-  Panels w(taps, cv.Cg, cv.Og, mine.panels.get(Panels::floats(cv.G, taps, cv.Cg, cv.Og)));
-  w.pack(cv.G, threads, [&](int64_t t) { return cv.tap_used(t); }, [&](int64_t g, int64_t t, int64_t c, int64_t o) {
-    return weight[(g * cv.Og + o) * ws.n + c * ws.c + (t / cv.KW) * ws.h + (t % cv.KW) * ws.w];
-  });
+// Small planes: block rows run over the images at one output pixel, x as [row][col][image][channel]
+// with no padding.
+void forward_side_by_side(const Conv& cv, const Panels& w, const float* x, const float* bias, float* out) {
+  const Strides &xs = cv.input, &os = cv.output;
   int64_t xpixel = pixel_stride(cv.C), pixel = pixel_stride(cv.G * w.vpad);
-  int64_t in_size = cv.H * width * xpixel, out_size = cv.OH * cv.OW * pixel;
-
-  if (side_by_side(cv.OW)) {
-    // block rows run over the images at one output pixel: x as [row][col][image][channel], no padding
-    int64_t plane = cv.H * cv.W * xpixel, oplane = cv.OH * cv.OW * pixel;
-    int64_t chunk = chunk_images(cv.N, plane + oplane);
-    auto run = [&](int64_t n0, int64_t B, float* xbuf, float* obuf, const Team& team) {
-      for (int64_t b = team.id; b < B; b += team.size)
-        to_channels_last(x + (n0 + b) * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf + b * xpixel, 0, cv.W, xpixel,
-                         Team{0, 1}, B * xpixel);
-      team.sync();
-      int64_t parts = ceil_div(B, max_rows(VMAX));
-      for (int64_t g = 0; g < cv.G; ++g) {
-        auto segments = [&](int64_t pnl, int64_t k0, int64_t k1, int64_t row, std::vector<Segment>& segs) {
-          int64_t oh = row / parts / cv.OW, ow = row / parts % cv.OW;
-          for (int64_t i = 0; i < cv.KH; ++i) {
-            int64_t ih = oh * cv.SH - cv.PT + i * cv.DH;
-            if (ih < 0 || ih >= cv.H) continue;
-            for (int64_t j = 0; j < cv.KW; ++j) {
-              int64_t iw = ow * cv.SW - cv.PL + j * cv.DW;
-              if (iw < 0 || iw >= cv.W) continue;
-              add_segment(segs, (ih * cv.W + iw) * B * xpixel + g * cv.Cg + k0, w.at(g, pnl, i * cv.KW + j, k0),
-                          k1 - k0, w.width(pnl));
-            }
+  int64_t plane = cv.H * cv.W * xpixel, oplane = cv.OH * cv.OW * pixel;
+  int64_t chunk = chunk_images(cv.N, plane + oplane);
+  auto run = [&](int64_t n0, int64_t B, float* xbuf, float* obuf, const Team& team) {
+    for (int64_t b = team.id; b < B; b += team.size)
+      to_channels_last(x + (n0 + b) * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf + b * xpixel, 0, cv.W, xpixel,
+                       Team{0, 1}, B * xpixel);
+    team.sync();
+    int64_t parts = ceil_div(B, max_rows(VMAX));
+    for (int64_t g = 0; g < cv.G; ++g) {
+      auto segments = [&](int64_t pnl, int64_t k0, int64_t k1, int64_t row, std::vector<Segment>& segs) {
+        int64_t oh = row / parts / cv.OW, ow = row / parts % cv.OW;
+        for (int64_t i = 0; i < cv.KH; ++i) {
+          int64_t ih = oh * cv.SH - cv.PT + i * cv.DH;
+          if (ih < 0 || ih >= cv.H) continue;
+          for (int64_t j = 0; j < cv.KW; ++j) {
+            int64_t iw = ow * cv.SW - cv.PL + j * cv.DW;
+            if (iw < 0 || iw >= cv.W) continue;
+            add_segment(segs, (ih * cv.W + iw) * B * xpixel + g * cv.Cg + k0, w.at(g, pnl, i * cv.KW + j, k0), k1 - k0,
+                        w.width(pnl));
           }
-        };
-        auto row_at = [&](int64_t row) {
-          int64_t pos = row / parts, part = row % parts, b0 = part * B / parts, b1 = (part + 1) * B / parts;
-          return Row{xbuf + b0 * xpixel, b1 - b0, obuf + (pos * B + b0) * pixel + g * w.vpad};
-        };
-        run_blocks(w, cv.OH * cv.OW * parts, xpixel, pixel, segments, row_at, team);
-      }
-      team.sync();
-      for (int64_t b = team.id; b < B; b += team.size)
-        from_channels_last(obuf + b * pixel, cv.G, cv.Og, w.vpad, pixel, cv.OH, cv.OW, bias, out + (n0 + b) * os.n,
-                           os, Team{0, 1}, B * pixel);
-      team.sync();
-    };
-    over_chunks(cv.N, chunk, threads, chunk * plane, chunk * oplane, run, [](const Team&) {});
-    return;
-  }
+        }
+      };
+      auto row_at = [&](int64_t row) {
+        int64_t pos = row / parts, part = row % parts, b0 = part * B / parts, b1 = (part + 1) * B / parts;
+        return Row{xbuf + b0 * xpixel, b1 - b0, obuf + (pos * B + b0) * pixel + g * w.vpad};
+      };
+      run_blocks(w, cv.OH * cv.OW * parts, xpixel, pixel, segments, row_at, team);
+    }
+    team.sync();
+    for (int64_t b = team.id; b < B; b += team.size)
+      from_channels_last(obuf + b * pixel, cv.G, cv.Og, w.vpad, pixel, cv.OH, cv.OW, bias, cv.bias,
+                         out + (n0 + b) * os.n, os, Team{0, 1}, B * pixel);
+    team.sync();
+  };
+  over_chunks(cv.N, chunk, cv.threads, chunk * plane, chunk * oplane, run, [](const Team&) {});
+}
 
+// Image by image: x in a channels-last buffer with its left and right padding, one block row per
+// output row.
+void forward_by_image(const Conv& cv, const Panels& w, const float* x, const float* bias, float* out) {
+  const Strides &xs = cv.input, &os = cv.output;
+  int64_t width = padded_width(cv), xpixel = pixel_stride(cv.C), pixel = pixel_stride(cv.G * w.vpad);
+  int64_t in_size = cv.H * width * xpixel, out_size = cv.OH * cv.OW * pixel;
   auto image = [&](int64_t n, Scratch& s, const Team& team) {
     float *xbuf = s.in.get(in_size), *obuf = s.out.get(out_size);
     to_channels_last(x + n * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf, cv.PL, width, xpixel, team);
@@ -624,89 +613,104 @@ void cnnzoo_conv2d_forward(const float* x, const float* weight, const float* bia
       run_blocks(w, cv.OH, cv.SW * xpixel, pixel, segments, row_at, team);
     }
     team.sync();
-    from_channels_last(obuf, cv.G, cv.Og, w.vpad, pixel, cv.OH, cv.OW, bias, out + n * os.n, os, team);
+    from_channels_last(obuf, cv.G, cv.Og, w.vpad, pixel, cv.OH, cv.OW, bias, cv.bias, out + n * os.n, os, team);
     team.sync();
   };
-  over_images(cv.N, threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(out_size); }, [](int, int) {});
+  over_images(cv.N, cv.threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(out_size); }, [](int, int) {});
 }
 
-// grad_x = the gradient of conv2d with respect to x, given grad_out.
-void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float* grad_x, const int64_t* p,
-                              int threads) {
-  Conv cv = read_conv(p, threads);
-  Strides gs{p[16], p[17], p[18], p[19]}, ws{p[20], p[21], p[22], p[23]}, xs{p[24], p[25], p[26], p[27]};
-  if (cv.N == 0 || cv.C == 0 || cv.H == 0 || cv.W == 0) return;
-  int64_t taps = cv.KH * cv.KW;
-  // filters transposed (output channels reduced, input channels as vectors), columns reversed so
-  // that the taps of a row, read right to left, continue each other in memory
-  Scratch& mine = caller_scratch();
-  Panels w(taps, cv.Og, cv.Cg, mine.panels.get(Panels::floats(cv.G, taps, cv.Og, cv.Cg)));
-  auto reversed = [&](int64_t t) { return t - t % cv.KW + cv.KW - 1 - t % cv.KW; };
-  w.pack(cv.G, threads, [&](int64_t t) { return cv.tap_used(reversed(t)); },
-         [&](int64_t g, int64_t t, int64_t o, int64_t c) {
-           return weight[(g * cv.Og + o) * ws.n + c * ws.c + (t / cv.KW) * ws.h + (cv.KW - 1 - t % cv.KW) * ws.w];
-         });
-  // grad_out in channels-last, with zero columns on both sides for the windows that overhang it
-  int64_t left = ceil_div((cv.KW - 1) * cv.DW, cv.SW);
-  int64_t width = left + std::max(cv.OW, (cv.W - 1 + cv.PL) / cv.SW + 1);
-  int64_t gpixel = pixel_stride(cv.O), pixel = pixel_stride(cv.G * w.vpad);
-  int64_t in_size = cv.OH * width * gpixel, out_size = cv.H * cv.W * pixel;
+// --- input gradient -----------------------------------------------------------------------------
 
-  // Few input channels per group (a 3-channel stem): the lane kernels, reducing over whole vectors
-  // of output channels, with the filters as rows [group][channel][tap][output channel].
-  bool lanes = cv.Cg <= LANE_MAX && cv.Og % VL == 0;
-  int nc = lane_channels(cv.Cg);
-  std::vector<float> lane_w;
-  if (lanes) {
-    lane_w.assign(cv.G * nc * taps * cv.Og, 0.0f);
+// Small planes: block rows run over the images at one input pixel, grad_out as [row][col][image][channel].
+void input_grad_side_by_side(const Conv& cv, const Panels& w, const float* grad_out, float* grad_x) {
+  const Strides &gs = cv.output, &xs = cv.input;
+  int64_t gpixel = pixel_stride(cv.O), pixel = pixel_stride(cv.G * w.vpad);
+  int64_t plane = cv.OH * cv.OW * gpixel, oplane = cv.H * cv.W * pixel;
+  int64_t chunk = chunk_images(cv.N, plane + oplane);
+  auto run = [&](int64_t n0, int64_t B, float* gbuf, float* obuf, const Team& team) {
+    for (int64_t b = team.id; b < B; b += team.size)
+      to_channels_last(grad_out + (n0 + b) * gs.n, gs, 1, cv.O, cv.O, cv.OH, cv.OW, gbuf + b * gpixel, 0, cv.OW, gpixel,
+                       Team{0, 1}, B * gpixel);
+    team.sync();
+    int64_t parts = ceil_div(B, max_rows(VMAX));
+    for (int64_t g = 0; g < cv.G; ++g) {
+      auto segments = [&](int64_t pnl, int64_t k0, int64_t k1, int64_t row, std::vector<Segment>& segs) {
+        int64_t ih = row / parts / cv.W, iw = row / parts % cv.W;
+        for (int64_t i = 0; i < cv.KH; ++i) {
+          int64_t a = ih + cv.PT - i * cv.DH;  // = oh * SH for the output pixel this tap came from
+          if (a < 0 || a % cv.SH != 0 || a / cv.SH >= cv.OH) continue;
+          for (int64_t j = 0; j < cv.KW; ++j) {
+            int64_t b = iw + cv.PL - j * cv.DW;  // = ow * SW
+            if (b < 0 || b % cv.SW != 0 || b / cv.SW >= cv.OW) continue;
+            add_segment(segs, ((a / cv.SH) * cv.OW + b / cv.SW) * B * gpixel + g * cv.Og + k0,
+                        w.at(g, pnl, i * cv.KW + (cv.KW - 1 - j), k0), k1 - k0, w.width(pnl));
+          }
+        }
+      };
+      auto row_at = [&](int64_t row) {
+        int64_t pos = row / parts, part = row % parts, b0 = part * B / parts, b1 = (part + 1) * B / parts;
+        return Row{gbuf + b0 * gpixel, b1 - b0, obuf + (pos * B + b0) * pixel + g * w.vpad};
+      };
+      run_blocks(w, cv.H * cv.W * parts, gpixel, pixel, segments, row_at, team);
+    }
+    team.sync();
+    for (int64_t b = team.id; b < B; b += team.size)
+      from_channels_last(obuf + b * pixel, cv.G, cv.Cg, w.vpad, pixel, cv.H, cv.W, nullptr, 0, grad_x + (n0 + b) * xs.n,
+                         xs, Team{0, 1}, B * pixel);
+    team.sync();
+  };
+  over_chunks(cv.N, chunk, cv.threads, chunk * plane, chunk * oplane, run, [](const Team&) {});
+}
+
+// The filters of the lane kernels, for few input channels per group (a 3-channel stem) where the
+// output channels are whole vectors: rows [group][channel][tap][output channel], `nc` channels per
+// group (the extra ones zero), the taps' columns reversed as in the panels. Not `used` elsewhere.
+struct LaneFilters {
+  bool used;
+  int nc;
+  std::vector<float> rows;
+
+  LaneFilters(const Conv& cv, const float* weight)
+      : used(cv.Cg <= LANE_MAX && cv.Og % VL == 0), nc(lane_channels(cv.Cg)) {
+    if (!used) return;
+    int64_t taps = cv.KH * cv.KW;
+    rows.assign(cv.G * nc * taps * cv.Og, 0.0f);
     for (int64_t g = 0; g < cv.G; ++g)
       for (int64_t c = 0; c < cv.Cg; ++c)
         for (int64_t t = 0; t < taps; ++t)
           for (int64_t o = 0; o < cv.Og; ++o)
-            lane_w[((g * nc + c) * taps + t) * cv.Og + o] =
-                weight[(g * cv.Og + o) * ws.n + c * ws.c + (t / cv.KW) * ws.h + (cv.KW - 1 - t % cv.KW) * ws.w];
+            rows[((g * nc + c) * taps + t) * cv.Og + o] = weight[cv.weight_at(g * cv.Og + o, c, cv.reversed(t))];
   }
+};
 
-  if (side_by_side(ceil_div(cv.W, cv.SW))) {
-    // block rows run over the images at one input pixel: grad_out as [row][col][image][channel]
-    int64_t plane = cv.OH * cv.OW * gpixel, oplane = cv.H * cv.W * pixel;
-    int64_t chunk = chunk_images(cv.N, plane + oplane);
-    auto run = [&](int64_t n0, int64_t B, float* gbuf, float* obuf, const Team& team) {
-      for (int64_t b = team.id; b < B; b += team.size)
-        to_channels_last(grad_out + (n0 + b) * gs.n, gs, 1, cv.O, cv.O, cv.OH, cv.OW, gbuf + b * gpixel, 0, cv.OW,
-                         gpixel, Team{0, 1}, B * gpixel);
-      team.sync();
-      int64_t parts = ceil_div(B, max_rows(VMAX));
-      for (int64_t g = 0; g < cv.G; ++g) {
-        auto segments = [&](int64_t pnl, int64_t k0, int64_t k1, int64_t row, std::vector<Segment>& segs) {
-          int64_t ih = row / parts / cv.W, iw = row / parts % cv.W;
-          for (int64_t i = 0; i < cv.KH; ++i) {
-            int64_t a = ih + cv.PT - i * cv.DH;  // = oh * SH for the output pixel this tap came from
-            if (a < 0 || a % cv.SH != 0 || a / cv.SH >= cv.OH) continue;
-            for (int64_t j = 0; j < cv.KW; ++j) {
-              int64_t b = iw + cv.PL - j * cv.DW;  // = ow * SW
-              if (b < 0 || b % cv.SW != 0 || b / cv.SW >= cv.OW) continue;
-              add_segment(segs, ((a / cv.SH) * cv.OW + b / cv.SW) * B * gpixel + g * cv.Og + k0,
-                          w.at(g, pnl, i * cv.KW + (cv.KW - 1 - j), k0), k1 - k0, w.width(pnl));
-            }
-          }
-        };
-        auto row_at = [&](int64_t row) {
-          int64_t pos = row / parts, part = row % parts, b0 = part * B / parts, b1 = (part + 1) * B / parts;
-          return Row{gbuf + b0 * gpixel, b1 - b0, obuf + (pos * B + b0) * pixel + g * w.vpad};
-        };
-        run_blocks(w, cv.H * cv.W * parts, gpixel, pixel, segments, row_at, team);
-      }
-      team.sync();
-      for (int64_t b = team.id; b < B; b += team.size)
-        from_channels_last(obuf + b * pixel, cv.G, cv.Cg, w.vpad, pixel, cv.H, cv.W, nullptr,
-                           grad_x + (n0 + b) * xs.n, xs, Team{0, 1}, B * pixel);
-      team.sync();
-    };
-    over_chunks(cv.N, chunk, threads, chunk * plane, chunk * oplane, run, [](const Team&) {});
-    return;
+// run_blocks with the lane kernels (NC = `nc` output values per pixel, reduced over `kdim` rows of
+// filters `wstride` floats apart): every row's whole reduction at once, rows split over the team.
+template <typename SegmentsFn, typename RowFn>
+void run_lane_blocks(int nc, int64_t rows, int64_t src_step, int64_t dst_step, int64_t kdim, int64_t wstride,
+                     SegmentsFn segments, RowFn row_at, const Team& team) {
+  std::vector<Segment> segs;
+  for (int64_t row = team.id; row < rows; row += team.size) {
+    segs.clear();
+    segments(0, 0, kdim, row, segs);
+    Row r = row_at(row);
+    even_blocks(r.count, lane_rows(nc), [&](int64_t t0, int64_t count) {
+      lane_fn(nc, (int)count)(r.src + t0 * src_step, src_step, segs.data(), (int)segs.size(), wstride,
+                              r.dst + t0 * dst_step, dst_step, false);
+    });
   }
+}
 
+// Image by image: grad_out in a channels-last buffer with zero columns on both sides for the windows
+// that overhang it. A block row is one phase of an input row: its pixels whose column is pw modulo
+// the stride, which sit SW pixels apart in the output buffer.
+void input_grad_by_image(const Conv& cv, const Panels& w, const float* weight, const float* grad_out, float* grad_x) {
+  const Strides &gs = cv.output, &xs = cv.input;
+  int64_t taps = cv.KH * cv.KW;
+  int64_t left = ceil_div((cv.KW - 1) * cv.DW, cv.SW);
+  int64_t width = left + std::max(cv.OW, (cv.W - 1 + cv.PL) / cv.SW + 1);
+  int64_t gpixel = pixel_stride(cv.O), pixel = pixel_stride(cv.G * w.vpad);
+  int64_t in_size = cv.OH * width * gpixel, out_size = cv.H * cv.W * pixel;
+  LaneFilters lanes(cv, weight);
   auto image = [&](int64_t n, Scratch& s, const Team& team) {
     float *gbuf = s.in.get(in_size), *obuf = s.out.get(out_size);
     if (cv.O > 0 && cv.OH > 0 && cv.OW > 0)
@@ -715,7 +719,6 @@ void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float*
     for (int64_t g = 0; g < cv.G; ++g) {
       // row = (ih, pw): the input pixels of row ih whose column is pw modulo the stride
       auto segments = [&](int64_t pnl, int64_t k0, int64_t k1, int64_t row, std::vector<Segment>& segs) {
-        const float* lane_base = lanes ? lane_w.data() + g * nc * taps * cv.Og : nullptr;
         int64_t ih = row / cv.SW, pw = row % cv.SW;
         for (int64_t i = 0; i < cv.KH; ++i) {
           int64_t a = ih + cv.PT - i * cv.DH;  // = oh * SH for the output row this tap row came from
@@ -725,8 +728,8 @@ void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float*
             int64_t mod = ((b % cv.SW) + cv.SW) % cv.SW;
             if (mod != 0) continue;
             int64_t tap = i * cv.KW + (cv.KW - 1 - j), src = ((a / cv.SH) * width + left + b / cv.SW) * gpixel;
-            if (lanes)
-              add_segment(segs, src + g * cv.Og, lane_base + tap * cv.Og, cv.Og, 1);
+            if (lanes.used)
+              add_segment(segs, src + g * cv.Og, lanes.rows.data() + (g * lanes.nc * taps + tap) * cv.Og, cv.Og, 1);
             else
               add_segment(segs, src + g * cv.Og + k0, w.at(g, pnl, tap, k0), k1 - k0, w.width(pnl));
           }
@@ -736,92 +739,80 @@ void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float*
         int64_t ih = row / cv.SW, pw = row % cv.SW;
         return Row{gbuf, pw < cv.W ? ceil_div(cv.W - pw, cv.SW) : 0, obuf + (ih * cv.W + pw) * pixel + g * w.vpad};
       };
-      // an input row's pixels of one phase sit SW pixels apart in the output buffer
-      if (!lanes) {
+      if (lanes.used)
+        run_lane_blocks(lanes.nc, cv.H * cv.SW, gpixel, cv.SW * pixel, cv.Og, taps * cv.Og, segments, row_at, team);
+      else
         run_blocks(w, cv.H * cv.SW, gpixel, cv.SW * pixel, segments, row_at, team);
-        continue;
-      }
-      std::vector<Segment> segs;
-      for (int64_t row = team.id; row < cv.H * cv.SW; row += team.size) {
-        segs.clear();
-        segments(0, 0, cv.Og, row, segs);
-        Row r = row_at(row);
-        even_blocks(r.count, lane_rows(nc), [&](int64_t t0, int64_t count) {
-          lane_fn(nc, (int)count)(r.src + t0 * gpixel, gpixel, segs.data(), (int)segs.size(), taps * cv.Og,
-                                  r.dst + t0 * cv.SW * pixel, cv.SW * pixel, false);
-        });
-      }
     }
     team.sync();
-    from_channels_last(obuf, cv.G, cv.Cg, w.vpad, pixel, cv.H, cv.W, nullptr, grad_x + n * xs.n, xs, team);
+    from_channels_last(obuf, cv.G, cv.Cg, w.vpad, pixel, cv.H, cv.W, nullptr, 0, grad_x + n * xs.n, xs, team);
     team.sync();
   };
-  over_images(cv.N, threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(out_size); }, [](int, int) {});
+  over_images(cv.N, cv.threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(out_size); }, [](int, int) {});
 }
 
+// --- weight gradient ----------------------------------------------------------------------------
 
-// grad_w = the gradient of conv2d with respect to its weight, given x and grad_out.
-void cnnzoo_conv2d_weight_grad(const float* x, const float* grad_out, float* grad_w, const int64_t* p, int threads) {
-  Conv cv = read_conv(p, threads);
-  Strides xs{p[16], p[17], p[18], p[19]}, gs{p[20], p[21], p[22], p[23]}, ws{p[24], p[25], p[26], p[27]};
-  int64_t taps = cv.KH * cv.KW, width = padded_width(cv);
-  if (cv.O == 0 || cv.Cg == 0 || taps == 0) return;
-  if (side_by_side_weight_grad(cv.OH * cv.OW)) {
-    // every (tap, channel block, panel) summed over all images and pixels by one thread, on
-    // x and grad_out as [row][col][image][channel]: one accumulator, each entry written once
-    Scratch& mine = caller_scratch();
-    int64_t size = Panels::floats(cv.G, taps, cv.Cg, cv.Og);
-    Panels a(taps, cv.Cg, cv.Og, mine.sums.get(size));
-    zero(a.data, size, threads);
-    int64_t xpixel = pixel_stride(cv.C), pixel = pixel_stride(cv.G * a.vpad);
-    int64_t plane = cv.H * cv.W * xpixel, gplane = cv.OH * cv.OW * pixel;
-    // (chunks of about 2 MiB, which stay in cache while every (tap, channel block, panel) reads them)
-    int64_t chunk = chunk_images(cv.N, plane + gplane, 2 << 20);
-    auto run = [&](int64_t n0, int64_t B, float* xbuf, float* gbuf, const Team& team) {
-      for (int64_t b = team.id; b < B; b += team.size) {
-        to_channels_last(x + (n0 + b) * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf + b * xpixel, 0, cv.W, xpixel,
-                         Team{0, 1}, B * xpixel);
-        to_channels_last(grad_out + (n0 + b) * gs.n, gs, cv.G, cv.Og, a.vpad, cv.OH, cv.OW, gbuf + b * pixel, 0,
-                         cv.OW, pixel, Team{0, 1}, B * pixel);
-      }
-      team.sync();
-      int64_t item = 0;
-      for (int64_t g = 0; g < cv.G; ++g)
-        for (int64_t i = 0; i < cv.KH; ++i)
-          for (int64_t j = 0; j < cv.KW; ++j) {
-            int64_t oh0 = cv.first_row(i), oh1 = cv.end_row(i), ow0 = cv.first_col(j), ow1 = cv.end_col(j);
-            if (oh1 <= oh0 || ow1 <= ow0) continue;
-            for (int64_t pnl = 0; pnl < a.panels(); ++pnl) {
-              int v = (int)(a.width(pnl) / VL);
-              even_blocks(cv.Cg, max_rows(v), [&](int64_t c0, int64_t count) {
-                if (item++ % team.size != team.id) return;
-                for (int64_t oh = oh0; oh < oh1; ++oh) {
-                  int64_t ih = oh * cv.SH - cv.PT + i * cv.DH, iw = ow0 * cv.SW - cv.PL + j * cv.DW;
-                  outer_fn(v, (int)count)(xbuf + (ih * cv.W + iw) * B * xpixel + g * cv.Cg + c0,
-                                          cv.SW * B * xpixel, xpixel,
-                                          gbuf + (oh * cv.OW + ow0) * B * pixel + g * a.vpad + pnl * VMAX * VL,
-                                          B * pixel, pixel, ow1 - ow0, B, a.at(g, pnl, i * cv.KW + j, c0),
-                                          a.width(pnl));
-                }
-              });
-            }
-          }
-      team.sync();
-    };
-    auto done = [&](const Team& team) {
-      team.sync();
-      write_weight_grad(&a, 1, cv, grad_w, ws, team);
-    };
-    over_chunks(cv.N, chunk, threads, chunk * plane, chunk * gplane, run, done);
-    return;
-  }
-  // one accumulator per thread, in the forward pass's panel layout, summed at the end
+// Up to 14x14 output planes: every (tap, channel block, panel) summed over all images and pixels by
+// one thread, on x and grad_out as [row][col][image][channel]: one accumulator, each entry written once.
+void weight_grad_side_by_side(const Conv& cv, const float* x, const float* grad_out, float* grad_w) {
+  const Strides &xs = cv.input, &gs = cv.output;
+  int64_t taps = cv.KH * cv.KW;
   Scratch& mine = caller_scratch();
   int64_t size = Panels::floats(cv.G, taps, cv.Cg, cv.Og);
-  float* sums = mine.sums.get(std::max(threads, 1) * size);
-  zero(sums, std::max(threads, 1) * size, threads);
+  Panels a(taps, cv.Cg, cv.Og, mine.sums.get(size));
+  zero(a.data, size, cv.threads);
+  int64_t xpixel = pixel_stride(cv.C), pixel = pixel_stride(cv.G * a.vpad);
+  int64_t plane = cv.H * cv.W * xpixel, gplane = cv.OH * cv.OW * pixel;
+  // (chunks of about 2 MiB, which stay in cache while every (tap, channel block, panel) reads them)
+  int64_t chunk = chunk_images(cv.N, plane + gplane, 2 << 20);
+  auto run = [&](int64_t n0, int64_t B, float* xbuf, float* gbuf, const Team& team) {
+    for (int64_t b = team.id; b < B; b += team.size) {
+      to_channels_last(x + (n0 + b) * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf + b * xpixel, 0, cv.W, xpixel,
+                       Team{0, 1}, B * xpixel);
+      to_channels_last(grad_out + (n0 + b) * gs.n, gs, cv.G, cv.Og, a.vpad, cv.OH, cv.OW, gbuf + b * pixel, 0, cv.OW,
+                       pixel, Team{0, 1}, B * pixel);
+    }
+    team.sync();
+    int64_t item = 0;
+    for (int64_t g = 0; g < cv.G; ++g)
+      for (int64_t i = 0; i < cv.KH; ++i)
+        for (int64_t j = 0; j < cv.KW; ++j) {
+          int64_t oh0 = cv.first_row(i), oh1 = cv.end_row(i), ow0 = cv.first_col(j), ow1 = cv.end_col(j);
+          if (oh1 <= oh0 || ow1 <= ow0) continue;
+          for (int64_t pnl = 0; pnl < a.panels(); ++pnl) {
+            int v = (int)(a.width(pnl) / VL);
+            even_blocks(cv.Cg, max_rows(v), [&](int64_t c0, int64_t count) {
+              if (item++ % team.size != team.id) return;
+              for (int64_t oh = oh0; oh < oh1; ++oh) {
+                int64_t ih = oh * cv.SH - cv.PT + i * cv.DH, iw = ow0 * cv.SW - cv.PL + j * cv.DW;
+                outer_fn(v, (int)count)(xbuf + (ih * cv.W + iw) * B * xpixel + g * cv.Cg + c0, cv.SW * B * xpixel,
+                                        xpixel, gbuf + (oh * cv.OW + ow0) * B * pixel + g * a.vpad + pnl * VMAX * VL,
+                                        B * pixel, pixel, ow1 - ow0, B, a.at(g, pnl, i * cv.KW + j, c0), a.width(pnl));
+              }
+            });
+          }
+        }
+    team.sync();
+  };
+  auto done = [&](const Team& team) {
+    team.sync();
+    write_weight_grad(&a, 1, cv, grad_w, team);
+  };
+  over_chunks(cv.N, chunk, cv.threads, chunk * plane, chunk * gplane, run, done);
+}
+
+// Image by image: one accumulator per thread, in the forward pass's panel layout, summed at the end.
+void weight_grad_by_image(const Conv& cv, const float* x, const float* grad_out, float* grad_w) {
+  const Strides &xs = cv.input, &gs = cv.output;
+  int64_t taps = cv.KH * cv.KW, width = padded_width(cv);
+  int accumulators = std::max(cv.threads, 1);
+  Scratch& mine = caller_scratch();
+  int64_t size = Panels::floats(cv.G, taps, cv.Cg, cv.Og);
+  float* sums = mine.sums.get(accumulators * size);
+  zero(sums, accumulators * size, cv.threads);
   std::vector<Panels> acc;
-  for (int th = 0; th < std::max(threads, 1); ++th) acc.emplace_back(taps, cv.Cg, cv.Og, sums + th * size);
+  for (int th = 0; th < accumulators; ++th) acc.emplace_back(taps, cv.Cg, cv.Og, sums + th * size);
   const Panels& shape = acc[0];
   int64_t xpixel = pixel_stride(cv.C), pixel = pixel_stride(cv.G * shape.vpad);
   int64_t in_size = cv.H * width * xpixel, g_size = cv.OH * cv.OW * pixel;
@@ -867,9 +858,65 @@ void cnnzoo_conv2d_weight_grad(const float* x, const float* grad_out, float* gra
   };
   auto reduce = [&](int id, int nt) {
 #pragma omp barrier
-    write_weight_grad(acc.data(), nt, cv, grad_w, ws, Team{id, nt});
+    write_weight_grad(acc.data(), nt, cv, grad_w, Team{id, nt});
   };
-  over_images(cv.N, threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(g_size); }, reduce);
+  over_images(cv.N, cv.threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(g_size); }, reduce);
+}
+
+}  // namespace
+
+extern "C" {
+
+// Every kernel takes its tensors' data, their geometry (cnnzoo.h: each tensor's strides under the
+// role of the tensor it has the shape of) and the number of threads to use.
+
+// out = conv2d(x, weight, bias), bias may be null. Must equal conv.py's conv2d_forward.
+void cnnzoo_conv2d_forward(const float* x, const float* weight, const float* bias, float* out,
+                           const ConvGeometry* geometry, int threads) {
+  const Conv cv(*geometry, threads);
+  if (cv.N == 0 || cv.O == 0 || cv.OH == 0 || cv.OW == 0) return;
+  int64_t taps = cv.KH * cv.KW;
+  Panels w(taps, cv.Cg, cv.Og, caller_scratch().panels.get(Panels::floats(cv.G, taps, cv.Cg, cv.Og)));
+  w.pack(
+      cv.G, threads, [&](int64_t t) { return cv.tap_used(t); },
+      [&](int64_t g, int64_t t, int64_t c, int64_t o) { return weight[cv.weight_at(g * cv.Og + o, c, t)]; });
+  if (side_by_side(cv.OW))
+    forward_side_by_side(cv, w, x, bias, out);
+  else
+    forward_by_image(cv, w, x, bias, out);
+}
+
+// grad_x = the gradient of conv2d with respect to x, given grad_out. Must equal conv.py's
+// conv2d_input_grad.
+void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float* grad_x, const ConvGeometry* geometry,
+                              int threads) {
+  const Conv cv(*geometry, threads);
+  if (cv.N == 0 || cv.C == 0 || cv.H == 0 || cv.W == 0) return;
+  int64_t taps = cv.KH * cv.KW;
+  // filters transposed (output channels reduced, input channels as vectors), columns reversed so
+  // that the taps of a row, read right to left, continue each other in memory
+  Panels w(taps, cv.Og, cv.Cg, caller_scratch().panels.get(Panels::floats(cv.G, taps, cv.Og, cv.Cg)));
+  w.pack(
+      cv.G, threads, [&](int64_t t) { return cv.tap_used(cv.reversed(t)); },
+      [&](int64_t g, int64_t t, int64_t o, int64_t c) {
+        return weight[cv.weight_at(g * cv.Og + o, c, cv.reversed(t))];
+      });
+  if (side_by_side(ceil_div(cv.W, cv.SW)))
+    input_grad_side_by_side(cv, w, grad_out, grad_x);
+  else
+    input_grad_by_image(cv, w, weight, grad_out, grad_x);
+}
+
+// grad_w = the gradient of conv2d with respect to its weight, given x and grad_out. Must equal
+// conv.py's conv2d_weight_grad.
+void cnnzoo_conv2d_weight_grad(const float* x, const float* grad_out, float* grad_w, const ConvGeometry* geometry,
+                               int threads) {
+  const Conv cv(*geometry, threads);
+  if (cv.O == 0 || cv.Cg == 0 || cv.KH * cv.KW == 0) return;
+  if (side_by_side_weight_grad(cv.OH * cv.OW))
+    weight_grad_side_by_side(cv, x, grad_out, grad_w);
+  else
+    weight_grad_by_image(cv, x, grad_out, grad_w);
 }
 
 }  // extern "C"

@@ -1,6 +1,7 @@
 // Max and average pooling on the CPU: float32, contiguous NCHW seen as `planes` planes of H x W.
 //
-// Plain C ABI (no torch headers), loaded with ctypes. Each kernel computes what its reference in
+// Plain C ABI (no torch headers), loaded with ctypes; each kernel takes its tensors' data, a
+// PoolGeometry (cnnzoo.h) and a thread count. Each kernel computes what its reference in
 // cnnzoo/ops/pool.py computes, and equals torch's CPU kernel to the bit (sums added in its order):
 //   cnnzoo_max_pool2d_forward   max_pool2d_forward    (values and flat indices row * W + col)
 //   cnnzoo_max_pool2d_backward  max_pool2d_backward
@@ -23,8 +24,12 @@
 #include <limits>
 #include <type_traits>
 
+#include "cnnzoo.h"
+
 namespace {
 
+using cnnzoo::ceil_div;
+using cnnzoo::PoolGeometry;
 using i64 = int64_t;
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -34,7 +39,6 @@ constexpr i64 kSerialWork = i64{1} << 15;
 
 int team(int threads) { return threads > 1 ? threads : 1; }
 
-i64 ceil_div(i64 a, i64 b) { return a <= 0 ? -((-a) / b) : (a + b - 1) / b; }  // b > 0
 i64 floor_div(i64 a, i64 b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }  // b > 0
 i64 clamp(i64 v, i64 lo, i64 hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
@@ -124,12 +128,8 @@ void in_blocks(i64 lo, i64 hi, Block block, One one) {
 // order) or NaN (a window's last NaN wins), as torch's kernel does.
 inline bool takes(float v, float best) { return v > best || std::isnan(v); }
 
-struct MaxGeom {
-  i64 H, W, OH, OW, kH, kW, sH, sW, padH, padW, dilH, dilW;
-};
-
 // One output, any window: the running maximum over the taps inside the plane, from -inf at the first.
-void max_one(const float* x, const MaxGeom& g, i64 oh, i64 ow, float* value, i64* index) {
+void max_one(const float* x, const PoolGeometry& g, i64 oh, i64 ow, float* value, i64* index) {
   const i64 hs = oh * g.sH - g.padH, ws = ow * g.sW - g.padW;
   const Taps th = taps_inside(hs, g.kH, g.dilH, g.H), tw = taps_inside(ws, g.kW, g.dilW, g.W);
   float best = kNegInf;
@@ -153,8 +153,7 @@ void max_one(const float* x, const MaxGeom& g, i64 oh, i64 ow, float* value, i64
 // itself only when NaN: no change). The winning tap's offset in the window is kept in 32 bits (the
 // caller checks that it fits), and added to at in 64 at the end.
 template <int L, int S>
-void max_block(const float* __restrict x, const Grid& t, i64 at, float* __restrict value,
-               i64* __restrict index) {
+void max_block(const float* __restrict x, const Grid& t, i64 at, float* __restrict value, i64* __restrict index) {
   using F = typename Vec<L>::F;
   using I = typename Vec<L>::I;
   F best;
@@ -176,7 +175,7 @@ void max_block(const float* __restrict x, const Grid& t, i64 at, float* __restri
   std::memcpy(index, &pos, sizeof pos);
 }
 
-void max_forward_row(const float* x, const MaxGeom& g, i64 oh, float* value, i64* index) {
+void max_forward_row(const float* x, const PoolGeometry& g, i64 oh, float* value, i64* index) {
   const i64 hs = oh * g.sH - g.padH;
   const Taps th = taps_inside(hs, g.kH, g.dilH, g.H);
   const Grid t{th.end - th.first, g.kW, g.dilH * g.W, g.dilW};
@@ -201,12 +200,6 @@ void max_forward_row(const float* x, const MaxGeom& g, i64 oh, float* value, i64
 // ---------------------------------------------------------------------------------------------------
 // Average pooling
 
-struct AvgGeom {
-  i64 H, W, OH, OW, kH, kW, sH, sW, padH, padW;
-  bool count_include_pad;
-  i64 divisor_override;
-};
-
 // A window's extent along one axis: `pooled` counts the padding (but not the overhang past it that
 // ceil_mode allows), [lo, hi) is the part inside the plane.
 struct Extent {
@@ -217,7 +210,7 @@ Extent extent(i64 o, i64 k, i64 stride, i64 pad, i64 size) {
   return {end - start, start > 0 ? start : 0, end < size ? end : size};
 }
 
-i64 divisor(const AvgGeom& g, const Extent& eh, const Extent& ew) {
+i64 divisor(const PoolGeometry& g, const Extent& eh, const Extent& ew) {
   if (g.divisor_override != 0) return g.divisor_override;
   if (g.count_include_pad) return eh.pooled * ew.pooled;
   return (eh.hi - eh.lo) * (ew.hi - ew.lo);
@@ -226,7 +219,7 @@ i64 divisor(const AvgGeom& g, const Extent& eh, const Extent& ew) {
 // One output, any window: the sum of the pixels inside the plane in row-major order, over the divisor.
 // An empty window gives 0 (as torch), never 0 / 0. Quotients are added to 0, as torch adds them to a
 // zeroed output: a sum of +0 over a negative divisor_override gives +0, not -0.
-float avg_one(const float* x, const AvgGeom& g, const Extent& eh, i64 ow) {
+float avg_one(const float* x, const PoolGeometry& g, const Extent& eh, i64 ow) {
   const Extent ew = extent(ow, g.kW, g.sW, g.padW, g.W);
   if (eh.lo >= eh.hi || ew.lo >= ew.hi) return 0.0f;
   float sum = 0.0f;
@@ -250,7 +243,7 @@ void avg_block(const float* __restrict x, const Grid& t, float divisor, float* _
   std::memcpy(out, &sum, sizeof sum);
 }
 
-void avg_forward_row(const float* x, const AvgGeom& g, i64 oh, float* out) {
+void avg_forward_row(const float* x, const PoolGeometry& g, i64 oh, float* out) {
   const Extent eh = extent(oh, g.kH, g.sH, g.padH, g.H);
   const Grid t{eh.hi - eh.lo, g.kW, g.W, 1};
   auto one = [&](i64 ow) { out[ow] = avg_one(x, g, eh, ow); };
@@ -332,7 +325,7 @@ void add_pair(float* __restrict dst, const float* __restrict go, float divisor) 
 // 2, taps j - 1 and j of all windows reach disjoint pixels that no other pass in between reaches:
 // they go in one pass.
 template <int S>
-void add_inner(float* grad_row, const float* go, const AvgGeom& g, Span in, float divisor) {
+void add_inner(float* grad_row, const float* go, const PoolGeometry& g, Span in, float divisor) {
   for (i64 j = g.kW - 1; j >= 0;) {
     const bool pair = S == 2 && j >= 1;
     float* dst = grad_row + j - (pair ? 1 : 0) - g.padW;  // window ow's (first) tap is dst[ow * S]
@@ -358,7 +351,7 @@ void add_inner(float* grad_row, const float* go, const AvgGeom& g, Span in, floa
   }
 }
 
-void avg_backward_row(const float* grad_out, const AvgGeom& g, i64 r, float* grad_row) {
+void avg_backward_row(const float* grad_out, const PoolGeometry& g, i64 r, float* grad_row) {
   std::memset(grad_row, 0, sizeof(float) * g.W);
   // windows oh with oh * sH - padH <= r < oh * sH - padH + kH
   const i64 oh_lo = clamp(ceil_div(r + g.padH - g.kH + 1, g.sH), 0, g.OH);
@@ -391,8 +384,8 @@ void avg_backward_row(const float* grad_out, const AvgGeom& g, i64 r, float* gra
 // plane (as max pooling with kernel = stride = (kH, 2) and no padding gives): no pixel then gets two
 // gradients, so each row of grad_x is written once, without zeroing it first. Returns false at the
 // first output row with an index outside its tile; the caller then starts the plane over.
-bool max_backward_tiled(const float* __restrict go, const i64* __restrict idx, float* __restrict gx,
-                        i64 H, i64 W, i64 OH, i64 OW, i64 kH) {
+bool max_backward_tiled(const float* __restrict go, const i64* __restrict idx, float* __restrict gx, i64 H, i64 W,
+                        i64 OH, i64 OW, i64 kH) {
   for (i64 oh = 0; oh < OH; ++oh) {
     i64 hits = 0;
     for (i64 r = oh * kH; r < (oh + 1) * kH; ++r) {
@@ -434,20 +427,19 @@ void over_rows(i64 units, i64 work, int threads, Row row) {
 
 extern "C" {
 
-void cnnzoo_max_pool2d_forward(const float* x, float* values, int64_t* indices, const int64_t* p,
+void cnnzoo_max_pool2d_forward(const float* x, float* values, int64_t* indices, const PoolGeometry* geometry,
                                int threads) {
-  const i64 planes = p[0];
-  const MaxGeom g{p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12]};
-  const i64 units = planes * g.OH;  // one output row each
+  const PoolGeometry& g = *geometry;
+  const i64 units = g.planes * g.OH;  // one output row each
   if (units == 0 || g.OW == 0) return;
   over_rows(units, units * g.OW * g.kH * g.kW, threads, [&](i64 u) {
     max_forward_row(x + u / g.OH * g.H * g.W, g, u % g.OH, values + u * g.OW, indices + u * g.OW);
   });
 }
 
-void cnnzoo_max_pool2d_backward(const float* grad_out, const int64_t* indices, float* grad_x,
-                                const int64_t* p, int threads) {
-  const i64 planes = p[0], H = p[1], W = p[2], OH = p[3], OW = p[4], outs = OH * OW;
+void cnnzoo_max_pool2d_backward(const float* grad_out, const int64_t* indices, float* grad_x, const PoolGeometry* g,
+                                int threads) {
+  const i64 planes = g->planes, H = g->H, W = g->W, OH = g->OH, OW = g->OW, outs = OH * OW;
   const i64 chunks = chunks_per_plane(planes, H, threads);
   // Output columns half as many as the input's suggest stride-2 windows side by side: try tiles.
   const bool tiled = chunks == 1 && OH > 0 && OW > 0 && OH <= H && W / OW == 2;
@@ -473,24 +465,20 @@ void cnnzoo_max_pool2d_backward(const float* grad_out, const int64_t* indices, f
   }
 }
 
-void cnnzoo_avg_pool2d_forward(const float* x, float* out, const int64_t* p, int threads) {
-  const i64 planes = p[0];
-  const AvgGeom g{p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11] != 0, p[12]};
-  const i64 units = planes * g.OH;  // one output row each
+void cnnzoo_avg_pool2d_forward(const float* x, float* out, const PoolGeometry* geometry, int threads) {
+  const PoolGeometry& g = *geometry;
+  const i64 units = g.planes * g.OH;  // one output row each
   if (units == 0 || g.OW == 0) return;
-  over_rows(units, units * g.OW * g.kH * g.kW, threads, [&](i64 u) {
-    avg_forward_row(x + u / g.OH * g.H * g.W, g, u % g.OH, out + u * g.OW);
-  });
+  over_rows(units, units * g.OW * g.kH * g.kW, threads,
+            [&](i64 u) { avg_forward_row(x + u / g.OH * g.H * g.W, g, u % g.OH, out + u * g.OW); });
 }
 
-void cnnzoo_avg_pool2d_backward(const float* grad_out, float* grad_x, const int64_t* p, int threads) {
-  const i64 planes = p[0];
-  const AvgGeom g{p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11] != 0, p[12]};
-  const i64 units = planes * g.H;  // one input row each
+void cnnzoo_avg_pool2d_backward(const float* grad_out, float* grad_x, const PoolGeometry* geometry, int threads) {
+  const PoolGeometry& g = *geometry;
+  const i64 units = g.planes * g.H;  // one input row each
   if (units == 0 || g.W == 0) return;
-  over_rows(units, planes * (g.H * g.W + g.OH * g.OW * g.kH * g.kW), threads, [&](i64 u) {
-    avg_backward_row(grad_out + u / g.H * g.OH * g.OW, g, u % g.H, grad_x + u * g.W);
-  });
+  over_rows(units, g.planes * (g.H * g.W + g.OH * g.OW * g.kH * g.kW), threads,
+            [&](i64 u) { avg_backward_row(grad_out + u / g.H * g.OH * g.OW, g, u % g.H, grad_x + u * g.W); });
 }
 
 }  // extern "C"
@@ -536,9 +524,8 @@ float run_sum(const float* p, int64_t n) {
 
 extern "C" {
 
-// p = {planes, H, W, OH, OW}
-void cnnzoo_adaptive_avg_pool2d_forward(const float* x, float* out, const int64_t* p, int threads) {
-  const int64_t planes = p[0], H = p[1], W = p[2], OH = p[3], OW = p[4];
+void cnnzoo_adaptive_avg_pool2d_forward(const float* x, float* out, const PoolGeometry* g, int threads) {
+  const int64_t planes = g->planes, H = g->H, W = g->W, OH = g->OH, OW = g->OW;
   over_planes(planes, H * W, threads, [&](int64_t q) {
     const float* in = x + q * H * W;
     float* o = out + q * OH * OW;
@@ -560,9 +547,9 @@ void cnnzoo_adaptive_avg_pool2d_forward(const float* x, float* out, const int64_
   });
 }
 
-// p = {planes, H, W, OH, OW}; writes every element of grad_x
-void cnnzoo_adaptive_avg_pool2d_backward(const float* grad_out, float* grad_x, const int64_t* p, int threads) {
-  const int64_t planes = p[0], H = p[1], W = p[2], OH = p[3], OW = p[4];
+// writes every element of grad_x
+void cnnzoo_adaptive_avg_pool2d_backward(const float* grad_out, float* grad_x, const PoolGeometry* g, int threads) {
+  const int64_t planes = g->planes, H = g->H, W = g->W, OH = g->OH, OW = g->OW;
   over_planes(planes, H * W, threads, [&](int64_t q) {
     const float* g = grad_out + q * OH * OW;
     float* gx = grad_x + q * H * W;

@@ -10,6 +10,9 @@ other device keep the reference.
 the reference with a one-time warning if they cannot be built), ``compiled`` (an error if they cannot
 be built) or ``reference``. :func:`use` changes it for a block of code.
 
+Each kernel takes its tensors' data pointers, a geometry struct (``csrc/cnnzoo.h``, mirrored here by
+:class:`ConvGeometry` and :class:`PoolGeometry`) and a thread count; :func:`_launch` calls them all.
+
 The library is built with the system's C++ compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``)
 into ``$CNNZOO_CACHE_DIR`` (default ``~/.cache/cnnzoo``), once per source version, compiler and
 machine; a file lock makes processes that start together (``torchrun``) build it only once.
@@ -40,7 +43,9 @@ from ..errors import UserError
 from .conv import output_plane
 from .layout import empty
 
-SOURCES = [Path(__file__).resolve().parent.parent / "csrc" / name for name in ("conv.cpp", "pool.cpp", "peak.cpp")]
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+SOURCES = [CSRC / name for name in ("conv.cpp", "pool.cpp", "peak.cpp")]
+HEADERS = [CSRC / "cnnzoo.h"]  # included by the sources: part of the build cache key, not of the command
 FLAGS = ["-std=c++17", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-march=native"]
 OPTIMIZE = ["-O3"]
 SANITIZE = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
@@ -112,7 +117,7 @@ def build_command(cxx: str, output: Path) -> list[str]:
 def library_path(cxx: str) -> Path:
     """Where the library for these sources, this compiler and these flags on this machine lives."""
     key = hashlib.sha256()
-    for source in SOURCES:
+    for source in SOURCES + HEADERS:
         key.update(source.read_bytes())
     key.update(" ".join(build_command(cxx, Path("out"))).encode())
     key.update((platform.machine() + _cpu_model()).encode())
@@ -179,14 +184,9 @@ def _load(path: Path) -> ctypes.CDLL:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
         raise KernelsError(f"cannot load the compiled kernels {str(path)!r}: {e}") from None
-    pointer, params = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
-    for name, count in (("cnnzoo_conv2d_forward", 4), ("cnnzoo_conv2d_input_grad", 3),
-                        ("cnnzoo_conv2d_weight_grad", 3), ("cnnzoo_max_pool2d_forward", 3),
-                        ("cnnzoo_max_pool2d_backward", 3), ("cnnzoo_avg_pool2d_forward", 2),
-                        ("cnnzoo_avg_pool2d_backward", 2), ("cnnzoo_adaptive_avg_pool2d_forward", 2),
-                        ("cnnzoo_adaptive_avg_pool2d_backward", 2)):
+    for name, (tensors, geometry) in KERNELS.items():
         fn = getattr(lib, name)
-        fn.argtypes, fn.restype = [pointer] * count + [params, ctypes.c_int], None
+        fn.argtypes, fn.restype = [ctypes.c_void_p] * tensors + [ctypes.POINTER(geometry), ctypes.c_int], None
     lib.cnnzoo_fma_loop.argtypes, lib.cnnzoo_fma_loop.restype = [ctypes.c_int64, ctypes.c_int], ctypes.c_int64
     return lib
 
@@ -219,28 +219,63 @@ def fma_peak(threads: int, seconds: float = 0.5) -> float:
 # --- calling the kernels ------------------------------------------------------------------------
 
 
-def _ptr(t: torch.Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
+class Strides(ctypes.Structure):
+    """``cnnzoo::Strides`` (csrc/cnnzoo.h): a 4-D tensor's strides, in elements."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in ("n", "c", "h", "w")]
 
 
-def _params(*values) -> ctypes.Array:
-    return (ctypes.c_int64 * len(values))(*values)
+class ConvGeometry(ctypes.Structure):
+    """``cnnzoo::ConvGeometry`` (csrc/cnnzoo.h): a convolution, with each tensor's strides under the role
+    of the tensor it has the shape of (a gradient under its tensor's), and the bias's stride."""
+
+    _fields_ = [*((name, ctypes.c_int64) for name in ("N", "C", "H", "W", "O", "OH", "OW", "KH", "KW", "SH", "SW",
+                                                     "PT", "PL", "DH", "DW", "G")),
+                ("input", Strides), ("weight", Strides), ("output", Strides), ("bias", ctypes.c_int64)]
 
 
-def _conv_params(input_shape, weight_shape, out_hw, stride, padding, dilation, groups, *tensors) -> ctypes.Array:
+class PoolGeometry(ctypes.Structure):
+    """``cnnzoo::PoolGeometry`` (csrc/cnnzoo.h): a pooling of contiguous planes."""
+
+    _fields_ = [*((name, ctypes.c_int64) for name in ("planes", "H", "W", "OH", "OW", "kH", "kW", "sH", "sW",
+                                                     "padH", "padW", "dilH", "dilW", "divisor_override")),
+                ("count_include_pad", ctypes.c_bool)]
+
+
+# Each kernel's tensor arguments (their data pointers, first) and geometry.
+KERNELS = {"cnnzoo_conv2d_forward": (4, ConvGeometry), "cnnzoo_conv2d_input_grad": (3, ConvGeometry),
+           "cnnzoo_conv2d_weight_grad": (3, ConvGeometry), "cnnzoo_max_pool2d_forward": (3, PoolGeometry),
+           "cnnzoo_max_pool2d_backward": (3, PoolGeometry), "cnnzoo_avg_pool2d_forward": (2, PoolGeometry),
+           "cnnzoo_avg_pool2d_backward": (2, PoolGeometry), "cnnzoo_adaptive_avg_pool2d_forward": (2, PoolGeometry),
+           "cnnzoo_adaptive_avg_pool2d_backward": (2, PoolGeometry)}
+
+
+def _launch(kernel: str, geometry: ctypes.Structure, *tensors: torch.Tensor | None) -> None:
+    """Runs ``kernel`` on the tensors' data (None: a null pointer) and ``geometry`` with torch's thread
+    count. The library is the one loaded by the :func:`applies` that chose the kernels, else
+    :func:`library`'s (a KernelsError where the reference must serve)."""
+    lib = _library if _library is not None else library()
+    if lib is None:
+        raise KernelsError(f"{kernel}: the compiled kernels are not in use (CNNZOO_KERNELS={mode()})")
+    getattr(lib, kernel)(*[None if t is None else t.data_ptr() for t in tensors], geometry, torch.get_num_threads())
+
+
+def _conv_geometry(input_shape, weight_shape, out_hw, stride, padding, dilation, groups: int, input: torch.Tensor,
+                   weight: torch.Tensor, output: torch.Tensor, bias: torch.Tensor | None = None) -> ConvGeometry:
+    """A convolution of ``input_shape`` by ``weight_shape`` into ``out_hw``; ``input``, ``weight`` and
+    ``output`` are the tensors of those shapes in the call (a gradient in its tensor's place)."""
     n, c, h, w = input_shape
     o, _, kh, kw = weight_shape
-    strides = [s for t in tensors for s in t.stride()]
-    return _params(n, c, h, w, o, *out_hw, kh, kw, *stride, padding[0], padding[2], *dilation, groups, *strides)
+    return ConvGeometry(n, c, h, w, o, *out_hw, kh, kw, *stride, padding[0], padding[2], *dilation, groups,
+                        input.stride(), weight.stride(), output.stride(), 0 if bias is None else bias.stride(0))
 
 
 def conv2d_forward(x, weight, bias, stride, padding, dilation, groups: int, channels_last: bool) -> torch.Tensor:
     """``conv.conv2d_forward``, into an output in the given memory format."""
     out_hw = output_plane(x.shape[2:], weight.shape[2:], stride, padding, dilation)
     out = empty(x, (x.shape[0], weight.shape[0], *out_hw), channels_last)
-    p = _conv_params(x.shape, weight.shape, out_hw, stride, padding, dilation, groups, x, weight, out)
-    _library.cnnzoo_conv2d_forward(x.data_ptr(), weight.data_ptr(), _ptr(bias), out.data_ptr(), p,
-                                   torch.get_num_threads())
+    geometry = _conv_geometry(x.shape, weight.shape, out_hw, stride, padding, dilation, groups, x, weight, out, bias)
+    _launch("cnnzoo_conv2d_forward", geometry, x, weight, bias, out)
     return out
 
 
@@ -248,10 +283,9 @@ def conv2d_input_grad(grad_out, weight, input_shape, stride, padding, dilation, 
                       channels_last: bool) -> torch.Tensor:
     """``conv.conv2d_input_grad``, into a gradient in the given memory format."""
     grad = empty(grad_out, input_shape, channels_last)
-    p = _conv_params(input_shape, weight.shape, grad_out.shape[2:], stride, padding, dilation, groups, grad_out,
-                     weight, grad)
-    _library.cnnzoo_conv2d_input_grad(grad_out.data_ptr(), weight.data_ptr(), grad.data_ptr(), p,
-                                      torch.get_num_threads())
+    geometry = _conv_geometry(input_shape, weight.shape, grad_out.shape[2:], stride, padding, dilation, groups, grad,
+                              weight, grad_out)
+    _launch("cnnzoo_conv2d_input_grad", geometry, grad_out, weight, grad)
     return grad
 
 
@@ -259,15 +293,17 @@ def conv2d_weight_grad(x, grad_out, weight_shape, stride, padding, dilation, gro
                        channels_last: bool) -> torch.Tensor:
     """``conv.conv2d_weight_grad``, into a gradient in the given memory format."""
     grad = empty(x, weight_shape, channels_last)
-    p = _conv_params(x.shape, weight_shape, grad_out.shape[2:], stride, padding, dilation, groups, x, grad_out, grad)
-    _library.cnnzoo_conv2d_weight_grad(x.data_ptr(), grad_out.data_ptr(), grad.data_ptr(), p,
-                                       torch.get_num_threads())
+    geometry = _conv_geometry(x.shape, weight_shape, grad_out.shape[2:], stride, padding, dilation, groups, x, grad,
+                              grad_out)
+    _launch("cnnzoo_conv2d_weight_grad", geometry, x, grad_out, grad)
     return grad
 
 
-def _pool_params(input_shape, out_hw, *rest) -> ctypes.Array:
+def _pool_geometry(input_shape, out_hw, kernel=(0, 0), stride=(0, 0), padding=(0, 0), dilation=(1, 1),
+                   count_include_pad: bool = False, divisor_override: int | None = None) -> PoolGeometry:
     n, c, h, w = input_shape
-    return _params(n * c, h, w, *out_hw, *rest)
+    return PoolGeometry(n * c, h, w, *out_hw, *kernel, *stride, *padding, *dilation, divisor_override or 0,
+                        count_include_pad)
 
 
 def max_pool2d_forward(x, kernel, stride, padding, dilation, out) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,9 +311,8 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, out) -> tuple[torch
     x = x.contiguous()
     values = empty(x, (*x.shape[:2], *out), False)
     indices = empty(x, (*x.shape[:2], *out), False, torch.int64)
-    p = _pool_params(x.shape, out, *kernel, *stride, *padding, *dilation)
-    _library.cnnzoo_max_pool2d_forward(x.data_ptr(), values.data_ptr(), indices.data_ptr(), p,
-                                       torch.get_num_threads())
+    _launch("cnnzoo_max_pool2d_forward", _pool_geometry(x.shape, out, kernel, stride, padding, dilation), x, values,
+            indices)
     return values, indices
 
 
@@ -285,9 +320,7 @@ def max_pool2d_backward(grad_out, indices, input_shape) -> torch.Tensor:
     """``pool.max_pool2d_backward`` (a contiguous result)."""
     grad_out, indices = grad_out.contiguous(), indices.contiguous()
     grad = empty(grad_out, input_shape, False)
-    p = _pool_params(input_shape, grad_out.shape[2:])
-    _library.cnnzoo_max_pool2d_backward(grad_out.data_ptr(), indices.data_ptr(), grad.data_ptr(), p,
-                                        torch.get_num_threads())
+    _launch("cnnzoo_max_pool2d_backward", _pool_geometry(input_shape, grad_out.shape[2:]), grad_out, indices, grad)
     return grad
 
 
@@ -296,8 +329,8 @@ def avg_pool2d_forward(x, kernel, stride, padding, out, count_include_pad: bool,
     """``pool.window_sums`` over ``pool.avg_divisor`` (a contiguous result)."""
     x = x.contiguous()
     result = empty(x, (*x.shape[:2], *out), False)
-    p = _pool_params(x.shape, out, *kernel, *stride, *padding, int(count_include_pad), divisor_override or 0)
-    _library.cnnzoo_avg_pool2d_forward(x.data_ptr(), result.data_ptr(), p, torch.get_num_threads())
+    geometry = _pool_geometry(x.shape, out, kernel, stride, padding, (1, 1), count_include_pad, divisor_override)
+    _launch("cnnzoo_avg_pool2d_forward", geometry, x, result)
     return result
 
 
@@ -306,9 +339,9 @@ def avg_pool2d_backward(grad_out, input_shape, kernel, stride, padding, count_in
     """``pool.window_sums_backward`` of ``grad_out`` over ``pool.avg_divisor`` (a contiguous result)."""
     grad_out = grad_out.contiguous()
     grad = empty(grad_out, input_shape, False)
-    p = _pool_params(input_shape, grad_out.shape[2:], *kernel, *stride, *padding, int(count_include_pad),
-                     divisor_override or 0)
-    _library.cnnzoo_avg_pool2d_backward(grad_out.data_ptr(), grad.data_ptr(), p, torch.get_num_threads())
+    geometry = _pool_geometry(input_shape, grad_out.shape[2:], kernel, stride, padding, (1, 1), count_include_pad,
+                              divisor_override)
+    _launch("cnnzoo_avg_pool2d_backward", geometry, grad_out, grad)
     return grad
 
 
@@ -316,8 +349,7 @@ def adaptive_avg_pool2d_forward(x, out) -> torch.Tensor:
     """``pool.adaptive_avg_pool2d_forward`` (a contiguous result)."""
     x = x.contiguous()
     result = empty(x, (*x.shape[:2], *out), False)
-    _library.cnnzoo_adaptive_avg_pool2d_forward(x.data_ptr(), result.data_ptr(), _pool_params(x.shape, out),
-                                                torch.get_num_threads())
+    _launch("cnnzoo_adaptive_avg_pool2d_forward", _pool_geometry(x.shape, out), x, result)
     return result
 
 
@@ -325,7 +357,5 @@ def adaptive_avg_pool2d_backward(grad_out, input_shape) -> torch.Tensor:
     """``pool.adaptive_avg_pool2d_backward`` (a contiguous result)."""
     grad_out = grad_out.contiguous()
     grad = empty(grad_out, input_shape, False)
-    _library.cnnzoo_adaptive_avg_pool2d_backward(grad_out.data_ptr(), grad.data_ptr(),
-                                                 _pool_params(input_shape, grad_out.shape[2:]),
-                                                 torch.get_num_threads())
+    _launch("cnnzoo_adaptive_avg_pool2d_backward", _pool_geometry(input_shape, grad_out.shape[2:]), grad_out, grad)
     return grad
