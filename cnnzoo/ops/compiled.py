@@ -191,11 +191,14 @@ def _load(path: Path) -> ctypes.CDLL:
     return lib
 
 
+_DTYPES = (torch.float32, torch.int64)
+
+
 def applies(*tensors: torch.Tensor | None) -> bool:
-    """Whether the compiled kernels serve a call on these tensors: float32 on the CPU, not empty, and
-    the kernels wanted and built."""
+    """Whether the compiled kernels serve a call on these tensors: float32 (int64 for max pooling's
+    indices) on the CPU, not empty, and the kernels wanted and built."""
     for t in tensors:
-        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu" or t.numel() == 0):
+        if t is not None and (t.dtype not in _DTYPES or t.device.type != "cpu" or t.numel() == 0):
             return False
     return library() is not None
 
