@@ -105,7 +105,7 @@ def _stacked_weights(op: Operator) -> Callable:
 # --- conv2d -------------------------------------------------------------------------------------
 
 
-@operator(reference_conv.conv2d_forward, saves=("input", "weight"))
+@operator(lambda *args: reference_conv.conv2d_forward(*args), saves=("input", "weight"))
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Sequence[int], padding: Sequence[int],
            dilation: Sequence[int], groups: int) -> Tensor:
     """2-D convolution of a batched input; ``padding`` is ``(top, bottom, left, right)``."""
