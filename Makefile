@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh clone (Python >= 3.10 and pip are all they need):
 #   make run    the main job: train LeNet-5 on the offline digits with the default config
-#   make test   the whole test suite (what .ci/run runs), then `make sanitize`
+#   make test   `make lint`, the whole test suite (what .ci/run runs), then `make sanitize`
 # Both create .venv on first use. torch/torchvision are pinned to the versions tested here; override
 # with `make TORCH_SPEC="torch torchvision" test` to let pip choose.
 
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.cnnzoo-installed
 
 RUN_DIR ?= runs/lenet5_digits-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: run validate test sanitize lint bench clean-venv
+.PHONY: run validate test sanitize lint format bench clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,7 @@ validate: $(STAMP)
 	$(PY) scripts/validate_ops.py
 
 test: $(STAMP)
+	@$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q
 	@$(MAKE) --no-print-directory sanitize
 
@@ -41,8 +42,17 @@ sanitize: $(STAMP)
 	LD_PRELOAD="$$($$cxx -print-file-name=libasan.so) $$($$cxx -print-file-name=libstdc++.so.6)" $(PY) -m pytest -q -p no:cacheprovider -k fuzz \
 	tests/test_ops_compiled.py
 
+# ruff for the Python, clang-format (the .clang-format file) for the C++; `make format` applies both.
+CXX_SOURCES := $(wildcard cnnzoo/csrc/*.cpp cnnzoo/csrc/*.h)
+
 lint: $(STAMP)
 	$(PY) -m ruff check cnnzoo tests scripts
+	$(PY) -m ruff format --check cnnzoo tests scripts
+	$(VENV)/bin/clang-format --dry-run -Werror $(CXX_SOURCES)
+
+format: $(STAMP)
+	$(PY) -m ruff format cnnzoo tests scripts
+	$(VENV)/bin/clang-format -i $(CXX_SOURCES)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_ops.py

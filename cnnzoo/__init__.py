@@ -7,5 +7,14 @@ from .nn import convert
 from .onnx import export_onnx
 
 __version__ = "0.1.0"
-__all__ = ["nn", "ops", "create_model", "list_models", "register_model", "count_parameters", "convert",
-           "export_onnx", "__version__"]
+__all__ = [
+    "nn",
+    "ops",
+    "create_model",
+    "list_models",
+    "register_model",
+    "count_parameters",
+    "convert",
+    "export_onnx",
+    "__version__",
+]

@@ -21,8 +21,14 @@ def build_model(cfg: Config, pretrained: bool = True) -> tuple[nn.Module, int]:
     channels, classes, native = dataset_shape(cfg.data)
     weights = cfg.model.weights if pretrained else None
     try:
-        model = create_model(cfg.model.name, num_classes=classes, in_channels=channels, backend=cfg.model.backend,
-                             weights=weights, **cfg.model.kwargs)
+        model = create_model(
+            cfg.model.name,
+            num_classes=classes,
+            in_channels=channels,
+            backend=cfg.model.backend,
+            weights=weights,
+            **cfg.model.kwargs,
+        )
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit {cfg.model.name}: {e}") from None
     return model, input_size(cfg, native, model)
@@ -34,7 +40,9 @@ def input_size(cfg: Config, native: int, model: nn.Module) -> int:
     take the size asked for."""
     size = cfg.data.image_size or fit_input_size(native, model)
     if fit_input_size(size, model) != size:
-        raise ConfigError(f"data.image_size={size} does not fit {cfg.model.name}, which takes "
-                          f"{model.min_size}x{model.min_size} to "
-                          + (f"{model.max_size}x{model.max_size}" if model.max_size else "any larger size"))
+        raise ConfigError(
+            f"data.image_size={size} does not fit {cfg.model.name}, which takes "
+            f"{model.min_size}x{model.min_size} to "
+            + (f"{model.max_size}x{model.max_size}" if model.max_size else "any larger size")
+        )
     return size

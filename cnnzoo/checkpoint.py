@@ -91,8 +91,9 @@ def write_atomic(path: str | Path, write) -> None:
             except OSError:
                 pass
         if isinstance(e, OSError):
-            raise CheckpointError(f"could not write {str(path)!r}: {e.strerror or e}; the previous file is kept") \
-                from None
+            raise CheckpointError(
+                f"could not write {str(path)!r}: {e.strerror or e}; the previous file is kept"
+            ) from None
         raise
     _fsync_dir(path.parent)
 
@@ -134,12 +135,16 @@ def read(path: str | Path, kind: str = "checkpoint") -> Any:
         lines = str(e).strip().splitlines()
         detail = next((line.strip() for line in lines if "Unsupported global" in line), None)
         if detail:
-            raise CheckpointError(f"refusing to load {str(path)!r}: it holds pickled objects other than tensors "
-                                  f"and plain containers, which could run code ({detail.split('. ')[0]})") from None
+            raise CheckpointError(
+                f"refusing to load {str(path)!r}: it holds pickled objects other than tensors "
+                f"and plain containers, which could run code ({detail.split('. ')[0]})"
+            ) from None
         raise CheckpointError(f"{str(path)!r} is not a readable {kind} ({lines[0] if lines else e})") from None
     except Exception as e:  # noqa: BLE001 (arbitrary bytes make the unpickler fail in arbitrary ways)
-        raise CheckpointError(f"{str(path)!r} is not a readable {kind} ({type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else 'empty'})") from None
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable {kind} ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else 'empty'})"
+        ) from None
 
 
 def is_checkpoint(state: Any) -> bool:
@@ -175,8 +180,7 @@ def rng_state() -> dict[str, Any]:
     state = {
         "torch": torch.get_rng_state(),
         "python": [version, list(keys), gauss],
-        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss),
-                  float(np_gauss)],
+        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)],
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -206,16 +210,22 @@ def set_rng_state(states: list[dict[str, Any]], rank: int, world: int) -> bool:
 
 def check_model_keys(model_state: dict[str, torch.Tensor], saved: dict[str, Any], what: str) -> None:
     """Raise a CheckpointError listing the keys of ``saved`` that do not fit ``model_state``."""
+
     def some(keys: list[str]) -> str:
         return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
 
     missing = [k for k in model_state if k not in saved]
     unexpected = [k for k in saved if k not in model_state]
-    shapes = [f"{k} {list(saved[k].shape)} vs {list(v.shape)}" for k, v in model_state.items()
-              if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != v.shape]
-    problems = [f"missing keys: {some(missing)}" if missing else "",
-                f"unexpected keys: {some(unexpected)}" if unexpected else "",
-                f"shape mismatch (checkpoint vs model): {some(shapes)}" if shapes else ""]
+    shapes = [
+        f"{k} {list(saved[k].shape)} vs {list(v.shape)}"
+        for k, v in model_state.items()
+        if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != v.shape
+    ]
+    problems = [
+        f"missing keys: {some(missing)}" if missing else "",
+        f"unexpected keys: {some(unexpected)}" if unexpected else "",
+        f"shape mismatch (checkpoint vs model): {some(shapes)}" if shapes else "",
+    ]
     problems = [p for p in problems if p]
     if problems:
         raise CheckpointError(f"{what} does not fit the model: {'; '.join(problems)}")

@@ -27,9 +27,16 @@ class ConfigError(UserError):
     """A config file, a ``--set`` override or a value that does not fit the schema."""
 
 
-def _rule(default: Any = dataclasses.MISSING, *, low: float | None = None, high: float | None = None,
-          open_low: bool = False, open_high: bool = False, choices: tuple | None = None,
-          factory: Any = dataclasses.MISSING) -> Any:
+def _rule(
+    default: Any = dataclasses.MISSING,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    open_low: bool = False,
+    open_high: bool = False,
+    choices: tuple | None = None,
+    factory: Any = dataclasses.MISSING,
+) -> Any:
     """A field with an allowed range ``[low, high]`` (``open_*`` excludes that end), or allowed values
     ``choices`` kept elsewhere (checked as the ``Literal`` of them)."""
     meta = {"low": low, "high": high, "open_low": open_low, "open_high": open_high, "choices": choices}
@@ -115,8 +122,14 @@ def _type_name(tp: Any) -> str:
         return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
     if isinstance(tp, types.UnionType):
         return " or ".join(_type_name(t) for t in typing.get_args(tp))
-    return {int: "an int", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
-            type(None): "null"}[tp]
+    return {
+        int: "an int",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        dict: "a mapping",
+        type(None): "null",
+    }[tp]
 
 
 def _check_value(key: str, value: Any, tp: Any, meta: typing.Mapping) -> Any:
@@ -202,7 +215,7 @@ def apply_override(raw: dict, path: list[str], value: Any) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a section")
+            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
         node = child
     node[path[-1]] = value
 
@@ -269,8 +282,9 @@ def _check_consistency(cfg: Config) -> None:
             where = {"backend": "model.backend", "weights": "model.weights"}.get(key, "the dataset")
             raise ConfigError(f"model.kwargs.{key} is not allowed: it is set from {where}")
     if cfg.sched.warmup_epochs and cfg.sched.warmup_epochs >= cfg.train.epochs:
-        raise ConfigError(f"sched.warmup_epochs ({cfg.sched.warmup_epochs}) must be less than train.epochs "
-                          f"({cfg.train.epochs})")
+        raise ConfigError(
+            f"sched.warmup_epochs ({cfg.sched.warmup_epochs}) must be less than train.epochs ({cfg.train.epochs})"
+        )
     if cfg.optim.nesterov and (cfg.optim.name != "sgd" or cfg.optim.momentum == 0):
         raise ConfigError("optim.nesterov needs optim.name=sgd and optim.momentum > 0")
     if cfg.train.device == "cpu":

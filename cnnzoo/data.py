@@ -108,14 +108,17 @@ def _digits(cfg: DataConfig) -> tuple[Dataset, Dataset]:
 
 def _missing(name: str, where: Path, files: list[str], exc: Exception | None = None) -> DataError:
     why = f" ({exc})" if exc else ""
-    return DataError(f"{name}: dataset files not found under {str(where)!r}{why}; expected "
-                     f"{', '.join(files)}. Set data.download=true to fetch them, or copy them there "
-                     f"(data.root={str(where.parent if name != 'imagefolder' else where)!r})")
+    return DataError(
+        f"{name}: dataset files not found under {str(where)!r}{why}; expected "
+        f"{', '.join(files)}. Set data.download=true to fetch them, or copy them there "
+        f"(data.root={str(where.parent if name != 'imagefolder' else where)!r})"
+    )
 
 
 def _mnist(cfg: DataConfig, fashion: bool) -> tuple[Dataset, Dataset]:
-    cls, name = (torchvision.datasets.FashionMNIST, "fashion_mnist") if fashion else (torchvision.datasets.MNIST,
-                                                                                      "mnist")
+    cls, name = (
+        (torchvision.datasets.FashionMNIST, "fashion_mnist") if fashion else (torchvision.datasets.MNIST, "mnist")
+    )
     folder = Path(cfg.root) / cls.__name__ / "raw"
     files = [f"{s}-{k}" for s in ("train", "t10k") for k in ("images-idx3-ubyte", "labels-idx1-ubyte")]
     try:
@@ -133,9 +136,15 @@ def _mnist(cfg: DataConfig, fashion: bool) -> tuple[Dataset, Dataset]:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles the CIFAR batches: dicts, lists, bytes and numpy arrays, and nothing that runs code."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -157,8 +166,7 @@ def read_cifar_batch(path: Path, label_key: str) -> tuple[torch.Tensor, torch.Te
 
 def _cifar(cfg: DataConfig, classes: int) -> tuple[Dataset, Dataset]:
     if classes == 10:
-        folder, parts, key = "cifar-10-batches-py", ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]), \
-            "labels"
+        folder, parts, key = "cifar-10-batches-py", ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]), "labels"
     else:
         folder, parts, key = "cifar-100-python", (["train"], ["test"]), "fine_labels"
     where = Path(cfg.root) / folder
@@ -200,15 +208,19 @@ def _imagefolder(cfg: DataConfig) -> tuple[Dataset, Dataset]:
             raise _missing("imagefolder", root / split, ["one folder of images per class"], e) from None
     train, val = splits
     if train.classes != val.classes:
-        raise DataError(f"imagefolder: train and val class folders differ under {str(root)!r}: "
-                        f"{sorted(set(train.classes) ^ set(val.classes))}")
+        raise DataError(
+            f"imagefolder: train and val class folders differ under {str(root)!r}: "
+            f"{sorted(set(train.classes) ^ set(val.classes))}"
+        )
     return train, val
 
 
 def _fake(cfg: DataConfig) -> tuple[Dataset, Dataset]:
     size = fake_size(cfg)
-    train, val = (torchvision.datasets.FakeData(n, (3, size, size), 10, random_offset=offset)
-                  for n, offset in ((FAKE_SIZES[0], 0), (FAKE_SIZES[1], FAKE_SIZES[0])))
+    train, val = (
+        torchvision.datasets.FakeData(n, (3, size, size), 10, random_offset=offset)
+        for n, offset in ((FAKE_SIZES[0], 0), (FAKE_SIZES[1], FAKE_SIZES[0]))
+    )
     return train, val
 
 
@@ -261,8 +273,15 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(1, 10, 8, None, None, False, _digits, _digit_names),
     "mnist": DatasetInfo(1, 10, 28, *MNIST_STATS, False, lambda c: _mnist(c, False), _digit_names),
-    "fashion_mnist": DatasetInfo(1, 10, 28, *FASHION_STATS, True, lambda c: _mnist(c, True),
-                                 lambda c: list(torchvision.datasets.FashionMNIST.classes)),
+    "fashion_mnist": DatasetInfo(
+        1,
+        10,
+        28,
+        *FASHION_STATS,
+        True,
+        lambda c: _mnist(c, True),
+        lambda c: list(torchvision.datasets.FashionMNIST.classes),
+    ),
     "cifar10": DatasetInfo(3, 10, 32, *CIFAR10_STATS, True, lambda c: _cifar(c, 10), lambda c: list(CIFAR10_CLASSES)),
     "cifar100": DatasetInfo(3, 100, 32, *CIFAR100_STATS, True, lambda c: _cifar(c, 100), _cifar100_names),
     "imagefolder": DatasetInfo(3, None, 224, *IMAGENET_STATS, True, _imagefolder, _folder_names, imagenet_crops=True),
@@ -285,11 +304,13 @@ def open_dataset(cfg: DataConfig) -> DataSource:
     """The dataset named by ``cfg.name``, limited to ``cfg.limit_train`` / ``cfg.limit_val`` images."""
     info = DATASETS[cfg.name]
     train, val = info.read(cfg)
-    mean, std = (info.mean, info.std) if info.mean is not None else ((train.images.mean().item(),),
-                                                                     (train.images.std().item(),))
+    mean, std = (
+        (info.mean, info.std)
+        if info.mean is not None
+        else ((train.images.mean().item(),), (train.images.std().item(),))
+    )
     classes = info.classes if info.classes is not None else len(train.classes)
-    source = DataSource(cfg.name, train, val, classes, info.channels, info.size or fake_size(cfg), mean, std,
-                        info.flip)
+    source = DataSource(cfg.name, train, val, classes, info.channels, info.size or fake_size(cfg), mean, std, info.flip)
     if cfg.limit_train:
         source.train = Subset(source.train, range(min(cfg.limit_train, len(source.train))))
     if cfg.limit_val:
@@ -371,8 +392,9 @@ class EpochSampler(DistributedSampler):
         return itertools.islice(super().__iter__(), self.start, None)
 
 
-def make_loaders(source: DataSource, cfg: DataConfig, size: int, seed: int, rank: int = 0, world: int = 1,
-                 pin_memory: bool = False) -> tuple[DataLoader, DataLoader]:
+def make_loaders(
+    source: DataSource, cfg: DataConfig, size: int, seed: int, rank: int = 0, world: int = 1, pin_memory: bool = False
+) -> tuple[DataLoader, DataLoader]:
     """Training and validation loaders for this process.
 
     Training batches come from a DistributedSampler (also with one process): each epoch's shuffle is

@@ -68,16 +68,18 @@ def join_group(backend: str) -> None:
         dist.init_process_group(backend)
         return
     store, rank, world = next(dist.rendezvous("env://"))
-    dist.init_process_group(backend, store=dist.PrefixStore(f"cnnzoo/attempt_{attempt}", store), rank=rank,
-                            world_size=world)
+    dist.init_process_group(
+        backend, store=dist.PrefixStore(f"cnnzoo/attempt_{attempt}", store), rank=rank, world_size=world
+    )
 
 
 def wrap_model(model: nn.Module, procs: Processes) -> nn.Module:
     """``model`` in DistributedDataParallel with more than one process, else itself."""
     if procs.world == 1:
         return model
-    return nn.parallel.DistributedDataParallel(model, device_ids=[procs.device] if procs.device.type == "cuda"
-                                               else None)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[procs.device] if procs.device.type == "cuda" else None
+    )
 
 
 class PeerError(UserError):
@@ -99,8 +101,11 @@ def together(procs: Processes, step):
             messages: list = [None] * procs.world
             dist.all_gather_object(messages, None if error is None else str(error))
             distinct = list(dict.fromkeys(m for m in messages if m is not None))
-            text = distinct[0] if len(distinct) == 1 else "; ".join(
-                f"rank {r}: {m}" for r, m in enumerate(messages) if m is not None)
+            text = (
+                distinct[0]
+                if len(distinct) == 1
+                else "; ".join(f"rank {r}: {m}" for r, m in enumerate(messages) if m is not None)
+            )
             raise PeerError(text)
     if error is not None:
         raise error

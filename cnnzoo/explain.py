@@ -62,8 +62,13 @@ FIRST_PAGE_SIDE = 48  # the largest side of a first-page heatmap
 TEMPLATE = Path(__file__).with_name("explain_page.html")
 
 # the layers the page shows as rows, and the kind the page calls each
-ROW_KINDS = ((nn.Conv2d, "conv"), (nn.MaxPool2d, "maxpool"), (nn.AvgPool2d, "avgpool"),
-             (nn.AdaptiveAvgPool2d, "adaptive"), (nn.Linear, "linear"))
+ROW_KINDS = (
+    (nn.Conv2d, "conv"),
+    (nn.MaxPool2d, "maxpool"),
+    (nn.AvgPool2d, "avgpool"),
+    (nn.AdaptiveAvgPool2d, "adaptive"),
+    (nn.Linear, "linear"),
+)
 ROW_TYPES = tuple(t for t, _ in ROW_KINDS)
 CLICKABLE = ("conv", "maxpool", "avgpool", "adaptive")  # the kinds whose units the page computes
 POST_TYPES = (nn.BatchNorm2d, nn.ReLU, nn.Tanh, nn.Sigmoid, ScaledTanh)  # folded into the convolution before them
@@ -90,22 +95,33 @@ class Subject:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m cnnzoo.explain",
-                                description="Write a self-contained HTML page that explains a model's computation "
-                                            "for one image.")
+    p = argparse.ArgumentParser(
+        prog="python -m cnnzoo.explain",
+        description="Write a self-contained HTML page that explains a model's computation for one image.",
+    )
     p.add_argument("--resume", metavar="CKPT", help="a checkpoint of python -m cnnzoo.train (best.pt or last.pt)")
     p.add_argument("--model", help="a zoo model name (with --resume: checked against the checkpoint's model)")
-    p.add_argument("--weights", help="with --model: torchvision weights (DEFAULT, IMAGENET1K_V1, ...) or a "
-                                     "state_dict/checkpoint path; without it the model is freshly initialised")
+    p.add_argument(
+        "--weights",
+        help="with --model: torchvision weights (DEFAULT, IMAGENET1K_V1, ...) or a "
+        "state_dict/checkpoint path; without it the model is freshly initialised",
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--image", metavar="PATH", help="an image file to explain")
-    source.add_argument("--index", type=int, metavar="N",
-                        help="the N-th image of the validation split (the run's dataset; the digits for --model); "
-                             "the default is 0")
-    p.add_argument("--output", metavar="FILE.html", help="where to write the page (default: explain-NAME.html "
-                                                         "beside the checkpoint, or in the current directory)")
-    p.add_argument("--channels", type=int, default=8, metavar="N",
-                   help="feature maps per page of each layer (default 8)")
+    source.add_argument(
+        "--index",
+        type=int,
+        metavar="N",
+        help="the N-th image of the validation split (the run's dataset; the digits for --model); the default is 0",
+    )
+    p.add_argument(
+        "--output",
+        metavar="FILE.html",
+        help="where to write the page (default: explain-NAME.html beside the checkpoint, or in the current directory)",
+    )
+    p.add_argument(
+        "--channels", type=int, default=8, metavar="N", help="feature maps per page of each layer (default 8)"
+    )
     p.add_argument("--seed", type=int, default=0, help="the seed of a freshly initialised --model (default 0)")
     return p.parse_args(argv)
 
@@ -118,8 +134,17 @@ def load_subject(args: argparse.Namespace) -> Subject:
         if args.model and args.model != cfg.model.name:
             raise UserError(f"checkpoint {args.resume!r} is of model {cfg.model.name!r}, not {args.model!r}")
         names = class_names(cfg.data, _classes(model))
-        return Subject(model, cfg.model.name, size, cfg.data, cfg.data, names, True,
-                       Path(args.resume).resolve().parent, f"checkpoint {args.resume}")
+        return Subject(
+            model,
+            cfg.model.name,
+            size,
+            cfg.data,
+            cfg.data,
+            names,
+            True,
+            Path(args.resume).resolve().parent,
+            f"checkpoint {args.resume}",
+        )
     if not args.model:
         raise UserError("give --resume CKPT (a trained run) or --model NAME (a zoo model)")
     try:
@@ -134,8 +159,9 @@ def load_subject(args: argparse.Namespace) -> Subject:
     cfg = build_config({"model": {"name": args.model}, "data": {"name": dataset}})
     digits = build_config({"model": {"name": args.model}, "data": {"name": "digits"}})
     names = _torchvision_categories(info, args.weights) or [f"class {i}" for i in range(_classes(model))]
-    what = f"{args.model}, " + (f"weights {args.weights}" if args.weights else
-                                f"freshly initialised (seed {args.seed})")
+    what = f"{args.model}, " + (
+        f"weights {args.weights}" if args.weights else f"freshly initialised (seed {args.seed})"
+    )
     return Subject(model, args.model, size, cfg.data, digits.data, names, False, None, what)
 
 
@@ -167,15 +193,21 @@ def load_input(subject: Subject, args: argparse.Namespace) -> Input:
     index = 0 if args.index is None else args.index
     source = open_dataset(subject.index_cfg)
     if not 0 <= index < len(source.val):
-        raise UserError(f"--index {index} is out of range: the validation split of {source.name} has "
-                        f"{len(source.val)} images (0 to {len(source.val) - 1})")
+        raise UserError(
+            f"--index {index} is out of range: the validation split of {source.name} has "
+            f"{len(source.val)} images (0 to {len(source.val) - 1})"
+        )
     set_transform(source.val, transforms(source, subject.size, augment=False, train=False))
     x, label = source.val[index]
     if x.shape[0] != channels:  # a grey image shown to a colour model: the same image in every channel
         x = x.expand(channels, -1, -1)
     names = subject.class_names if subject.own_data else class_names(subject.index_cfg, source.num_classes)
-    return Input(x.unsqueeze(0).contiguous(), subject.index_cfg, f"{source.name} validation image {index}",
-                 names[int(label)] if int(label) < len(names) else None)
+    return Input(
+        x.unsqueeze(0).contiguous(),
+        subject.index_cfg,
+        f"{source.name} validation image {index}",
+        names[int(label)] if int(label) < len(names) else None,
+    )
 
 
 def display_image(x: torch.Tensor, data_cfg) -> torch.Tensor:
@@ -276,8 +308,9 @@ def trace(model: nn.Module, x: torch.Tensor) -> Trace:
         with torch.no_grad():
             logits = model(x)
     except (ValueError, RuntimeError) as e:
-        raise UserError(f"{type(model).__name__} cannot take this input of size {list(x.shape[1:])}: "
-                        f"{str(e).splitlines()[0]}") from None
+        raise UserError(
+            f"{type(model).__name__} cannot take this input of size {list(x.shape[1:])}: {str(e).splitlines()[0]}"
+        ) from None
     finally:
         for h in handles:
             h.remove()
@@ -288,7 +321,7 @@ def post_ops(event: Event, calls: list[Event]) -> list[Event]:
     """The batch norms and activations applied to a layer's output right after it (followed by tensor:
     each takes the previous one's output), in order."""
     chain, current = [], event.out
-    for e in calls[event.done + 1:]:
+    for e in calls[event.done + 1 :]:
         if any(True for _ in e.module.children()):
             continue  # a container finishing
         if e.inp is not current or not isinstance(e.module, POST_TYPES):
@@ -439,11 +472,19 @@ def geometry(layer: Layer) -> Geometry:
     else:
         k, s = _pair(m.kernel_size), _pair(m.stride or m.kernel_size)
         d, p = _pair(getattr(m, "dilation", 1)), list(report.padding_before(m))
-    return Geometry(list(inp.shape), k, s, d, p, getattr(m, "groups", 1),
-                    "" if adaptive else _padding_name(k, s, d, p, n_in, n_out),
-                    bool(getattr(m, "ceil_mode", False)), getattr(m, "divisor_override", None),
-                    bool(getattr(m, "count_include_pad", True)),
-                    [_windows(n_in[a], n_out[a], k[a], s[a], d[a], p[a], adaptive) for a in (0, 1)])
+    return Geometry(
+        list(inp.shape),
+        k,
+        s,
+        d,
+        p,
+        getattr(m, "groups", 1),
+        "" if adaptive else _padding_name(k, s, d, p, n_in, n_out),
+        bool(getattr(m, "ceil_mode", False)),
+        getattr(m, "divisor_override", None),
+        bool(getattr(m, "count_include_pad", True)),
+        [_windows(n_in[a], n_out[a], k[a], s[a], d[a], p[a], adaptive) for a in (0, 1)],
+    )
 
 
 @dataclass(frozen=True)
@@ -485,8 +526,7 @@ def choose_tile(layer: Layer, g: Geometry, budget: int, per_page: int) -> Tile:
     cy, cx = divmod(int(layer.display[channels[0]].argmax()), w)
     ty0, tx0 = max(0, min(h - th, cy - th // 2)), max(0, min(w - tw, cx - tw // 2))
     crop = [*_crop(g, 0, ty0, ty0 + th), *_crop(g, 1, tx0, tx0 + tw)]
-    return Tile(channels, [ty0, ty0 + th, tx0, tx0 + tw], crop, cost(n, th, tw),
-                n == c_out and th == h and tw == w)
+    return Tile(channels, [ty0, ty0 + th, tx0, tx0 + tw], crop, cost(n, th, tw), n == c_out and th == h and tw == w)
 
 
 @dataclass
@@ -523,8 +563,9 @@ def post_op(event: Event, channels: list[int]) -> PostOp:
         def pick(t: torch.Tensor | None, default: float) -> list[float]:
             return (t[idx] if t is not None else torch.full((len(channels),), default)).double().tolist()
 
-        return BatchNormOp(pick(m.running_mean, 0.0), pick(m.running_var, 1.0), m.eps, pick(m.weight, 1.0),
-                           pick(m.bias, 0.0))
+        return BatchNormOp(
+            pick(m.running_mean, 0.0), pick(m.running_var, 1.0), m.eps, pick(m.weight, 1.0), pick(m.bias, 0.0)
+        )
     if isinstance(m, ScaledTanh):
         return ScaledTanhOp(m.amplitude, m.slope)
     return ActivationOp(type(m).__name__.lower())
@@ -550,10 +591,18 @@ def exact_part(layer: Layer, tile: Tile) -> ExactPart:
     (ty0, ty1, tx0, tx1), (y0, y1, x0, x1) = tile.tile, tile.crop
     inp, m = event.inp_value[0], event.module
     window = inp[:, y0:y1, x0:x1] if conv else inp[idx, y0:y1, x0:x1]
-    return ExactPart(tile.channels, tile.tile, tile.crop, _b64(window), _b64(event.out_value[0][idx, ty0:ty1, tx0:tx1]),
-                     _b64(layer.display[idx, ty0:ty1, tx0:tx1]), [post_op(e, tile.channels) for e in layer.post],
-                     tile.full, _b64(m.weight[idx]) if conv else None,
-                     m.bias[idx].double().tolist() if conv and m.bias is not None else None)
+    return ExactPart(
+        tile.channels,
+        tile.tile,
+        tile.crop,
+        _b64(window),
+        _b64(event.out_value[0][idx, ty0:ty1, tx0:tx1]),
+        _b64(layer.display[idx, ty0:ty1, tx0:tx1]),
+        [post_op(e, tile.channels) for e in layer.post],
+        tile.full,
+        _b64(m.weight[idx]) if conv else None,
+        m.bias[idx].double().tolist() if conv and m.bias is not None else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -621,8 +670,11 @@ def heatmaps(layers: list[Layer], per_page: int) -> Heatmaps:
     pages = {}
     for layer in maps:
         parts = ((layer.order[:per_page], FIRST_PAGE_SIDE), (layer.order[per_page:], side))
-        pages[layer.name] = [_map_page(layer.display[torch.tensor(channels)], limit, layer.value_range)
-                             for channels, limit in parts if channels]
+        pages[layer.name] = [
+            _map_page(layer.display[torch.tensor(channels)], limit, layer.value_range)
+            for channels, limit in parts
+            if channels
+        ]
     return Heatmaps(pages, side)
 
 
@@ -654,20 +706,34 @@ class LayerData(Record):
     maps: list[MapPage] | None = None
 
 
-def layer_data(layer: Layer, row: report.Layer | None, click: ClickThrough | None,
-               maps: list[MapPage] | None) -> LayerData:
+def layer_data(
+    layer: Layer, row: report.Layer | None, click: ClickThrough | None, maps: list[MapPage] | None
+) -> LayerData:
     """A layer's record: its row of the layer table, the step it computes, its maps."""
     seen = row is not None and row.receptive_field is not None
     lo, hi = layer.value_range or (None, None)
     return LayerData(
-        id=layer.name, name=layer.name, kind=layer.kind, shape=list(layer.display.shape),
-        module=type(layer.event.module).__name__, kernel=row.kernel if row else "", params=row.params if row else 0,
-        macs=row.macs if row else 0, post=[type(e.module).__name__ for e in layer.post],
-        receptive_field=_pair(row.receptive_field) if seen else None, jump=_pair(row.jump) if seen else None,
+        id=layer.name,
+        name=layer.name,
+        kind=layer.kind,
+        shape=list(layer.display.shape),
+        module=type(layer.event.module).__name__,
+        kernel=row.kernel if row else "",
+        params=row.params if row else 0,
+        macs=row.macs if row else 0,
+        post=[type(e.module).__name__ for e in layer.post],
+        receptive_field=_pair(row.receptive_field) if seen else None,
+        jump=_pair(row.jump) if seen else None,
         start=_pair(row.start) if seen else None,
         values=[round(v, 5) for v in layer.display.tolist()[:4096]] if layer.kind == "linear" else None,
-        order=layer.order, lo=lo, hi=hi, geometry=click.geometry if click else None,
-        exact=click.exact if click else None, exact_floats=click.floats if click else None, maps=maps)
+        order=layer.order,
+        lo=lo,
+        hi=hi,
+        geometry=click.geometry if click else None,
+        exact=click.exact if click else None,
+        exact_floats=click.floats if click else None,
+        maps=maps,
+    )
 
 
 @dataclass
@@ -690,8 +756,9 @@ def predictions(logits: torch.Tensor, names: list[str]) -> list[tuple[str, float
     """The five most probable classes, most probable first: (name, probability)."""
     probs = logits.float().softmax(dim=1)[0]
     top = probs.topk(min(5, probs.numel()))
-    return [(names[i] if i < len(names) else f"class {i}", p)
-            for p, i in zip(top.values.tolist(), top.indices.tolist())]
+    return [
+        (names[i] if i < len(names) else f"class {i}", p) for p, i in zip(top.values.tolist(), top.indices.tolist())
+    ]
 
 
 @dataclass
@@ -721,8 +788,9 @@ def first_filters(model: nn.Module) -> Filters | None:
         bound = mean.abs().amax(dim=(1, 2), keepdim=True) + 1e-12
         pixels = ((mean / bound + 1) * 127.5).round()  # 0 .. 255, 127.5 is zero
         mode = "diverging"
-    return Filters(name, w.shape[0], conv.out_channels, list(w.shape[2:]), mode, conv.in_channels,
-                   _b64(pixels, torch.uint8))
+    return Filters(
+        name, w.shape[0], conv.out_channels, list(w.shape[2:]), mode, conv.in_channels, _b64(pixels, torch.uint8)
+    )
 
 
 def curves(run_dir: Path | None) -> list[dict[str, float]] | None:
@@ -745,8 +813,12 @@ class Table(Record):
 
 def layer_table(summary: report.Summary) -> Table:
     rows = summary.layers[1:]
-    return Table(list(report.COLUMNS), [report.layer_cells(r) for r in rows], [r.depth for r in rows],
-                 report.totals_lines(summary))
+    return Table(
+        list(report.COLUMNS),
+        [report.layer_cells(r) for r in rows],
+        [r.depth for r in rows],
+        report.totals_lines(summary),
+    )
 
 
 @dataclass
@@ -787,13 +859,24 @@ def build_page(subject: Subject, image: Input, per_page: int) -> Page:
     clicks = click_throughs(layers, per_page)
     maps = heatmaps(layers, per_page)
     rows = {row.name: row for row in summary.layers}
-    records = {layer.name: layer_data(layer, rows.get(layer.name), clicks.get(layer.name), maps.pages.get(layer.name))
-               for layer in layers}
-    return Page(title=f"{subject.name}: inside the network", model=subject.name, source=subject.source,
-                input=input_image(image), predictions=predictions(run.logits, subject.class_names),
-                structure=nodes, layers=records, per_page=per_page, filters=first_filters(model),
-                curves=curves(subject.run_dir), table=layer_table(summary),
-                bounds=Bounds(EXACT_FLOATS, MAP_BYTES, FIRST_PAGE_SIDE, maps.rest_side))
+    records = {
+        layer.name: layer_data(layer, rows.get(layer.name), clicks.get(layer.name), maps.pages.get(layer.name))
+        for layer in layers
+    }
+    return Page(
+        title=f"{subject.name}: inside the network",
+        model=subject.name,
+        source=subject.source,
+        input=input_image(image),
+        predictions=predictions(run.logits, subject.class_names),
+        structure=nodes,
+        layers=records,
+        per_page=per_page,
+        filters=first_filters(model),
+        curves=curves(subject.run_dir),
+        table=layer_table(summary),
+        bounds=Bounds(EXACT_FLOATS, MAP_BYTES, FIRST_PAGE_SIDE, maps.rest_side),
+    )
 
 
 def render(data: dict) -> str:
@@ -833,8 +916,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     size_mb = len(page.encode("utf-8")) / 2**20
-    print(f"wrote {output} ({size_mb:.1f} MB): {subject.name} on {image.caption}, predicted "
-          f"{data['predictions'][0][0]} ({data['predictions'][0][1]:.1%})")
+    print(
+        f"wrote {output} ({size_mb:.1f} MB): {subject.name} on {image.caption}, predicted "
+        f"{data['predictions'][0][0]} ({data['predictions'][0][1]:.1%})"
+    )
     return 0
 
 

@@ -42,8 +42,9 @@ def _avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, d
         return out
     # ONNX AveragePool has no divisor_override (torch's exporter drops it silently): scale each
     # window's average back to its sum, then divide by the override
-    divisor = reference_pool.avg_divisor(x.shape[2:], kernel_size, stride, padding, out.shape[2:], count_include_pad,
-                                         None, x.dtype, x.device)
+    divisor = reference_pool.avg_divisor(
+        x.shape[2:], kernel_size, stride, padding, out.shape[2:], count_include_pad, None, x.dtype, x.device
+    )
     return out * (divisor / divisor_override)  # (a number or a (Ho, Wo) map)
 
 
@@ -66,8 +67,9 @@ def _adaptive_avg_pool2d(x, output_size):
         return op.GlobalAveragePool(x)
     h, w = x.shape[2], x.shape[3]
     if not isinstance(h, int) or not isinstance(w, int):
-        raise ValueError(f"export_onnx: adaptive average pooling to {out} needs a fixed input height and width, "
-                         f"got {x.shape}")
+        raise ValueError(
+            f"export_onnx: adaptive average pooling to {out} needs a fixed input height and width, got {x.shape}"
+        )
     tile = reference_pool.adaptive_tile((h, w), out)
     if tile is not None:
         return op.AveragePool(x, kernel_shape=list(tile), strides=list(tile))
@@ -79,8 +81,9 @@ def _adaptive_avg_pool2d(x, output_size):
     return op.MatMul(op.MatMul(matrix(h, out[0], False), x), matrix(w, out[1], True))
 
 
-def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike, *,
-                dynamic_batch: bool = True, **kwargs) -> Path:
+def export_onnx(
+    model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike, *, dynamic_batch: bool = True, **kwargs
+) -> Path:
     """Write ``model`` as an ONNX file at ``path``, traced on ``example_input``; returns the path.
 
     The batch dimension is dynamic unless ``dynamic_batch=False``. Other keyword arguments go to
@@ -99,7 +102,13 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.Pa
     program = torch.export.export(model, (example_input,), dynamic_shapes=dynamic_shapes)
     program = program.run_decompositions(STANDARD_OPS)
     path = Path(path)
-    torch.onnx.export(program, (example_input,), str(path), dynamo=True, verbose=False,
-                      custom_translation_table={torch.ops.cnnzoo.adaptive_avg_pool2d.default: _adaptive_avg_pool2d},
-                      **kwargs)
+    torch.onnx.export(
+        program,
+        (example_input,),
+        str(path),
+        dynamo=True,
+        verbose=False,
+        custom_translation_table={torch.ops.cnnzoo.adaptive_avg_pool2d.default: _adaptive_avg_pool2d},
+        **kwargs,
+    )
     return path

@@ -13,14 +13,16 @@ from .config import Config
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     o = cfg.optim
     if o.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                               weight_decay=o.weight_decay)
+        return torch.optim.SGD(
+            model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+        )
     cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
     return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
 
 
-def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """The schedule of ``lr_factor``, stepped once per optimizer step."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
 
@@ -57,8 +59,9 @@ def lr_factor(cfg: Config, steps_per_epoch: int):
     return factor
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,
-                         state: dict, step: int) -> None:
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict, step: int
+) -> None:
     """Restore the optimizer's buffers (momentum, Adam moments) from a checkpoint and put the schedule at
     optimizer step ``step``, keeping the hyperparameters of the current config: a resumed run with an
     unchanged config continues exactly, and one with a new lr, weight decay, batch size or number of

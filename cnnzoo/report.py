@@ -108,8 +108,12 @@ def _geometry(module: nn.Module, x: torch.Tensor):
     """``(kernel, stride, dilation, padding)`` pairs of a sliding-window layer (None for other layers)."""
     if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         dilation = getattr(module, "dilation", 1)
-        return (pair(module.kernel_size), pair(module.stride or module.kernel_size), pair(dilation),
-                padding_before(module))
+        return (
+            pair(module.kernel_size),
+            pair(module.stride or module.kernel_size),
+            pair(dilation),
+            padding_before(module),
+        )
     if isinstance(module, nn.AdaptiveAvgPool2d):
         out = pair(module.output_size)
         kernels, strides = [], []
@@ -185,8 +189,10 @@ def _on_meta(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose parameters and buffers live on the meta device (no data is copied)."""
     if all(t.device.type == "meta" for t in (*model.parameters(), *model.buffers())):
         return model
-    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
-            for p in model.parameters()}
+    memo = {
+        id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+        for p in model.parameters()
+    }
     memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
     return copy.deepcopy(model, memo)
 
@@ -232,8 +238,7 @@ def summarize(model: nn.Module, input_size, batch_size: int = 1, name: str | Non
     return summary
 
 
-def _watch(meta: nn.Module, summary: Summary, tracker: _FieldTracker, rows: dict[str, Layer],
-           order: list[str]) -> list:
+def _watch(meta: nn.Module, summary: Summary, tracker: _FieldTracker, rows: dict[str, Layer], order: list[str]) -> list:
     """Hooks on every module of ``meta`` that fill its row of ``rows`` (output shape, receptive field,
     MACs) the first time it runs, and note the order modules run in; returns the hooks."""
     hooks = []
@@ -255,13 +260,17 @@ def _watch(meta: nn.Module, summary: Summary, tracker: _FieldTracker, rows: dict
             _track_field(mod, x, out, tracker)
             field_ = tracker.get(out)
             if field_ not in ("missing", GLOBAL):
-                row.receptive_field, row.jump, row.start = _square(field_[:2]), _square(field_[2:4]), \
-                    _square(field_[4:])
+                row.receptive_field, row.jump, row.start = (
+                    _square(field_[:2]),
+                    _square(field_[2:4]),
+                    _square(field_[4:]),
+                )
             row.output_shape = list(out.shape)
             if not any(True for _ in mod.children()):  # a leaf
                 row.macs = _macs(mod, out, summary.batch_size)
-                summary.activation_bytes["forward"] = (summary.activation_bytes.get("forward", 0)
-                                                       + out.numel() * out.element_size())
+                summary.activation_bytes["forward"] = (
+                    summary.activation_bytes.get("forward", 0) + out.numel() * out.element_size()
+                )
 
         hooks += [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(hook)]
     return hooks
@@ -274,8 +283,17 @@ def _track_field(mod: nn.Module, x: torch.Tensor | None, out: torch.Tensor, trac
     if geometry is not None and source not in ("missing", GLOBAL):
         (kh, kw), (sh, sw), (dh, dw), (ph, pw) = geometry
         rf_h, rf_w, j_h, j_w, s_h, s_w = source
-        tracker.set(out, (rf_h + dh * (kh - 1) * j_h, rf_w + dw * (kw - 1) * j_w, j_h * sh, j_w * sw,
-                          s_h + (dh * (kh - 1) / 2 - ph) * j_h, s_w + (dw * (kw - 1) / 2 - pw) * j_w))
+        tracker.set(
+            out,
+            (
+                rf_h + dh * (kh - 1) * j_h,
+                rf_w + dw * (kw - 1) * j_w,
+                j_h * sh,
+                j_w * sw,
+                s_h + (dh * (kh - 1) / 2 - ph) * j_h,
+                s_w + (dw * (kw - 1) / 2 - pw) * j_w,
+            ),
+        )
     elif type(mod).__name__ == "Linear":
         tracker.set(out, GLOBAL)
 
@@ -303,12 +321,22 @@ def _cell(value) -> str:
 
 
 def layer_cells(row: Layer) -> list[str]:
-    rf = "global" if row.receptive_field is None and row.output_shape and len(row.output_shape) == 2 else \
-        _cell(row.receptive_field)
+    rf = (
+        "global"
+        if row.receptive_field is None and row.output_shape and len(row.output_shape) == 2
+        else _cell(row.receptive_field)
+    )
     kind = row.type + (f" x{row.calls}" if row.calls > 1 else "")
-    return ["  " * row.depth + row.name.rpartition(".")[2] if row.depth else row.name, kind, row.kernel,
-            _cell(row.output_shape[1:] if row.output_shape else None), _cell(row.params), _cell(row.macs), rf,
-            _cell(row.jump)]
+    return [
+        "  " * row.depth + row.name.rpartition(".")[2] if row.depth else row.name,
+        kind,
+        row.kernel,
+        _cell(row.output_shape[1:] if row.output_shape else None),
+        _cell(row.params),
+        _cell(row.macs),
+        rf,
+        _cell(row.jump),
+    ]
 
 
 def _mib(n: int) -> str:
@@ -336,14 +364,18 @@ def render_rows(header: list[str], rows: list[list[str]], fmt: str) -> str:
         return text.getvalue()
     if fmt == "markdown":
         numeric = [i for i, _ in enumerate(header) if all(r[i][:1].isdigit() or r[i][:1] in "-+" for r in rows)]
-        lines = ["| " + " | ".join(header) + " |",
-                 "|" + "|".join("---:" if i in numeric else "---" for i in range(len(header))) + "|"]
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join("---:" if i in numeric else "---" for i in range(len(header))) + "|",
+        ]
         lines += ["| " + " | ".join(c.strip() or " " for c in r) + " |" for r in rows]
         return "\n".join(lines) + "\n"
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
     right = [i for i in range(len(header)) if i > 2]
+
     def line(cells):
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]) + "\n"
 
 
@@ -387,8 +419,21 @@ def _difference(ours: float, published: float | None, digits: int = 0) -> str:
 
 def all_models_rows() -> tuple[list[str], list[list[str]]]:
     """One row per registered model: our parameters and MACs next to the published figures."""
-    header = ["model", "input", "params", "MACs", "torchvision params", "diff", "torchvision GFLOPS", "GFLOPS diff",
-              "paper params", "paper diff", "paper MACs (G)", "MACs diff", "note"]
+    header = [
+        "model",
+        "input",
+        "params",
+        "MACs",
+        "torchvision params",
+        "diff",
+        "torchvision GFLOPS",
+        "GFLOPS diff",
+        "paper params",
+        "paper diff",
+        "paper MACs (G)",
+        "MACs diff",
+        "note",
+    ]
     rows = []
     for name in list_models():
         info = model_info(name)
@@ -399,29 +444,50 @@ def all_models_rows() -> tuple[list[str], list[list[str]]]:
         tv_params, tv_g = pub.get("torchvision", (None, None))
         paper_params, paper_g = pub.get("paper", (None, None))
         g = s.total_macs / 1e9
-        rows.append([name, "x".join(map(str, size)), f"{s.total_params:,}", f"{s.total_macs:,}", _cell(tv_params),
-                     _difference(s.total_params, tv_params), _cell(tv_g),
-                     _difference(round(g, 2), tv_g, 2) if tv_g else "-", _cell(paper_params),
-                     _difference(s.total_params, paper_params), _cell(paper_g),
-                     _difference(round(g, 1), paper_g, 1) if paper_g else "-", info.note])
+        rows.append(
+            [
+                name,
+                "x".join(map(str, size)),
+                f"{s.total_params:,}",
+                f"{s.total_macs:,}",
+                _cell(tv_params),
+                _difference(s.total_params, tv_params),
+                _cell(tv_g),
+                _difference(round(g, 2), tv_g, 2) if tv_g else "-",
+                _cell(paper_params),
+                _difference(s.total_params, paper_params),
+                _cell(paper_g),
+                _difference(round(g, 1), paper_g, 1) if paper_g else "-",
+                info.note,
+            ]
+        )
     return header, rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m cnnzoo.report",
-                                description="Per-layer shapes, parameters, MACs and receptive fields of a zoo model.")
+    p = argparse.ArgumentParser(
+        prog="python -m cnnzoo.report",
+        description="Per-layer shapes, parameters, MACs and receptive fields of a zoo model.",
+    )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("name", nargs="?", help="a model name (python -m cnnzoo.report --list shows them)")
     what.add_argument("--all", action="store_true", help="every model against the published figures")
     what.add_argument("--config", help="the model and input size a training config uses")
     what.add_argument("--list", action="store_true", help="list the model names")
-    p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
-                   help="input size (default: the model's natural one)")
+    p.add_argument(
+        "--input-size", nargs=3, type=int, metavar=("C", "H", "W"), help="input size (default: the model's natural one)"
+    )
     p.add_argument("--batch-size", type=int, default=1, help="batch size for the activation memory (default 1)")
     p.add_argument("--depth", type=int, help="show layers down to this nesting depth (0: the model only)")
     p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="a model keyword argument, e.g. --set num_classes=10 (repeatable; values are YAML)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model keyword argument, e.g. --set num_classes=10 (repeatable; values are YAML)",
+    )
     return p.parse_args(argv)
 
 

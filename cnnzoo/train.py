@@ -71,14 +71,24 @@ METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "sec
 
 # --- the command line -----------------------------------------------------------------------------
 
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m cnnzoo.train", description="Train a cnnzoo model from a YAML config.")
     p.add_argument("--config", help="YAML config file (optional with --resume PATH: the checkpoint's config)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.epochs=3 (repeatable; values are YAML)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.epochs=3 (repeatable; values are YAML)",
+    )
     p.add_argument("--output-dir", help="where to write checkpoints and metrics (overrides output_dir)")
-    p.add_argument("--resume", metavar="PATH|auto",
-                   help="continue from a checkpoint; 'auto': the newest one in the output directory, if any")
+    p.add_argument(
+        "--resume",
+        metavar="PATH|auto",
+        help="continue from a checkpoint; 'auto': the newest one in the output directory, if any",
+    )
     p.add_argument("--eval-only", action="store_true", help="evaluate the --resume checkpoint and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch still)")
@@ -127,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             print(str(e), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted; the checkpoints on disk are those of the last finished epoch or interruption",
-              file=sys.stderr)
+        print(
+            "interrupted; the checkpoints on disk are those of the last finished epoch or interruption", file=sys.stderr
+        )
         return 128 + signal.SIGINT
     finally:
         shutdown()
@@ -147,8 +158,13 @@ def one_line(error: UserError) -> str:
 # --- the run ------------------------------------------------------------------------------------
 
 
-def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False, quiet: bool = False,
-          resume_path: str | None = None) -> nn.Module:
+def train(
+    cfg: Config,
+    resume_state: dict | None = None,
+    eval_only: bool = False,
+    quiet: bool = False,
+    resume_path: str | None = None,
+) -> nn.Module:
     """Run the training (or evaluation) that ``cfg`` describes; returns the trained model."""
     out = Path(cfg.output_dir)
     procs = setup_processes(cfg)
@@ -157,8 +173,9 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
     if not eval_only:
         on_main(procs, lambda: check_output_dir(out, resume_path))
     source = open_data(cfg, procs)
-    train_loader, val_loader = make_loaders(source, cfg.data, size, cfg.train.seed, procs.rank, procs.world,
-                                            pin_memory=procs.device.type == "cuda")
+    train_loader, val_loader = make_loaders(
+        source, cfg.data, size, cfg.train.seed, procs.rank, procs.world, pin_memory=procs.device.type == "cuda"
+    )
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(procs.device, memory_format=memory_format)
     seed_everything((cfg.train.seed + procs.rank) % 2**32)  # but each process its own augmentation and dropout
@@ -168,20 +185,35 @@ def train(cfg: Config, resume_state: dict | None = None, eval_only: bool = False
         state = resume(t, resume_state, resume_path, len(train_loader), eval_only)
     if eval_only:
         val_loss, val_acc, n = evaluate(t, val_loader)
-        log(procs, f"{resume_path} (epoch {resume_state['epoch']}): val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
-                   f"({n} validation images, {procs.device.type})")
+        log(
+            procs,
+            f"{resume_path} (epoch {resume_state['epoch']}): val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
+            f"({n} validation images, {procs.device.type})",
+        )
         return model
     t.net = wrap_model(model, procs)
-    ops = cfg.model.backend if cfg.model.backend == "torch" or procs.device.type != "cpu" else \
-        f"custom, {'compiled' if compiled.library() else 'reference'}"
+    ops = (
+        cfg.model.backend
+        if cfg.model.backend == "torch" or procs.device.type != "cpu"
+        else f"custom, {'compiled' if compiled.library() else 'reference'}"
+    )
     params = count_parameters(model)
-    log(procs, f"{cfg.model.name} ({ops} ops, {params:,} parameters) on {source.name} "
-               f"({len(source.train)} train / {len(source.val)} val images, {source.channels}x{size}x{size}), "
-               f"{procs.device.type} x {procs.world}, output {out}")
+    log(
+        procs,
+        f"{cfg.model.name} ({ops} ops, {params:,} parameters) on {source.name} "
+        f"({len(source.train)} train / {len(source.val)} val images, {source.channels}x{size}x{size}), "
+        f"{procs.device.type} x {procs.world}, output {out}",
+    )
     about = {"model": cfg.model.name, "backend": cfg.model.backend, "dataset": source.name}
     shape = {"params": params, "device": str(procs.device), "processes": procs.world, "image_size": size}
-    fit(t, state, train_loader, val_loader, show_bar=procs.is_main and not quiet and sys.stderr.isatty(),
-        describe=(about, shape))
+    fit(
+        t,
+        state,
+        train_loader,
+        val_loader,
+        show_bar=procs.is_main and not quiet and sys.stderr.isatty(),
+        describe=(about, shape),
+    )
     return model
 
 
@@ -208,18 +240,23 @@ def check_output_dir(path: Path, resume_path: str | None) -> None:
         checkpoint.write_text(probe, "")
         probe.unlink()
     except (OSError, UserError) as e:
-        raise UserError(f"output directory {str(path)!r} cannot be written: {getattr(e, 'strerror', None) or e}") \
-            from None
+        raise UserError(
+            f"output directory {str(path)!r} cannot be written: {getattr(e, 'strerror', None) or e}"
+        ) from None
     for stale in [*path.glob(".*.tmp"), *path.glob(".write-test-*")]:  # left by a process killed while writing
         stale.unlink(missing_ok=True)
     if not any(path.glob("*.pt")):
         return
     if resume_path is None:
-        raise UserError(f"output directory {str(path)!r} already holds checkpoints; continue that run with "
-                        f"--resume auto, or choose another directory with --output-dir")
+        raise UserError(
+            f"output directory {str(path)!r} already holds checkpoints; continue that run with "
+            f"--resume auto, or choose another directory with --output-dir"
+        )
     if Path(resume_path).resolve().parent != path.resolve():
-        raise UserError(f"output directory {str(path)!r} holds the checkpoints of another run than "
-                        f"{resume_path!r}; choose an empty directory with --output-dir")
+        raise UserError(
+            f"output directory {str(path)!r} holds the checkpoints of another run than "
+            f"{resume_path!r}; choose an empty directory with --output-dir"
+        )
 
 
 @dataclass
@@ -250,10 +287,17 @@ class Trainer:
 
 def build_trainer(cfg: Config, procs: Processes, model: nn.Module, steps_per_epoch: int, out: Path) -> Trainer:
     optimizer = build_optimizer(cfg, model)
-    return Trainer(cfg, procs, model, optimizer, build_scheduler(cfg, optimizer, steps_per_epoch),
-                   torch.amp.GradScaler(procs.device.type, enabled=cfg.train.amp == "fp16"),
-                   nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing),
-                   {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp), out)
+    return Trainer(
+        cfg,
+        procs,
+        model,
+        optimizer,
+        build_scheduler(cfg, optimizer, steps_per_epoch),
+        torch.amp.GradScaler(procs.device.type, enabled=cfg.train.amp == "fp16"),
+        nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing),
+        {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp),
+        out,
+    )
 
 
 @dataclass
@@ -271,12 +315,23 @@ class RunState:
 
     def to_checkpoint(self, t: Trainer) -> dict:
         """The checkpoint of the run as it stands (every process gathers its generator states)."""
-        position = {"step": self.step, "batches": [t.cfg.data.batch_size, t.procs.world],
-                    "partial": self.partial} if self.step else {}
-        return {"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
-                "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(), "epoch": self.epoch,
-                "history": self.history, "best_val_acc": self.best_val_acc, "rng": gather_rng(t.procs),
-                "config": t.cfg.to_dict(), **position}
+        position = (
+            {"step": self.step, "batches": [t.cfg.data.batch_size, t.procs.world], "partial": self.partial}
+            if self.step
+            else {}
+        )
+        return {
+            "model": t.model.state_dict(),
+            "optimizer": t.optimizer.state_dict(),
+            "scheduler": t.scheduler.state_dict(),
+            "scaler": t.scaler.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "best_val_acc": self.best_val_acc,
+            "rng": gather_rng(t.procs),
+            "config": t.cfg.to_dict(),
+            **position,
+        }
 
     @classmethod
     def from_checkpoint(cls, state: dict, cfg: Config, procs: Processes, steps_per_epoch: int) -> RunState:
@@ -304,8 +359,9 @@ def resume(t: Trainer, saved: dict, path: str | None, steps_per_epoch: int, eval
         return RunState()
     saved_optim = saved["config"].get("optim", {}).get("name")
     if saved_optim != cfg.optim.name:
-        raise checkpoint.CheckpointError(f"{what} was trained with optim.name={saved_optim!r}, the config "
-                                         f"says {cfg.optim.name!r}")
+        raise checkpoint.CheckpointError(
+            f"{what} was trained with optim.name={saved_optim!r}, the config says {cfg.optim.name!r}"
+        )
     state = RunState.from_checkpoint(saved, cfg, procs, steps_per_epoch)
     try:
         load_optimizer_state(t.optimizer, t.scheduler, saved, state.epoch * steps_per_epoch + state.step)
@@ -330,22 +386,35 @@ def resume_point(state: dict, cfg: Config, procs: Processes, steps_per_epoch: in
     if not step:
         return 0, []
     partial = state.get("partial")
-    if (not isinstance(step, int) or isinstance(step, bool) or not 0 < step < steps_per_epoch
-            or not isinstance(partial, list) or len(partial) != 4
-            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in partial)):
-        raise checkpoint.CheckpointError(f"the checkpoint's position in its epoch (step={step!r}, "
-                                         f"partial={partial!r}) is not valid for {steps_per_epoch} steps per epoch")
+    if (
+        not isinstance(step, int)
+        or isinstance(step, bool)
+        or not 0 < step < steps_per_epoch
+        or not isinstance(partial, list)
+        or len(partial) != 4
+        or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in partial)
+    ):
+        raise checkpoint.CheckpointError(
+            f"the checkpoint's position in its epoch (step={step!r}, "
+            f"partial={partial!r}) is not valid for {steps_per_epoch} steps per epoch"
+        )
     if state.get("batches") != [cfg.data.batch_size, procs.world]:
-        log(procs, "note: the batch size or the number of processes changed since the run was interrupted, "
-                   f"so epoch {state['epoch'] + 1} starts again from its first batch")
+        log(
+            procs,
+            "note: the batch size or the number of processes changed since the run was interrupted, "
+            f"so epoch {state['epoch'] + 1} starts again from its first batch",
+        )
         return 0, []
     return step, [float(v) for v in partial]
 
 
 def restore_rng(states: list[dict], procs: Processes) -> None:
     if not checkpoint.set_rng_state(states, procs.rank, procs.world):
-        log(procs, f"note: the checkpoint was written by {len(states)} processes and this run has "
-                   f"{procs.world}, so its random augmentation does not repeat the original's")
+        log(
+            procs,
+            f"note: the checkpoint was written by {len(states)} processes and this run has "
+            f"{procs.world}, so its random augmentation does not repeat the original's",
+        )
 
 
 def config_changes(saved: dict, cfg: Config) -> list[str]:
@@ -362,20 +431,32 @@ def fit(t: Trainer, state: RunState, train_loader, val_loader, show_bar: bool, d
     cfg, procs, start = t.cfg, t.procs, state.epoch
     with StopSignals() as stop:
         for epoch in range(start, cfg.train.epochs):
-            (loss_sum, correct, n), lr, started, train_seconds = train_one_epoch(t, train_loader, epoch, state, stop,
-                                                                                 show_bar)
+            (loss_sum, correct, n), lr, started, train_seconds = train_one_epoch(
+                t, train_loader, epoch, state, stop, show_bar
+            )
             share_buffers(t.model, procs)  # every process evaluates with rank 0's batch-norm statistics
             val_loss, val_acc, _ = evaluate(t, val_loader)
-            row = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n, "val_loss": val_loss,
-                   "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - started,
-                   "images_per_second": n / train_seconds}
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / n,
+                "train_acc": correct / n,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "lr": lr,
+                "seconds": time.perf_counter() - started,
+                "images_per_second": n / train_seconds,
+            }
             is_best = state.record(row)
-            log(procs, f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {row['train_loss']:.4f}  "
-                       f"train_acc {row['train_acc']:.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
-                       f"lr {row['lr']:.4g}  {row['images_per_second']:.0f} img/s  {row['seconds']:.1f}s")
+            log(
+                procs,
+                f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {row['train_loss']:.4f}  "
+                f"train_acc {row['train_acc']:.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  "
+                f"lr {row['lr']:.4g}  {row['images_per_second']:.0f} img/s  {row['seconds']:.1f}s",
+            )
             saved = state.to_checkpoint(t)
-            on_main(procs, lambda saved=saved, is_best=is_best: save_epoch(t, saved, is_best,
-                                                                           run_summary(state, *describe)))
+            on_main(
+                procs, lambda saved=saved, is_best=is_best: save_epoch(t, saved, is_best, run_summary(state, *describe))
+            )
             signum = stop.requested(procs)
             if signum and epoch + 1 < cfg.train.epochs:
                 raise Interrupted(stopped_message(signum, f"after epoch {epoch + 1}", t.out), signum)
@@ -384,8 +465,11 @@ def fit(t: Trainer, state: RunState, train_loader, val_loader, show_bar: bool, d
     else:
         on_main(procs, lambda: viz.save_training_curves(t.out))  # curves.png, when matplotlib is installed
         summary = run_summary(state, *describe)
-        log(procs, f"done: val_acc {summary['val_acc']:.4f} (best {summary['best_val_acc']:.4f}), "
-                   f"{summary['train_seconds']:.1f}s; wrote {t.out}")
+        log(
+            procs,
+            f"done: val_acc {summary['val_acc']:.4f} (best {summary['best_val_acc']:.4f}), "
+            f"{summary['train_seconds']:.1f}s; wrote {t.out}",
+        )
 
 
 def train_one_epoch(t: Trainer, loader, epoch: int, state: RunState, stop: StopSignals, show_bar: bool):
@@ -403,8 +487,15 @@ def train_one_epoch(t: Trainer, loader, epoch: int, state: RunState, stop: StopS
     batches = iter(loader)  # draws the seed of the loader's workers from the generators
     if first_step:
         restore_rng(state.rng, procs)
-    bar = tqdm(batches, total=len(loader), initial=first_step, disable=not show_bar, leave=False,
-               desc=f"epoch {epoch + 1}/{cfg.train.epochs}", dynamic_ncols=True)
+    bar = tqdm(
+        batches,
+        total=len(loader),
+        initial=first_step,
+        disable=not show_bar,
+        leave=False,
+        desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+        dynamic_ncols=True,
+    )
     lr = t.optimizer.param_groups[0]["lr"]
     for step, (x, y) in enumerate(bar, start=first_step):
         x, y = t.batch(x, y)
@@ -413,19 +504,26 @@ def train_one_epoch(t: Trainer, loader, epoch: int, state: RunState, stop: StopS
         signum = stop.requested(procs)
         if signum or (step + 1) % cfg.train.log_every == 0 or step + 1 == len(loader):
             if not all_finite(loss, procs):
-                raise UserError(f"the loss became nan or infinite at epoch {epoch + 1}, step {step + 1}; "
-                                f"stopping (the last checkpoint in {str(t.out)!r} is kept)")
+                raise UserError(
+                    f"the loss became nan or infinite at epoch {epoch + 1}, step {step + 1}; "
+                    f"stopping (the last checkpoint in {str(t.out)!r} is kept)"
+                )
             if show_bar:
                 seen = sums[2].item()
-                bar.set_postfix(loss=f"{sums[0].item() / seen:.4f}", acc=f"{sums[1].item() / seen:.4f}",
-                                lr=f"{lr:.3g}", img_s=f"{seen * procs.world / (time.perf_counter() - started):.0f}")
+                bar.set_postfix(
+                    loss=f"{sums[0].item() / seen:.4f}",
+                    acc=f"{sums[1].item() / seen:.4f}",
+                    lr=f"{lr:.3g}",
+                    img_s=f"{seen * procs.world / (time.perf_counter() - started):.0f}",
+                )
         if signum and step + 1 < len(loader):  # at the last step, finish the epoch first
             state.step = step + 1
             state.partial = reduce_sums(sums.clone(), procs) + [time.perf_counter() - started]
             saved = state.to_checkpoint(t)
             on_main(procs, lambda saved=saved: checkpoint.save(saved, t.out / "last.pt"))
-            raise Interrupted(stopped_message(signum, f"at epoch {epoch + 1}, step {step + 1} of {len(loader)}",
-                                              t.out), signum)
+            raise Interrupted(
+                stopped_message(signum, f"at epoch {epoch + 1}, step {step + 1} of {len(loader)}", t.out), signum
+            )
     train_seconds = time.perf_counter() - started
     return reduce_sums(sums, procs), lr, started, train_seconds
 
@@ -473,10 +571,17 @@ def run_summary(state: RunState, about: dict, shape: dict) -> dict:
     """summary.json: the run (``about``: model, backend, dataset; ``shape``: parameters, device,
     processes, image size) and where its metrics stand."""
     last = state.history[-1]
-    return {**about, "val_acc": last["val_acc"], "val_loss": last["val_loss"], "best_val_acc": state.best_val_acc,
-            "best_epoch": max(state.history, key=lambda r: r["val_acc"])["epoch"], "epochs": state.epoch, **shape,
-            "train_seconds": sum(r["seconds"] for r in state.history),
-            "images_per_second": last["images_per_second"]}
+    return {
+        **about,
+        "val_acc": last["val_acc"],
+        "val_loss": last["val_loss"],
+        "best_val_acc": state.best_val_acc,
+        "best_epoch": max(state.history, key=lambda r: r["val_acc"])["epoch"],
+        "epochs": state.epoch,
+        **shape,
+        "train_seconds": sum(r["seconds"] for r in state.history),
+        "images_per_second": last["images_per_second"],
+    }
 
 
 def save_epoch(t: Trainer, saved: dict, is_best: bool, summary: dict) -> None:
@@ -506,9 +611,11 @@ def log(procs: Processes, message: str) -> None:
 
 def stopped_message(signum: int, where: str, out: Path) -> str:
     last = str(out / "last.pt")
-    return (f"stopped by {signal.Signals(signum).name} {where}; saved {last!r}; continue with: "
-            f"python -m cnnzoo.train --resume {shlex.quote(last)} "
-            f"(under torchrun, the same torchrun command with that --resume)")
+    return (
+        f"stopped by {signal.Signals(signum).name} {where}; saved {last!r}; continue with: "
+        f"python -m cnnzoo.train --resume {shlex.quote(last)} "
+        f"(under torchrun, the same torchrun command with that --resume)"
+    )
 
 
 class StopSignals:
@@ -539,8 +646,6 @@ class StopSignals:
         """The signal that asked to stop, 0 if none; under torchrun, a signal to any process stops all of them
         at the same step."""
         return max_over(self.signum, procs)
-
-
 
 
 if __name__ == "__main__":

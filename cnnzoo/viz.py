@@ -48,8 +48,10 @@ def layer_output(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
     modules = dict(model.named_modules())
     if layer not in modules:
         convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
-        raise UserError(f"no layer {layer!r} in {type(model).__name__}; its convolutions: {', '.join(convs[:12])}"
-                        + (" ..." if len(convs) > 12 else ""))
+        raise UserError(
+            f"no layer {layer!r} in {type(model).__name__}; its convolutions: {', '.join(convs[:12])}"
+            + (" ..." if len(convs) > 12 else "")
+        )
     seen = []
     hook = modules[layer].register_forward_hook(lambda m, i, out: seen.append(out))
     try:
@@ -158,8 +160,9 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
         with open(path, newline="") as f:
             rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     except FileNotFoundError:
-        raise UserError(f"no metrics.csv in {str(run_dir)!r}: is it a run directory of python -m cnnzoo.train?") \
-            from None
+        raise UserError(
+            f"no metrics.csv in {str(run_dir)!r}: is it a run directory of python -m cnnzoo.train?"
+        ) from None
     except (ValueError, TypeError) as e:
         raise UserError(f"{str(path)!r} is not a metrics file of cnnzoo.train ({e})") from None
     if not rows or not {"epoch", "train_loss", "val_loss", "train_acc", "val_acc"} <= set(rows[0]):

@@ -37,11 +37,17 @@ def measure(name: str, backend: str, compiler: str) -> float:
 
 
 def fresh_process(name: str, backend: str, compiler: str) -> float:
-    env = {**os.environ, "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1", "TORCHINDUCTOR_FX_GRAPH_CACHE": "0",
-           "TORCHINDUCTOR_AUTOGRAD_CACHE": "0"}
+    env = {
+        **os.environ,
+        "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1",
+        "TORCHINDUCTOR_FX_GRAPH_CACHE": "0",
+        "TORCHINDUCTOR_AUTOGRAD_CACHE": "0",
+    }
     here = os.path.dirname(os.path.abspath(__file__))
-    code = (f"import sys; sys.path.insert(0, {here!r}); import bench_compile, json; "
-            f"print(json.dumps(bench_compile.measure({name!r}, {backend!r}, {compiler!r})))")
+    code = (
+        f"import sys; sys.path.insert(0, {here!r}); import bench_compile, json; "
+        f"print(json.dumps(bench_compile.measure({name!r}, {backend!r}, {compiler!r})))"
+    )
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"compiling {name} ({backend}) failed:\n{result.stderr[-2000:]}")
@@ -62,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         problem = f"unknown model {unknown[0]!r}" if unknown else "no model" if not names else "--repeat must be >= 1"
         print(f"bench_compile: {problem}", file=sys.stderr)
         return 2
-    print(f"cold torch.compile(fullgraph=True, backend={args.backend!r}) + forward/backward, batch 8 | "
-          f"torch {torch.__version__} | {os.cpu_count()} CPUs | median of {args.repeat}, fresh process each")
+    print(
+        f"cold torch.compile(fullgraph=True, backend={args.backend!r}) + forward/backward, batch 8 | "
+        f"torch {torch.__version__} | {os.cpu_count()} CPUs | median of {args.repeat}, fresh process each"
+    )
     print(f"{'model':12} {'custom s':>9} {'native s':>9} {'ratio':>6}")
     for name in names:
         times: dict[str, list[float]] = {"custom": [], "torch": []}

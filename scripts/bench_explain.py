@@ -42,11 +42,13 @@ def main() -> int:
         return 2
     folder = Path(args.keep or tempfile.mkdtemp(prefix="cnnzoo-explain-"))
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"{'model':<12}{'input':>8}{'page MB':>10}{'write s':>9}{'page s':>9}{'wall s':>9}"
-          f"  (median of {args.repeat})")
+    print(
+        f"{'model':<12}{'input':>8}{'page MB':>10}{'write s':>9}{'page s':>9}{'wall s':>9}  (median of {args.repeat})"
+    )
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu",
-                                                                     "--disable-background-networking"])
+        browser = pw.chromium.launch(
+            executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
         for name in args.models:
             out = folder / f"{name}.html"
             start = time.perf_counter()
@@ -65,8 +67,10 @@ def main() -> int:
                 page.close()
             size = out.stat().st_size / 2**20
             side = model_info(name).input_size
-            print(f"{name:<12}{side:>5}x{side:<3}{size:>9.1f}{written:>9.1f}{statistics.median(times):>9.2f}"
-                  f"{statistics.median(walls):>9.2f}")
+            print(
+                f"{name:<12}{side:>5}x{side:<3}{size:>9.1f}{written:>9.1f}{statistics.median(times):>9.2f}"
+                f"{statistics.median(walls):>9.2f}"
+            )
         browser.close()
     if not args.keep:
         shutil.rmtree(folder)

@@ -45,8 +45,11 @@ def make_call(layer: Layer, impl, device, dtype, backward: bool):
     x = torch.randn(layer.input_shape, generator=gen).to(device=device, dtype=dtype).requires_grad_(backward)
     args = [x]
     if layer.weight_shape:
-        args.append((torch.randn(layer.weight_shape, generator=gen) * 0.1).to(device=device, dtype=dtype)
-                    .requires_grad_(backward))
+        args.append(
+            (torch.randn(layer.weight_shape, generator=gen) * 0.1)
+            .to(device=device, dtype=dtype)
+            .requires_grad_(backward)
+        )
         args.append(torch.zeros(layer.weight_shape[0], device=device, dtype=dtype).requires_grad_(backward))
     fn = getattr(impl, layer.op)
 
@@ -86,8 +89,9 @@ def peak_memory(run, device) -> float | None:
 def bench_layer(layer: Layer, device, dtype, repeat: int) -> dict:
     result = {}
     for mode, backward in (("fwd", False), ("fwd+bwd", True)):
-        runs = {name: make_call(layer, impl, device, dtype, backward)
-                for name, impl in (("custom", ops), ("native", F))}
+        runs = {
+            name: make_call(layer, impl, device, dtype, backward) for name, impl in (("custom", ops), ("native", F))
+        }
         with torch.set_grad_enabled(backward):
             for run in runs.values():  # warm-up
                 run()
@@ -126,29 +130,41 @@ def print_header(header: str) -> None:
 
 def argument_error(prog: str, args: argparse.Namespace) -> bool:
     """Print the problem with ``--device`` or ``--repeat`` (shared by the benchmark scripts), if any."""
-    problem = ("--device cuda asked for, but CUDA is not available" if args.device == "cuda"
-               and not torch.cuda.is_available() else "--repeat must be at least 1" if args.repeat < 1 else None)
+    problem = (
+        "--device cuda asked for, but CUDA is not available"
+        if args.device == "cuda" and not torch.cuda.is_available()
+        else "--repeat must be at least 1"
+        if args.repeat < 1
+        else None
+    )
     if problem:
         print(f"{prog}: {problem}", file=sys.stderr)
     return problem is not None
 
 
-TINY = [Layer("conv2d 3x3 p1", "conv2d", (1, 1, 4, 4), (1, 1, 3, 3), {"padding": 1}),
-        Layer("max_pool2d 2x2", "max_pool2d", (1, 1, 4, 4), None, {"kernel_size": 2}),
-        Layer("avg_pool2d 2x2", "avg_pool2d", (1, 1, 4, 4), None, {"kernel_size": 2}),
-        Layer("adaptive_avg_pool2d 1", "adaptive_avg_pool2d", (1, 1, 4, 4), None, {"output_size": 1})]
+TINY = [
+    Layer("conv2d 3x3 p1", "conv2d", (1, 1, 4, 4), (1, 1, 3, 3), {"padding": 1}),
+    Layer("max_pool2d 2x2", "max_pool2d", (1, 1, 4, 4), None, {"kernel_size": 2}),
+    Layer("avg_pool2d 2x2", "avg_pool2d", (1, 1, 4, 4), None, {"kernel_size": 2}),
+    Layer("adaptive_avg_pool2d 1", "adaptive_avg_pool2d", (1, 1, 4, 4), None, {"output_size": 1}),
+]
 
 
 def overhead(device, dtype, repeat: int) -> int:
-    print(f"per-call cost on a 1x1x4x4 input | {device_label(device)} | torch {torch.__version__} | "
-          f"median of {repeat} interleaved calls, microseconds")
+    print(
+        f"per-call cost on a 1x1x4x4 input | {device_label(device)} | torch {torch.__version__} | "
+        f"median of {repeat} interleaved calls, microseconds"
+    )
     print_header(f"{'op':24} {'fwd':>7} {'native':>7} {'added':>7} {'fwd+bwd':>8} {'native':>7} {'added':>7}")
     for layer in TINY:
         r = bench_layer(layer, device, dtype, repeat)
         us = {k: v * 1e3 for k, v in r.items() if isinstance(v, float) and "ratio" not in k}
-        print(f"{layer.name:24} {us['fwd custom']:7.1f} {us['fwd native']:7.1f} "
-              f"{us['fwd custom'] - us['fwd native']:7.1f} {us['fwd+bwd custom']:8.1f} {us['fwd+bwd native']:7.1f} "
-              f"{us['fwd+bwd custom'] - us['fwd+bwd native']:7.1f}", flush=True)
+        print(
+            f"{layer.name:24} {us['fwd custom']:7.1f} {us['fwd native']:7.1f} "
+            f"{us['fwd custom'] - us['fwd native']:7.1f} {us['fwd+bwd custom']:8.1f} {us['fwd+bwd native']:7.1f} "
+            f"{us['fwd+bwd custom'] - us['fwd+bwd native']:7.1f}",
+            flush=True,
+        )
     return 0
 
 
@@ -167,18 +183,28 @@ def kernel_calls(layer: Layer, device, dtype) -> dict[str, tuple]:
     def native_grad(mask):
         return lambda: aten.convolution_backward(gy, x, w, None, s, p, d, False, [0, 0], groups, mask)
 
-    return {"fwd": (lambda: cz.conv2d(x, w, None, s, p4, d, groups),
-                    lambda: aten.convolution(x, w, None, s, p, d, False, [0, 0], groups)),
-            "input grad": (lambda: cz.conv2d_input_grad(gy, w, list(x.shape), s, p4, d, groups),
-                           native_grad([True, False, False])),
-            "weight grad": (lambda: cz.conv2d_weight_grad(x, gy, list(w.shape), s, p4, d, groups),
-                            native_grad([False, True, False]))}
+    return {
+        "fwd": (
+            lambda: cz.conv2d(x, w, None, s, p4, d, groups),
+            lambda: aten.convolution(x, w, None, s, p, d, False, [0, 0], groups),
+        ),
+        "input grad": (
+            lambda: cz.conv2d_input_grad(gy, w, list(x.shape), s, p4, d, groups),
+            native_grad([True, False, False]),
+        ),
+        "weight grad": (
+            lambda: cz.conv2d_weight_grad(x, gy, list(w.shape), s, p4, d, groups),
+            native_grad([False, True, False]),
+        ),
+    }
 
 
 def kernels(layers: list[Layer], device, dtype, repeat: int, peak: float | None) -> int:
     """Each convolution kernel alone, against native's: ms, ratio, GFLOP/s and % of the peak."""
-    print_header(f"{'layer':28} {'kernel':>11} {'custom':>8} {'native':>8} {'ratio':>6} {'GFLOP/s':>7} {'%peak':>5} "
-                 f"{'native GFLOP/s':>14}")
+    print_header(
+        f"{'layer':28} {'kernel':>11} {'custom':>8} {'native':>8} {'ratio':>6} {'GFLOP/s':>7} {'%peak':>5} "
+        f"{'native GFLOP/s':>14}"
+    )
     with torch.no_grad():
         for layer in (layer for layer in layers if layer.op == "conv2d"):
             for kernel, pair in kernel_calls(layer, device, dtype).items():
@@ -191,8 +217,11 @@ def kernels(layers: list[Layer], device, dtype, repeat: int, peak: float | None)
                 mine, native = (statistics.median(t) for t in times)
                 flops = conv_flops(layer) / 3
                 rate = f"{100 * flops / mine / 1e9 / peak:5.0f}" if peak else f"{'':5}"
-                print(f"{layer.name:28} {kernel:>11} {mine * 1e3:8.2f} {native * 1e3:8.2f} {mine / native:6.2f} "
-                      f"{flops / mine / 1e9:7.1f} {rate} {flops / native / 1e9:14.1f}", flush=True)
+                print(
+                    f"{layer.name:28} {kernel:>11} {mine * 1e3:8.2f} {native * 1e3:8.2f} {mine / native:6.2f} "
+                    f"{flops / mine / 1e9:7.1f} {rate} {flops / native / 1e9:14.1f}",
+                    flush=True,
+                )
     return 0
 
 
@@ -204,8 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="shrink every layer (a smoke test, not a benchmark)")
     parser.add_argument("--only", default="", help="run only the layers whose name contains this text")
     parser.add_argument("--overhead", action="store_true", help="per-call cost on tiny inputs (microseconds)")
-    parser.add_argument("--kernels", action="store_true",
-                        help="each convolution kernel (forward, input and weight gradient) alone, with GFLOP/s")
+    parser.add_argument(
+        "--kernels",
+        action="store_true",
+        help="each convolution kernel (forward, input and weight gradient) alone, with GFLOP/s",
+    )
     args = parser.parse_args(argv)
     if argument_error("bench_ops", args):
         return 2
@@ -216,29 +248,38 @@ def main(argv: list[str] | None = None) -> int:
     if not layers:
         print(f"bench_ops: no layer name contains {args.only!r}", file=sys.stderr)
         return 2
-    print(f"cnnzoo.ops vs torch.nn.functional | {device_label(device)} | torch {torch.__version__} | {args.dtype} | "
-          f"median of {args.repeat} interleaved runs, times in ms, ratio = custom / native")
+    print(
+        f"cnnzoo.ops vs torch.nn.functional | {device_label(device)} | torch {torch.__version__} | {args.dtype} | "
+        f"median of {args.repeat} interleaved runs, times in ms, ratio = custom / native"
+    )
     peak = None
     if device.type == "cpu" and compiled.library() is not None:
         peak = compiled.fma_peak(torch.get_num_threads())
         print(f"multiply-add peak measured on this machine: {peak:.0f} GFLOP/s with {torch.get_num_threads()} threads")
     if args.kernels:
         return kernels(layers, device, dtype, args.repeat, peak)
-    header = (f"{'layer':28} {'input':>18} {'fwd':>8} {'native':>8} {'ratio':>6} {'fwd+bwd':>8} {'native':>8} "
-              f"{'ratio':>6} {'GFLOP/s':>7} {'%peak':>5} {'peak MiB':>9} {'native':>7}")
+    header = (
+        f"{'layer':28} {'input':>18} {'fwd':>8} {'native':>8} {'ratio':>6} {'fwd+bwd':>8} {'native':>8} "
+        f"{'ratio':>6} {'GFLOP/s':>7} {'%peak':>5} {'peak MiB':>9} {'native':>7}"
+    )
     print_header(header)
     ratios = []
     for layer in layers:
         r = bench_layer(layer, device, dtype, args.repeat)
         ratios.append(r["fwd+bwd ratio"])
-        mem = (f"{r['mem custom']:9.1f} {r['mem native']:7.1f}" if r["mem custom"] is not None
-               else f"{'n/a':>9} {'n/a':>7}")
+        mem = (
+            f"{r['mem custom']:9.1f} {r['mem native']:7.1f}"
+            if r["mem custom"] is not None
+            else f"{'n/a':>9} {'n/a':>7}"
+        )
         shape = "x".join(map(str, layer.input_shape))
         speed = conv_flops(layer) / r["fwd+bwd custom"] / 1e6 if layer.op == "conv2d" else None
         rate = (f"{speed:7.1f} " + (f"{100 * speed / peak:5.0f}" if peak else f"{'':5}")) if speed else f"{'':13}"
-        print(f"{layer.name:28} {shape:>18} {r['fwd custom']:8.2f} {r['fwd native']:8.2f} {r['fwd ratio']:6.2f} "
-              f"{r['fwd+bwd custom']:8.2f} {r['fwd+bwd native']:8.2f} {r['fwd+bwd ratio']:6.2f} {rate} {mem}",
-              flush=True)
+        print(
+            f"{layer.name:28} {shape:>18} {r['fwd custom']:8.2f} {r['fwd native']:8.2f} {r['fwd ratio']:6.2f} "
+            f"{r['fwd+bwd custom']:8.2f} {r['fwd+bwd native']:8.2f} {r['fwd+bwd ratio']:6.2f} {rate} {mem}",
+            flush=True,
+        )
     geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
     print(f"geomean fwd+bwd ratio: {geomean:.2f}   worst: {max(ratios):.2f} ({layers[ratios.index(max(ratios))].name})")
     return 0

@@ -33,8 +33,7 @@ import cnnzoo  # noqa: E402
 from cnnzoo.ops import compiled  # noqa: E402
 
 # (model, batch, input size): the issue's training-step targets
-MODELS = [("lenet5", 128, 32), ("resnet20", 128, 32), ("resnet18", 64, 32), ("vgg11_bn", 64, 32),
-          ("googlenet", 32, 32)]
+MODELS = [("lenet5", 128, 32), ("resnet20", 128, 32), ("resnet18", 64, 32), ("vgg11_bn", 64, 32), ("googlenet", 32, 32)]
 
 
 def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -109,10 +108,13 @@ def fresh_peak_rss(name: str, backend: str, batch: int, size: int) -> float | No
     """``step_peak_rss`` in a fresh Python process (none of this process's heap counts), with malloc's
     mmap threshold fixed (``MALLOC_ENV``); None where it cannot be measured."""
     here = str(Path(__file__).resolve().parent)
-    code = (f"import sys, json; sys.path.insert(0, {here!r}); import bench_train; "
-            f"print(json.dumps(bench_train.step_peak_rss({name!r}, {backend!r}, {batch}, {size})))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
-                          env={**os.environ, **MALLOC_ENV})
+    code = (
+        f"import sys, json; sys.path.insert(0, {here!r}); import bench_train; "
+        f"print(json.dumps(bench_train.step_peak_rss({name!r}, {backend!r}, {batch}, {size})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, env={**os.environ, **MALLOC_ENV}
+    )
     return json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
 
 
@@ -134,8 +136,11 @@ def bench_model(name: str, batch: int, size: int, device: torch.device, repeat: 
         result[f"{label} ms"] = statistics.median(times[label]) * 1e3
         result[f"{label} img/s"] = batch / statistics.median(times[label])
         result[f"{label} saved"] = saved_bytes(step, nets[label]) / 2**20
-        result[f"{label} peak"] = (peak_memory(step, device) if device.type == "cuda" else
-                                   fresh_peak_rss(name, "custom" if label == "custom" else "torch", batch, size))
+        result[f"{label} peak"] = (
+            peak_memory(step, device)
+            if device.type == "cuda"
+            else fresh_peak_rss(name, "custom" if label == "custom" else "torch", batch, size)
+        )
     result["ratio"] = result["custom ms"] / result["native ms"]
     result["mem ratio"] = result["custom saved"] / result["native saved"]
     return result
@@ -155,18 +160,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_train: no model name contains {args.only!r}", file=sys.stderr)
         return 2
     device = torch.device(args.device)
-    print(f"training steps, cnnzoo ops (custom) vs torch.nn (native) | {device_label(device)} | "
-          f"torch {torch.__version__} | float32, SGD, median of {args.repeat} interleaved steps")
-    header = (f"{'model':10} {'batch':>5} {'custom ms':>10} {'native ms':>10} {'ratio':>6} {'custom img/s':>12} "
-              f"{'native img/s':>12} {'saved MiB':>10} {'native':>8} {'ratio':>6} {'peak MiB':>9} {'native':>8}")
+    print(
+        f"training steps, cnnzoo ops (custom) vs torch.nn (native) | {device_label(device)} | "
+        f"torch {torch.__version__} | float32, SGD, median of {args.repeat} interleaved steps"
+    )
+    header = (
+        f"{'model':10} {'batch':>5} {'custom ms':>10} {'native ms':>10} {'ratio':>6} {'custom img/s':>12} "
+        f"{'native img/s':>12} {'saved MiB':>10} {'native':>8} {'ratio':>6} {'peak MiB':>9} {'native':>8}"
+    )
     print_header(header)
     for name, batch, size in models:
         r = bench_model(name, batch, size, device, args.repeat)
-        peak = (f"{r['custom peak']:9.1f} {r['native peak']:8.1f}"
-                if r["custom peak"] is not None and r["native peak"] is not None else f"{'n/a':>9} {'n/a':>8}")
-        print(f"{name:10} {batch:5d} {r['custom ms']:10.1f} {r['native ms']:10.1f} {r['ratio']:6.2f} "
-              f"{r['custom img/s']:12.0f} {r['native img/s']:12.0f} {r['custom saved']:10.1f} "
-              f"{r['native saved']:8.1f} {r['mem ratio']:6.2f} {peak}", flush=True)
+        peak = (
+            f"{r['custom peak']:9.1f} {r['native peak']:8.1f}"
+            if r["custom peak"] is not None and r["native peak"] is not None
+            else f"{'n/a':>9} {'n/a':>8}"
+        )
+        print(
+            f"{name:10} {batch:5d} {r['custom ms']:10.1f} {r['native ms']:10.1f} {r['ratio']:6.2f} "
+            f"{r['custom img/s']:12.0f} {r['native img/s']:12.0f} {r['custom saved']:10.1f} "
+            f"{r['native saved']:8.1f} {r['mem ratio']:6.2f} {peak}",
+            flush=True,
+        )
     return 0
 
 

@@ -43,8 +43,10 @@ def zoo_table() -> str:
     for name in sorted(list_models(), key=_zoo_order):
         model = build_on_meta(name)
         info = model_info(name)
-        lines.append(f"| `{name}` | {_summary_line(name)} | {count_parameters(model):,} | "
-                     f"{model.in_channels}x{info.input_size}x{info.input_size} | {info.min_size} |")
+        lines.append(
+            f"| `{name}` | {_summary_line(name)} | {count_parameters(model):,} | "
+            f"{model.in_channels}x{info.input_size}x{info.input_size} | {info.min_size} |"
+        )
     return "\n".join(lines) + "\n"
 
 

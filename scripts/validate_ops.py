@@ -36,8 +36,10 @@ def compare(layer: Layer, dtype: torch.dtype) -> list[float]:
     gen = torch.Generator().manual_seed(0)
     tensors = [torch.randn(layer.input_shape, generator=gen, dtype=dtype)]
     if layer.weight_shape:
-        tensors += [torch.randn(layer.weight_shape, generator=gen, dtype=dtype),
-                    torch.randn(layer.weight_shape[0], generator=gen, dtype=dtype)]
+        tensors += [
+            torch.randn(layer.weight_shape, generator=gen, dtype=dtype),
+            torch.randn(layer.weight_shape[0], generator=gen, dtype=dtype),
+        ]
     results = []
     for impl in (ops, F):
         leaves = [t.clone().requires_grad_() for t in tensors]

@@ -32,6 +32,20 @@ def lenet_run(tmp_path_factory):
     """A LeNet-5 run on the digits (the default config, 6 epochs: about 95% right), for the commands
     that read a trained run: prediction and the explainer page. Tests read it and do not change it."""
     out = tmp_path_factory.mktemp("lenet5") / "run"
-    assert train(["--config", "configs/lenet5_digits.yaml", "--output-dir", str(out), "--quiet",
-                  "--set", "train.epochs=6", "--set", "sched.warmup_epochs=0"]) == 0
+    assert (
+        train(
+            [
+                "--config",
+                "configs/lenet5_digits.yaml",
+                "--output-dir",
+                str(out),
+                "--quiet",
+                "--set",
+                "train.epochs=6",
+                "--set",
+                "sched.warmup_epochs=0",
+            ]
+        )
+        == 0
+    )
     return out

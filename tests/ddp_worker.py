@@ -1,6 +1,6 @@
 """``python -m cnnzoo.train`` under torchrun, saving each process's final weights to OUTPUT/rank{RANK}.pt.
 
-    torchrun --nproc_per_node=2 tests/ddp_worker.py --config ... --output-dir OUTPUT
+torchrun --nproc_per_node=2 tests/ddp_worker.py --config ... --output-dir OUTPUT
 """
 
 import os

@@ -42,8 +42,11 @@ def write_cifar_batch(path, images: np.ndarray, labels: list[int], key: str) -> 
 def make_cifar(root, classes=10, per_batch=4):
     rng = np.random.default_rng(1)
     if classes == 10:
-        folder, names, key = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], \
-            "labels"
+        folder, names, key = (
+            root / "cifar-10-batches-py",
+            [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+            "labels",
+        )
     else:
         folder, names, key = root / "cifar-100-python", ["train", "test"], "fine_labels"
     folder.mkdir(parents=True)
@@ -158,10 +161,16 @@ def test_imagefolder_classes_must_match(tmp_path):
         open_dataset(cfg(name="imagefolder", root=str(tmp_path)))
 
 
-@pytest.mark.parametrize("name,where", [
-    ("mnist", "MNIST/raw"), ("fashion_mnist", "FashionMNIST/raw"), ("cifar10", "cifar-10-batches-py"),
-    ("cifar100", "cifar-100-python"), ("imagefolder", "train"),
-])
+@pytest.mark.parametrize(
+    "name,where",
+    [
+        ("mnist", "MNIST/raw"),
+        ("fashion_mnist", "FashionMNIST/raw"),
+        ("cifar10", "cifar-10-batches-py"),
+        ("cifar100", "cifar-100-python"),
+        ("imagefolder", "train"),
+    ],
+)
 def test_missing_files_say_where_and_how(tmp_path, name, where):
     with pytest.raises(DataError) as info:
         open_dataset(cfg(name=name, root=str(tmp_path), download=False))

@@ -28,8 +28,9 @@ gen_tables = _load_gen_tables()
 
 @pytest.mark.parametrize("name", list(gen_tables.TABLES))
 def test_committed_table_is_what_the_code_gives(name):
-    assert gen_tables.committed(name) == gen_tables.generated(name), \
+    assert gen_tables.committed(name) == gen_tables.generated(name), (
         f"{gen_tables.TABLES[name][0]}: table {name} is stale; run python scripts/gen_tables.py"
+    )
 
 
 def test_check_names_a_stale_table_and_changes_nothing(monkeypatch, capsys):
@@ -89,8 +90,9 @@ def _without_code(text: str) -> str:
 def _anchors(page: Path) -> set[str]:
     """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces as hyphens."""
     anchors = set()
-    for heading in re.findall(r"^#+\s+(.*?)\s*$", re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M),
-                              flags=re.M):
+    for heading in re.findall(
+        r"^#+\s+(.*?)\s*$", re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M), flags=re.M
+    ):
         slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
         n = 0
         while (candidate := slug if n == 0 else f"{slug}-{n}") in anchors:
@@ -120,7 +122,9 @@ def test_relative_links_resolve(page):
 
 def test_the_link_checker_sees_headings_and_links_as_github_does(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("# Padding: 'valid', 'same' and 'full'\n## CNNZOO_KERNELS and the build\n## Notes\n## Notes\n"
-                    "```\n# not a heading [not](a-link.md)\n```\nsee [this](other.md#x) and `[code](no.md)`\n")
+    page.write_text(
+        "# Padding: 'valid', 'same' and 'full'\n## CNNZOO_KERNELS and the build\n## Notes\n## Notes\n"
+        "```\n# not a heading [not](a-link.md)\n```\nsee [this](other.md#x) and `[code](no.md)`\n"
+    )
     assert _anchors(page) == {"padding-valid-same-and-full", "cnnzoo_kernels-and-the-build", "notes", "notes-1"}
     assert _links(page) == ["other.md#x"]

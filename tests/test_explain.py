@@ -27,8 +27,10 @@ from cnnzoo.report import summarize
 from .helpers import torchvision_weights_file
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-HOW = ("the page tests need headless Chromium and Playwright: `apt-get install chromium` (Debian) and "
-       "`pip install -e '.[dev]'`")
+HOW = (
+    "the page tests need headless Chromium and Playwright: `apt-get install chromium` (Debian) and "
+    "`pip install -e '.[dev]'`"
+)
 
 
 def page_data(html: str) -> dict:
@@ -48,7 +50,6 @@ def floats(b64: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(b64), dtype="<f4").copy()
 
 
-
 # ---------------------------------------------------------------------------------------------------
 # The data, without a browser
 
@@ -60,8 +61,7 @@ def test_exact_numbers_reproduce_each_convolution(lenet_run):
     assert page_data(html) == json.loads(json.dumps(data))  # the page holds exactly the data
     model, x = subject.model, image.x
     inputs = {}
-    hooks = [model.features[i].register_forward_hook(lambda m, a, o, i=i: inputs.__setitem__(i, a[0]))
-             for i in (0, 3)]
+    hooks = [model.features[i].register_forward_hook(lambda m, a, o, i=i: inputs.__setitem__(i, a[0])) for i in (0, 3)]
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -74,8 +74,10 @@ def test_exact_numbers_reproduce_each_convolution(lenet_run):
         c_in = conv.in_channels
         window = floats(e["input"]).reshape(c_in, y1 - y0, x1 - x0)
         weights = floats(e["weights"]).reshape(len(e["channels"]), c_in, 5, 5)
-        z = torch.from_numpy(np.einsum("chw,ochw->o", window[:, :5, :5].astype(np.float64),
-                                       weights.astype(np.float64)) + np.array(e["bias"]))
+        z = torch.from_numpy(
+            np.einsum("chw,ochw->o", window[:, :5, :5].astype(np.float64), weights.astype(np.float64))
+            + np.array(e["bias"])
+        )
         native = F.conv2d(inputs[index], conv.weight, conv.bias)[0, e["channels"], 0, 0].double()
         torch.testing.assert_close(z, native, atol=1e-5, rtol=1e-5)
         stored = floats(e["output"]).reshape(len(e["channels"]), *layer["shape"][1:])[:, 0, 0]
@@ -109,7 +111,8 @@ def test_big_models_give_bounded_pages(name):
         assert "1x1 convolution" in next(n for n in data["structure"] if n["type"] == "residual")["shortcut_label"]
         # the block's one ReLU module runs three times; each run is followed to its convolution
         assert [data["layers"][f"layer2.0.conv{i}"]["post"] for i in (1, 2, 3)] == [["BatchNorm2d", "ReLU"]] * 2 + [
-            ["BatchNorm2d"]]
+            ["BatchNorm2d"]
+        ]
 
 
 def test_embedded_json_cannot_end_the_script():
@@ -190,9 +193,17 @@ def browser():
     if CHROMIUM is None or sync_api is None:
         (pytest.fail if required else pytest.skip)(f"no {'chromium on PATH' if sync_api else 'playwright'}: {HOW}")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         yield b
         b.close()
 
@@ -226,13 +237,18 @@ class Page:
         """Real mouse clicks: on pixel (y, x) of the channel's heatmap in the overview, then, where that
         heatmap is downsampled, on the full-resolution map of the detail panel."""
         h, w = self.layer(name)["shape"][1:]
-        self._click_at(self.page.locator(f'canvas.fmap[data-layer="{name}"][data-channel="{channel}"]').first,
-                       h, w, y, x)
+        self._click_at(
+            self.page.locator(f'canvas.fmap[data-layer="{name}"][data-channel="{channel}"]').first, h, w, y, x
+        )
         body = self.page.locator("#detail-body")
         if (body.get_attribute("data-y"), body.get_attribute("data-x")) != (str(y), str(x)):
             self._click_at(self.page.locator("#nav-canvas"), h, w, y, x)
-        assert (body.get_attribute("data-layer"), body.get_attribute("data-channel"), body.get_attribute("data-y"),
-                body.get_attribute("data-x")) == (name, str(channel), str(y), str(x))
+        assert (
+            body.get_attribute("data-layer"),
+            body.get_attribute("data-channel"),
+            body.get_attribute("data-y"),
+            body.get_attribute("data-x"),
+        ) == (name, str(channel), str(y), str(x))
 
     def value(self, element_id: str) -> float:
         """The number the page shows in an element, checked against the full-precision one it holds."""
@@ -254,8 +270,10 @@ def write_page(tmp_path: Path, argv: list[str]) -> tuple[Path, ex.Subject, ex.In
 def module_io(model, x, names):
     got = {}
     modules = dict(model.named_modules())
-    hooks = [modules[n].register_forward_hook(lambda m, a, o, n=n: got.__setitem__(n, (a[0].clone(), o.clone())))
-             for n in names]
+    hooks = [
+        modules[n].register_forward_hook(lambda m, a, o, n=n: got.__setitem__(n, (a[0].clone(), o.clone())))
+        for n in names
+    ]
     with torch.no_grad():
         model(x)
     for h in hooks:

@@ -13,18 +13,57 @@ from cnnzoo.models.common import ZooModel
 from .helpers import TORCH_NODES, cnnzoo_node, graph_nodes
 
 PARAMS = {
-    "lenet5": 61_706, "lenet5_1998": 60_850, "alexnet": 61_100_840, "alexnet_2012": 60_965_224,
-    "vgg11": 132_863_336, "vgg13": 133_047_848, "vgg16": 138_357_544, "vgg19": 143_667_240,
-    "vgg11_bn": 132_868_840, "vgg13_bn": 133_053_736, "vgg16_bn": 138_365_992, "vgg19_bn": 143_678_248,
-    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "resnet101": 44_549_160,
-    "resnet152": 60_192_808, "resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586, "resnet56": 853_018,
-    "resnet110": 1_727_962, "googlenet": 13_004_888, "googlenet_2014": 13_385_816,
+    "lenet5": 61_706,
+    "lenet5_1998": 60_850,
+    "alexnet": 61_100_840,
+    "alexnet_2012": 60_965_224,
+    "vgg11": 132_863_336,
+    "vgg13": 133_047_848,
+    "vgg16": 138_357_544,
+    "vgg19": 143_667_240,
+    "vgg11_bn": 132_868_840,
+    "vgg13_bn": 133_053_736,
+    "vgg16_bn": 138_365_992,
+    "vgg19_bn": 143_678_248,
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "resnet20": 269_722,
+    "resnet32": 464_154,
+    "resnet44": 658_586,
+    "resnet56": 853_018,
+    "resnet110": 1_727_962,
+    "googlenet": 13_004_888,
+    "googlenet_2014": 13_385_816,
 }
-MIN_SIZE = {"lenet5": 32, "lenet5_1998": 32, "alexnet": 63, "alexnet_2012": 67, "vgg11": 32, "vgg11_bn": 32,
-            "resnet18": 1, "resnet50": 1, "resnet20": 1, "googlenet": 15, "googlenet_2014": 15}
+MIN_SIZE = {
+    "lenet5": 32,
+    "lenet5_1998": 32,
+    "alexnet": 63,
+    "alexnet_2012": 67,
+    "vgg11": 32,
+    "vgg11_bn": 32,
+    "resnet18": 1,
+    "resnet50": 1,
+    "resnet20": 1,
+    "googlenet": 15,
+    "googlenet_2014": 15,
+}
 # one model per family, at a small input size it accepts
-FAMILY = {"lenet5": 32, "lenet5_1998": 32, "alexnet": 64, "alexnet_2012": 67, "vgg11_bn": 32, "resnet18": 32,
-          "resnet50": 32, "resnet20": 32, "googlenet": 32, "googlenet_2014": 32}
+FAMILY = {
+    "lenet5": 32,
+    "lenet5_1998": 32,
+    "alexnet": 64,
+    "alexnet_2012": 67,
+    "vgg11_bn": 32,
+    "resnet18": 32,
+    "resnet50": 32,
+    "resnet20": 32,
+    "googlenet": 32,
+    "googlenet_2014": 32,
+}
 
 
 def count(model: nn.Module) -> int:
@@ -84,13 +123,16 @@ def test_num_classes_and_in_channels():
         assert first.in_channels == 1
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: cnnzoo.create_model("resnet19"), r"unknown model 'resnet19'; closest: .*resnet18"),
-    (lambda: cnnzoo.create_model("vgg16", backend="cudnn"), r"unknown backend 'cudnn'"),
-    (lambda: cnnzoo.create_model("vgg16", num_classes=0), r"num_classes must be a positive int"),
-    (lambda: cnnzoo.create_model("vgg16", in_channels=2.5), r"in_channels must be a positive int"),
-    (lambda: cnnzoo.create_model("lenet5", activation="gelu"), r"activation must be one of"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: cnnzoo.create_model("resnet19"), r"unknown model 'resnet19'; closest: .*resnet18"),
+        (lambda: cnnzoo.create_model("vgg16", backend="cudnn"), r"unknown backend 'cudnn'"),
+        (lambda: cnnzoo.create_model("vgg16", num_classes=0), r"num_classes must be a positive int"),
+        (lambda: cnnzoo.create_model("vgg16", in_channels=2.5), r"in_channels must be a positive int"),
+        (lambda: cnnzoo.create_model("lenet5", activation="gelu"), r"activation must be one of"),
+    ],
+)
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -131,8 +173,20 @@ def test_input_shape_errors():
         model(torch.randn(3, 32, 32, device="meta"))
 
 
-TORCHVISION = ["alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "resnet18", "resnet34",
-               "resnet50", "resnet101", "googlenet"]
+TORCHVISION = [
+    "alexnet",
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "googlenet",
+]
 TORCHVISION_SLOW = ["vgg19", "vgg19_bn", "resnet152"]
 
 

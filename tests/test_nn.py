@@ -28,8 +28,18 @@ def test_conv2d_matches_torch(args, kwargs):
     assert list(mine.state_dict()) == list(ref.state_dict())
     for key, value in ref.state_dict().items():
         assert torch.equal(mine.state_dict()[key], value), f"default initialisation differs for {key}"
-    for attr in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
-                 "padding_mode", "transposed", "output_padding"):
+    for attr in (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "padding_mode",
+        "transposed",
+        "output_padding",
+    ):
         assert getattr(mine, attr) == getattr(ref, attr), attr
     assert list(mine._reversed_padding_repeated_twice) == list(ref._reversed_padding_repeated_twice)
     x = torch.randn(2, args[0], 9, 10)
@@ -52,13 +62,16 @@ def test_full_padding_module():
     assert "padding=full" in repr(layer)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(in_channels=3, out_channels=4, kernel_size=3, groups=2), "divisible by groups"),
-    (dict(in_channels=3, out_channels=3, kernel_size=3, groups=0), "groups must be a positive"),
-    (dict(in_channels=3, out_channels=3, kernel_size=3, padding="middle"), "Invalid padding string"),
-    (dict(in_channels=3, out_channels=3, kernel_size=3, padding="same", stride=2), "strided"),
-    (dict(in_channels=3, out_channels=3, kernel_size=3, padding_mode="mirror"), "padding_mode"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(in_channels=3, out_channels=4, kernel_size=3, groups=2), "divisible by groups"),
+        (dict(in_channels=3, out_channels=3, kernel_size=3, groups=0), "groups must be a positive"),
+        (dict(in_channels=3, out_channels=3, kernel_size=3, padding="middle"), "Invalid padding string"),
+        (dict(in_channels=3, out_channels=3, kernel_size=3, padding="same", stride=2), "strided"),
+        (dict(in_channels=3, out_channels=3, kernel_size=3, padding_mode="mirror"), "padding_mode"),
+    ],
+)
 def test_conv2d_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         cnn.Conv2d(**kwargs)
@@ -92,8 +105,16 @@ def test_pools_match_torch(name, args, kwargs):
 
 def test_modules_inside_a_network_train():
     torch.manual_seed(0)
-    model = nn.Sequential(cnn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), cnn.MaxPool2d(2), cnn.Conv2d(4, 8, 3),
-                          cnn.AvgPool2d(2), cnn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    model = nn.Sequential(
+        cnn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        cnn.MaxPool2d(2),
+        cnn.Conv2d(4, 8, 3),
+        cnn.AvgPool2d(2),
+        cnn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 2),
+    )
     x, y = torch.randn(16, 1, 12, 12), torch.randint(0, 2, (16,))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     losses = []

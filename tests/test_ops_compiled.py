@@ -42,8 +42,9 @@ def close(mine: torch.Tensor, ref: torch.Tensor, what: str, case) -> None:
     """float32 results agree to rounding, relative to the largest entry of the reference."""
     assert mine.shape == ref.shape, (what, case)
     scale = max(1.0, ref.abs().max().item()) if ref.numel() else 1.0
-    torch.testing.assert_close(mine, ref, rtol=1e-4, atol=1e-5 * scale, equal_nan=True,
-                               msg=lambda m: f"{what} {case}: {m}")
+    torch.testing.assert_close(
+        mine, ref, rtol=1e-4, atol=1e-5 * scale, equal_nan=True, msg=lambda m: f"{what} {case}: {m}"
+    )
 
 
 def conv_case(rng: random.Random) -> dict:
@@ -52,10 +53,18 @@ def conv_case(rng: random.Random) -> dict:
     fifth of them on planes of 16 to 24 pixels a side."""
     while True:
         g = rng.choice([1, 1, 1, 2, 3])
-        case = dict(n=rng.choice([1, 1, 2, 3]), c=g * rng.randint(1, 7), o=g * rng.choice([1, 2, 3, 5, 7, 17, 33]),
-                    h=rng.choice([1, 2, 3, 5, 8, 13, 17]), w=rng.choice([1, 2, 4, 7, 9, 16, 23]), kh=rng.randint(1, 6),
-                    kw=rng.randint(1, 6), stride=(rng.randint(1, 3), rng.randint(1, 3)),
-                    dilation=(rng.randint(1, 2), rng.randint(1, 2)), groups=g)
+        case = dict(
+            n=rng.choice([1, 1, 2, 3]),
+            c=g * rng.randint(1, 7),
+            o=g * rng.choice([1, 2, 3, 5, 7, 17, 33]),
+            h=rng.choice([1, 2, 3, 5, 8, 13, 17]),
+            w=rng.choice([1, 2, 4, 7, 9, 16, 23]),
+            kh=rng.randint(1, 6),
+            kw=rng.randint(1, 6),
+            stride=(rng.randint(1, 3), rng.randint(1, 3)),
+            dilation=(rng.randint(1, 2), rng.randint(1, 2)),
+            groups=g,
+        )
         if rng.random() < 0.2:  # a plane the kernels take image by image (the small ones go side by side)
             case.update(h=rng.randint(16, 24), w=rng.randint(16, 24), stride=(1, rng.randint(1, 2)))
         case["padding"] = "same" if rng.random() < 0.15 else (rng.randint(0, case["kh"]), rng.randint(0, case["kw"]))
@@ -64,8 +73,10 @@ def conv_case(rng: random.Random) -> dict:
             pad = (0, 0)  # 'same' always fits
         else:
             pad = case["padding"]
-        fits = all(size + 2 * p - d * (k - 1) - 1 >= 0 for size, p, d, k in
-                   zip((case["h"], case["w"]), pad, case["dilation"], (case["kh"], case["kw"])))
+        fits = all(
+            size + 2 * p - d * (k - 1) - 1 >= 0
+            for size, p, d, k in zip((case["h"], case["w"]), pad, case["dilation"], (case["kh"], case["kw"]))
+        )
         if fits or case["padding"] == "same":
             return case
 
@@ -80,6 +91,7 @@ LAYOUTS_1D = ("", "", "crop", "interleave", "column")
 def laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
     """A new tensor with ``t``'s values in ``layout`` (see LAYOUTS). The entries of a larger buffer around
     the view are NaN (floats) or 0, so that a kernel reading past its view gives itself away."""
+
     def buffer(*size: int) -> torch.Tensor:
         return torch.full(size, float("nan") if t.is_floating_point() else 0, dtype=t.dtype)
 
@@ -127,8 +139,9 @@ def test_fuzz_conv2d(kernels_built, seed):
         for fn in (ops.conv2d, F.conv2d):
             leaves = [laid_out(t, layouts[name]).requires_grad_() for t, name in zip((x, weight, bias), layouts)]
             out = fn(*leaves, **kwargs)
-            grad_out = laid_out(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)),
-                                layouts["grad_output"])
+            grad_out = laid_out(
+                torch.randn(out.shape, generator=torch.Generator().manual_seed(1)), layouts["grad_output"]
+            )
             results.append((out, *torch.autograd.grad(out, leaves, grad_out)))
         for what, mine, ref in zip(("output", "grad input", "grad weight", "grad bias"), *results):
             close(mine, ref, what, case)
@@ -137,15 +150,25 @@ def test_fuzz_conv2d(kernels_built, seed):
 def pool_case(rng: random.Random) -> dict:
     while True:
         kh, kw = rng.randint(1, 4), rng.randint(1, 4)
-        case = dict(n=rng.choice([1, 2]), c=rng.choice([1, 3, 5]), h=rng.choice([1, 2, 5, 8, 11]),
-                    w=rng.choice([1, 3, 6, 9]), kernel_size=(kh, kw), stride=(rng.randint(1, 3), rng.randint(1, 3)),
-                    padding=(rng.randint(0, kh // 2), rng.randint(0, kw // 2)),
-                    dilation=(rng.randint(1, 2), rng.randint(1, 2)), ceil_mode=rng.random() < 0.5,
-                    count_include_pad=rng.random() < 0.5, divisor_override=rng.choice([None, None, 3]),
-                    special=rng.choice(["", "nan", "inf", "ties"]))
+        case = dict(
+            n=rng.choice([1, 2]),
+            c=rng.choice([1, 3, 5]),
+            h=rng.choice([1, 2, 5, 8, 11]),
+            w=rng.choice([1, 3, 6, 9]),
+            kernel_size=(kh, kw),
+            stride=(rng.randint(1, 3), rng.randint(1, 3)),
+            padding=(rng.randint(0, kh // 2), rng.randint(0, kw // 2)),
+            dilation=(rng.randint(1, 2), rng.randint(1, 2)),
+            ceil_mode=rng.random() < 0.5,
+            count_include_pad=rng.random() < 0.5,
+            divisor_override=rng.choice([None, None, 3]),
+            special=rng.choice(["", "nan", "inf", "ties"]),
+        )
         case["output_size"] = (rng.randint(1, case["h"] + 2), rng.randint(1, case["w"] + 2))  # adaptive pooling
-        if all(size + 2 * p - d * (k - 1) - 1 >= 0 for size, p, d, k in
-               zip((case["h"], case["w"]), case["padding"], case["dilation"], case["kernel_size"])):
+        if all(
+            size + 2 * p - d * (k - 1) - 1 >= 0
+            for size, p, d, k in zip((case["h"], case["w"]), case["padding"], case["dilation"], case["kernel_size"])
+        ):
             return case
 
 
@@ -182,8 +205,15 @@ def test_fuzz_pooling(kernels_built, seed):
         window = {k: case[k] for k in ("kernel_size", "stride", "padding", "ceil_mode")}
         calls = [(ops.max_pool2d, F.max_pool2d, dict(window, dilation=case["dilation"], return_indices=True))]
         if case["special"] != "nan":  # (a NaN's gradient is NaN for both; compared for max pooling above)
-            calls.append((ops.avg_pool2d, F.avg_pool2d, dict(window, count_include_pad=case["count_include_pad"],
-                                                             divisor_override=case["divisor_override"])))
+            calls.append(
+                (
+                    ops.avg_pool2d,
+                    F.avg_pool2d,
+                    dict(
+                        window, count_include_pad=case["count_include_pad"], divisor_override=case["divisor_override"]
+                    ),
+                )
+            )
             calls.append((ops.adaptive_avg_pool2d, F.adaptive_avg_pool2d, dict(output_size=case["output_size"])))
         for mine_fn, ref_fn, kwargs in calls:
             results = []
@@ -193,10 +223,12 @@ def test_fuzz_pooling(kernels_built, seed):
                     fn = reference_max_pool2d  # window holds only padding; the reference's gradient instead
                 out = fn(leaf, **kwargs)
                 values = out[0] if isinstance(out, tuple) else out
-                grad_out = laid_out(torch.randn(values.shape, generator=torch.Generator().manual_seed(2)),
-                                    layouts["grad_output"])
-                results.append((*(out if isinstance(out, tuple) else (out,)),
-                                torch.autograd.grad(values, leaf, grad_out)[0]))
+                grad_out = laid_out(
+                    torch.randn(values.shape, generator=torch.Generator().manual_seed(2)), layouts["grad_output"]
+                )
+                results.append(
+                    (*(out if isinstance(out, tuple) else (out,)), torch.autograd.grad(values, leaf, grad_out)[0])
+                )
             names = ("output", "indices", "grad input") if len(results[0]) == 3 else ("output", "grad input")
             for what, mine, ref in zip(names, *results):
                 if what == "indices":
@@ -224,14 +256,25 @@ def test_compiled_kernels_serve_float32_and_the_reference_the_rest(kernels_built
 
     x = torch.randn(2, 3, 8, 8, requires_grad=True)
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
-    for module, names in ((reference_conv, ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]),
-                          (reference_pool, ["max_pool2d_forward", "max_pool2d_backward", "window_sums",
-                                            "window_sums_backward", "adaptive_avg_pool2d_forward",
-                                            "adaptive_avg_pool2d_backward"])):
+    for module, names in (
+        (reference_conv, ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]),
+        (
+            reference_pool,
+            [
+                "max_pool2d_forward",
+                "max_pool2d_backward",
+                "window_sums",
+                "window_sums_backward",
+                "adaptive_avg_pool2d_forward",
+                "adaptive_avg_pool2d_backward",
+            ],
+        ),
+    ):
         for name in names:
             monkeypatch.setattr(module, name, refuse)
-    out = ops.adaptive_avg_pool2d(ops.avg_pool2d(ops.max_pool2d(ops.conv2d(x, w, padding=1), 2), 2, ceil_mode=True),
-                                  (2, 1))
+    out = ops.adaptive_avg_pool2d(
+        ops.avg_pool2d(ops.max_pool2d(ops.conv2d(x, w, padding=1), 2), 2, ceil_mode=True), (2, 1)
+    )
     (out.sum() + ops.adaptive_avg_pool2d(x, 1).sum()).backward()  # every op and gradient above ran compiled
     pointwise = torch.randn(5, 3, 1, 1, requires_grad=True)
     ops.conv2d(x, pointwise).sum().backward()  # 1x1 on a plane of 64 pixels: compiled
@@ -293,8 +336,9 @@ def test_bad_mode_is_a_clear_error(monkeypatch):
 def run_python(code: str, env: dict, tmp_path) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if k not in ("CXX", "CNNZOO_KERNELS")}
     full_env.update(CNNZOO_CACHE_DIR=str(tmp_path / "cache"), **env)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=full_env, capture_output=True, text=True, timeout=300
+    )
 
 
 CONV_CHECK = """
@@ -336,11 +380,20 @@ def test_a_broken_compiler_in_auto_mode_falls_back(tmp_path):
 @pytest.mark.skipif(compiled.compiler() is None, reason="no C++ compiler")
 def test_processes_starting_together_build_once(tmp_path):
     code = CONV_CHECK.replace('print("ok")', 'print("ok", compiled.library()._name)').replace(
-        "from cnnzoo import ops", "from cnnzoo import ops\n    from cnnzoo.ops import compiled")
+        "from cnnzoo import ops", "from cnnzoo import ops\n    from cnnzoo.ops import compiled"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("CXX", "CNNZOO_KERNELS")}
     env.update(CNNZOO_CACHE_DIR=str(tmp_path / "cache"), CNNZOO_KERNELS="compiled")
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     assert sum(err.count("cnnzoo: compiling the CPU kernels") for _, err in outputs) == 1, outputs

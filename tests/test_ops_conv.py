@@ -139,8 +139,13 @@ def test_half_precision(dtype, device):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(), dict(stride=2, padding=1), dict(padding="same", dilation=2), dict(padding="full"),
-     dict(groups=2, stride=(1, 2), padding=(0, 1))],
+    [
+        dict(),
+        dict(stride=2, padding=1),
+        dict(padding="same", dilation=2),
+        dict(padding="full"),
+        dict(groups=2, stride=(1, 2), padding=(0, 1)),
+    ],
 )
 def test_gradcheck_and_gradgradcheck(kwargs):
     x = torch.randn(2, 4, 6, 5, dtype=torch.float64, requires_grad=True)
@@ -173,8 +178,18 @@ def test_backward_computes_only_requested_gradients(monkeypatch):
 # --- the textbook ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n,k,p,s,d", [(7, 3, 0, 1, 1), (7, 3, 1, 2, 1), (32, 5, 0, 1, 1), (224, 11, 2, 4, 1),
-                                       (10, 3, 2, 3, 2), (10, 4, 0, 1, 3), (6, 3, 2, 1, 1)])
+@pytest.mark.parametrize(
+    "n,k,p,s,d",
+    [
+        (7, 3, 0, 1, 1),
+        (7, 3, 1, 2, 1),
+        (32, 5, 0, 1, 1),
+        (224, 11, 2, 4, 1),
+        (10, 3, 2, 3, 2),
+        (10, 4, 0, 1, 3),
+        (6, 3, 2, 1, 1),
+    ],
+)
 def test_output_size_formula(n, k, p, s, d):
     out = ops.conv2d(torch.randn(1, 1, n, n), torch.randn(1, 1, k, k), stride=s, padding=p, dilation=d)
     assert out.shape[-1] == out.shape[-2] == (n + 2 * p - d * (k - 1) - 1) // s + 1
@@ -218,8 +233,8 @@ def test_multiple_input_channels_sum_and_filters_stack():
     w = torch.randn(2, 3, 3, 3, dtype=torch.float64)
     out = ops.conv2d(x, w)
     for o in range(2):
-        per_channel = sum(ops.conv2d(x[:, c:c + 1], w[o:o + 1, c:c + 1]) for c in range(3))
-        torch.testing.assert_close(out[:, o:o + 1], per_channel)
+        per_channel = sum(ops.conv2d(x[:, c : c + 1], w[o : o + 1, c : c + 1]) for c in range(3))
+        torch.testing.assert_close(out[:, o : o + 1], per_channel)
 
 
 def test_translation_equivariance():
@@ -278,13 +293,20 @@ def test_autocast_casts_like_torch():
     w = torch.randn(4, 3, 3, 3, generator=gen)
     b = torch.randn(4, generator=gen)
     results = []
-    for conv, pool, avg, adaptive in ((ops.conv2d, ops.max_pool2d, ops.avg_pool2d, ops.adaptive_avg_pool2d),
-                                      (F.conv2d, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d)):
+    for conv, pool, avg, adaptive in (
+        (ops.conv2d, ops.max_pool2d, ops.avg_pool2d, ops.adaptive_avg_pool2d),
+        (F.conv2d, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d),
+    ):
         leaves = [t.clone().requires_grad_() for t in (x, w, b)]
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = conv(*leaves[:2], leaves[2], padding=1)
-            outs = [y, pool(y, 2), avg(leaves[0], 2), adaptive(leaves[0], 3),
-                    conv(leaves[0].double(), leaves[1].double(), padding=1)]
+            outs = [
+                y,
+                pool(y, 2),
+                avg(leaves[0], 2),
+                adaptive(leaves[0], 3),
+                conv(leaves[0].double(), leaves[1].double(), padding=1),
+            ]
         # (not through the max pool: bf16 rounding may move its argmax, and with it the gradient)
         ((outs[0].float() * torch.linspace(-1, 1, 12)).sum() + outs[2].sum() + outs[3].sum()).backward()
         results.append((outs, [t.grad for t in leaves]))
@@ -299,8 +321,16 @@ def test_autocast_casts_like_torch():
 
 @pytest.mark.parametrize("folded", [False, True], ids=["per-image", "folded"])
 @pytest.mark.parametrize("chunk_bytes", [1, 2**30], ids=["image-by-image", "one-chunk"])
-@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=(2, 1), dilation=(1, 2), groups=2),
-                                    dict(padding="same", dilation=2), dict(padding="full"), dict(stride=4)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(padding=1),
+        dict(stride=2, padding=(2, 1), dilation=(1, 2), groups=2),
+        dict(padding="same", dilation=2),
+        dict(padding="full"),
+        dict(stride=4),
+    ],
+)
 def test_both_layouts_match_torch(folded, chunk_bytes, kwargs, monkeypatch):
     """Each product layout (chosen per shape by ``fold_images``) is exact on its own, whether the batch
     is split into chunks or not."""

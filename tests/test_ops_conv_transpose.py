@@ -37,14 +37,17 @@ def test_conv_transpose2d_matches_torch(input_size, weight_size, kwargs, dtype):
     tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else {}
     torch.testing.assert_close(mine, ref, **tol)
     cotangent = torch.randn_like(ref)
-    torch.testing.assert_close(torch.autograd.grad(mine, (x, w, b), cotangent),
-                               torch.autograd.grad(ref, (x, w, b), cotangent), **tol)
+    torch.testing.assert_close(
+        torch.autograd.grad(mine, (x, w, b), cotangent), torch.autograd.grad(ref, (x, w, b), cotangent), **tol
+    )
 
 
 def test_conv_transpose2d_is_conv2d_input_gradient():
     """The definition: the transposed convolution of y is the gradient of a convolution's input."""
-    x, w = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True), torch.randn(5, 3, 3, 3,
-                                                                                          dtype=torch.float64)
+    x, w = (
+        torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True),
+        torch.randn(5, 3, 3, 3, dtype=torch.float64),
+    )
     y = torch.randn(2, 5, 5, 4, dtype=torch.float64)
     (grad,) = torch.autograd.grad(ops.conv2d(x, w, stride=2, padding=1), x, y)
     torch.testing.assert_close(ops.conv_transpose2d(y, w, stride=2, padding=1, output_padding=(0, 1)), grad)
@@ -72,11 +75,14 @@ def test_conv_transpose2d_gradgradcheck_and_torch_func():
     torch.testing.assert_close(vmap(fn, (0, 0, None))(xs, ws, b), vmap(ref, (0, 0, None))(xs, ws, b))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(stride=2, output_padding=2), "output_padding must be smaller than stride"),
-    (dict(groups=3), "expects input with 4 channels"),
-    (dict(padding=5), "output size would be"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(stride=2, output_padding=2), "output_padding must be smaller than stride"),
+        (dict(groups=3), "expects input with 4 channels"),
+        (dict(padding=5), "output size would be"),
+    ],
+)
 def test_conv_transpose2d_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ops.conv_transpose2d(torch.randn(1, 4, 3, 3), torch.randn(4, 2, 3, 3), **kwargs)

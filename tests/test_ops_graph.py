@@ -74,7 +74,8 @@ def test_the_recorder_would_see_torch_kernels():
 
 def test_ops_source_never_calls_torch_conv_or_pool():
     forbidden = re.compile(
-        r"\b(F|functional|torch|nn\.grad|aten)\.(conv\w*|\w*pool\w*|convolution\w*)\s*\(|torch\.nn\.grad")
+        r"\b(F|functional|torch|nn\.grad|aten)\.(conv\w*|\w*pool\w*|convolution\w*)\s*\(|torch\.nn\.grad"
+    )
     for path in Path(ops.__file__).parent.glob("*.py"):
         for number, line in enumerate(path.read_text().splitlines(), 1):
             assert not forbidden.search(line), f"{path.name}:{number}: {line.strip()}"

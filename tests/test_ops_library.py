@@ -36,8 +36,11 @@ def is_cl(t: torch.Tensor) -> bool:
 def opcheck_samples():
     """(operator, args) for every operator: plain, strided and padded, grouped, channels_last."""
     for cl in (False, True):
-        x, w, b = rand(2, 4, 7, 6, channels_last=cl, requires_grad=True), rand(6, 2, 3, 2, requires_grad=True), \
-            rand(6, requires_grad=True)
+        x, w, b = (
+            rand(2, 4, 7, 6, channels_last=cl, requires_grad=True),
+            rand(6, 2, 3, 2, requires_grad=True),
+            rand(6, requires_grad=True),
+        )
         conf = ([2, 1], [1, 0, 1, 1], [1, 2], 2)
         gy = rand(2, 6, 3, 6, channels_last=cl, requires_grad=True)
         yield L.conv2d, (x, w, b, *conf)
@@ -48,17 +51,14 @@ def opcheck_samples():
         window = ([3, 2], [2, 1], [1, 1], [1, 1], True)
         yield L.max_pool2d, (x, *window)
         values, indices = L.max_pool2d(x.detach(), *window)
-        yield L.max_pool2d_backward, (rand(*values.shape, channels_last=cl, requires_grad=True), indices,
-                                      [2, 4, 7, 6])
+        yield L.max_pool2d_backward, (rand(*values.shape, channels_last=cl, requires_grad=True), indices, [2, 4, 7, 6])
         avg = ([3, 2], [2, 1], [1, 1], True, False, None)
         yield L.avg_pool2d, (x, *avg)
         yield L.avg_pool2d, (x, [2, 2], [2, 2], [0, 0], False, True, 3)
-        yield L.avg_pool2d_backward, (rand(2, 4, 4, 7, channels_last=cl, requires_grad=True), [2, 4, 7, 6], *avg,
-                                      cl)
+        yield L.avg_pool2d_backward, (rand(2, 4, 4, 7, channels_last=cl, requires_grad=True), [2, 4, 7, 6], *avg, cl)
         yield L.adaptive_avg_pool2d, (x, [3, 4])
         yield L.adaptive_avg_pool2d, (x, [1, 1])
-        yield L.adaptive_avg_pool2d_backward, (rand(2, 4, 3, 4, channels_last=cl, requires_grad=True),
-                                               [2, 4, 7, 6], cl)
+        yield L.adaptive_avg_pool2d_backward, (rand(2, 4, 3, 4, channels_last=cl, requires_grad=True), [2, 4, 7, 6], cl)
 
 
 OPCHECK = list(opcheck_samples())
@@ -85,36 +85,47 @@ GY = rand(2, 4, 3, 3)
 CONF = ([1, 1], [0, 0, 0, 0], [1, 1], 1)
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: L.conv2d(X, rand(4, 2, 3, 3), None, *CONF), r"conv2d: .*expects input with 2 channels"),
-    (lambda: L.conv2d(X[0], W, None, *CONF), r"conv2d: expected a 4D \(N, C, H, W\) input"),
-    (lambda: L.conv2d(X, W, None, [1], [0, 0, 0, 0], [1, 1], 1), r"stride must have 2 elements"),
-    (lambda: L.conv2d(X, W, None, [1, 1], [1, 1], [1, 1], 1), r"padding must have 4 elements"),
-    (lambda: L.conv2d(X, W, None, [0, 1], [0, 0, 0, 0], [1, 1], 1), r"stride must be positive"),
-    (lambda: L.conv2d(X, W, rand(5), *CONF), r"bias must be 1D with 4 elements"),
-    (lambda: L.conv2d(X, W.float(), None, *CONF), r"same dtype"),
-    (lambda: L.conv2d(X, rand(4, 3, 7, 7), None, *CONF), r"smaller than the dilated kernel"),
-    (lambda: L.conv2d_input_grad(rand(2, 4, 4, 4), W, [2, 3, 5, 5], *CONF),
-     r"expected grad_output of size \[2, 4, 3, 3\]"),
-    (lambda: L.conv2d_input_grad(GY, W, [2, 3, 5], *CONF), r"input_size must have 4 elements"),
-    (lambda: L.conv2d_input_grad(GY, rand(4, 2, 3, 3), [2, 3, 5, 5], *CONF), r"expects input with 2 channels"),
-    (lambda: L.conv2d_weight_grad(X, rand(2, 5, 3, 3), [4, 3, 3, 3], *CONF), r"expected grad_output of size"),
-    (lambda: L.conv2d_weight_grad(X, GY, [4, 3, 3], *CONF), r"weight_size must have 4 elements"),
-    (lambda: L.max_pool2d(X, [6, 6], [1, 1], [0, 0], [1, 1], False), r"too small for kernel_size=\(6, 6\)"),
-    (lambda: L.max_pool2d(X, [3, 3], [1, 1], [2, 2], [1, 1], False), r"at most half of kernel_size"),
-    (lambda: L.max_pool2d(X, [3], [1, 1], [0, 0], [1, 1], False), r"kernel_size must have 2 elements"),
-    (lambda: L.max_pool2d_backward(GY, torch.zeros(2, 4, 3, 3), [2, 4, 5, 5]), r"indices must be int64"),
-    (lambda: L.max_pool2d_backward(GY, torch.zeros(2, 4, 2, 3, dtype=torch.long), [2, 4, 5, 5]),
-     r"expected indices of size \[2, 4, 3, 3\]"),
-    (lambda: L.max_pool2d_backward(GY, torch.zeros(2, 4, 3, 3, dtype=torch.long), [2, 3, 5, 5]),
-     r"does not pool an input of size"),
-    (lambda: L.avg_pool2d(X, [2, 2], [2, 2], [0, 0], False, True, 0), r"divisor_override must not be zero"),
-    (lambda: L.avg_pool2d_backward(GY, [2, 4, 5, 5], [2, 2], [2, 2], [0, 0], False, True, None),
-     r"expected grad_output of size \[2, 4, 2, 2\]"),
-    (lambda: L.adaptive_avg_pool2d(X, [2, -1]), r"output_size must be non-negative"),
-    (lambda: L.adaptive_avg_pool2d(X[:, :0], [2, 2]), r"non-zero channel"),
-    (lambda: L.adaptive_avg_pool2d_backward(GY, [2, 3, 5, 5]), r"does not pool an input of size"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: L.conv2d(X, rand(4, 2, 3, 3), None, *CONF), r"conv2d: .*expects input with 2 channels"),
+        (lambda: L.conv2d(X[0], W, None, *CONF), r"conv2d: expected a 4D \(N, C, H, W\) input"),
+        (lambda: L.conv2d(X, W, None, [1], [0, 0, 0, 0], [1, 1], 1), r"stride must have 2 elements"),
+        (lambda: L.conv2d(X, W, None, [1, 1], [1, 1], [1, 1], 1), r"padding must have 4 elements"),
+        (lambda: L.conv2d(X, W, None, [0, 1], [0, 0, 0, 0], [1, 1], 1), r"stride must be positive"),
+        (lambda: L.conv2d(X, W, rand(5), *CONF), r"bias must be 1D with 4 elements"),
+        (lambda: L.conv2d(X, W.float(), None, *CONF), r"same dtype"),
+        (lambda: L.conv2d(X, rand(4, 3, 7, 7), None, *CONF), r"smaller than the dilated kernel"),
+        (
+            lambda: L.conv2d_input_grad(rand(2, 4, 4, 4), W, [2, 3, 5, 5], *CONF),
+            r"expected grad_output of size \[2, 4, 3, 3\]",
+        ),
+        (lambda: L.conv2d_input_grad(GY, W, [2, 3, 5], *CONF), r"input_size must have 4 elements"),
+        (lambda: L.conv2d_input_grad(GY, rand(4, 2, 3, 3), [2, 3, 5, 5], *CONF), r"expects input with 2 channels"),
+        (lambda: L.conv2d_weight_grad(X, rand(2, 5, 3, 3), [4, 3, 3, 3], *CONF), r"expected grad_output of size"),
+        (lambda: L.conv2d_weight_grad(X, GY, [4, 3, 3], *CONF), r"weight_size must have 4 elements"),
+        (lambda: L.max_pool2d(X, [6, 6], [1, 1], [0, 0], [1, 1], False), r"too small for kernel_size=\(6, 6\)"),
+        (lambda: L.max_pool2d(X, [3, 3], [1, 1], [2, 2], [1, 1], False), r"at most half of kernel_size"),
+        (lambda: L.max_pool2d(X, [3], [1, 1], [0, 0], [1, 1], False), r"kernel_size must have 2 elements"),
+        (lambda: L.max_pool2d_backward(GY, torch.zeros(2, 4, 3, 3), [2, 4, 5, 5]), r"indices must be int64"),
+        (
+            lambda: L.max_pool2d_backward(GY, torch.zeros(2, 4, 2, 3, dtype=torch.long), [2, 4, 5, 5]),
+            r"expected indices of size \[2, 4, 3, 3\]",
+        ),
+        (
+            lambda: L.max_pool2d_backward(GY, torch.zeros(2, 4, 3, 3, dtype=torch.long), [2, 3, 5, 5]),
+            r"does not pool an input of size",
+        ),
+        (lambda: L.avg_pool2d(X, [2, 2], [2, 2], [0, 0], False, True, 0), r"divisor_override must not be zero"),
+        (
+            lambda: L.avg_pool2d_backward(GY, [2, 4, 5, 5], [2, 2], [2, 2], [0, 0], False, True, None),
+            r"expected grad_output of size \[2, 4, 2, 2\]",
+        ),
+        (lambda: L.adaptive_avg_pool2d(X, [2, -1]), r"output_size must be non-negative"),
+        (lambda: L.adaptive_avg_pool2d(X[:, :0], [2, 2]), r"non-zero channel"),
+        (lambda: L.adaptive_avg_pool2d_backward(GY, [2, 3, 5, 5]), r"does not pool an input of size"),
+    ],
+)
 def test_direct_calls_with_bad_arguments_get_a_clear_error(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
@@ -153,12 +164,16 @@ def test_conv2d_zero_input_channels_gives_the_bias():
     assert ops.conv2d(x, w).eq(0).all()
 
 
-@pytest.mark.parametrize("fn,ref", [
-    (lambda x: ops.max_pool2d(x, 3, 2, 1), lambda x: F.max_pool2d(x, 3, 2, 1)),
-    (lambda x: ops.avg_pool2d(x, 3, 2, 1, ceil_mode=True), lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True)),
-    (lambda x: ops.adaptive_avg_pool2d(x, (3, 2)), lambda x: F.adaptive_avg_pool2d(x, (3, 2))),
-    (lambda x: ops.adaptive_avg_pool2d(x, 1), lambda x: F.adaptive_avg_pool2d(x, 1)),
-], ids=["max", "avg", "adaptive", "global"])
+@pytest.mark.parametrize(
+    "fn,ref",
+    [
+        (lambda x: ops.max_pool2d(x, 3, 2, 1), lambda x: F.max_pool2d(x, 3, 2, 1)),
+        (lambda x: ops.avg_pool2d(x, 3, 2, 1, ceil_mode=True), lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True)),
+        (lambda x: ops.adaptive_avg_pool2d(x, (3, 2)), lambda x: F.adaptive_avg_pool2d(x, (3, 2))),
+        (lambda x: ops.adaptive_avg_pool2d(x, 1), lambda x: F.adaptive_avg_pool2d(x, 1)),
+    ],
+    ids=["max", "avg", "adaptive", "global"],
+)
 def test_pooling_empty_batch(fn, ref):
     x = rand(0, 3, 7, 6, requires_grad=True)
     out = fn(x)
@@ -196,12 +211,16 @@ def test_conv2d_memory_format(x_cl, w_cl, dtype):
     assert is_cl(results[1][0]) == (x_cl or w_cl)
 
 
-@pytest.mark.parametrize("fn,ref", [
-    (lambda x: ops.max_pool2d(x, 3, 2, 1), lambda x: F.max_pool2d(x, 3, 2, 1)),
-    (lambda x: ops.avg_pool2d(x, 3, 2, 1), lambda x: F.avg_pool2d(x, 3, 2, 1)),
-    (lambda x: ops.adaptive_avg_pool2d(x, 3), lambda x: F.adaptive_avg_pool2d(x, 3)),
-    (lambda x: ops.adaptive_avg_pool2d(x, 1), lambda x: F.adaptive_avg_pool2d(x, 1)),
-], ids=["max", "avg", "adaptive", "global"])
+@pytest.mark.parametrize(
+    "fn,ref",
+    [
+        (lambda x: ops.max_pool2d(x, 3, 2, 1), lambda x: F.max_pool2d(x, 3, 2, 1)),
+        (lambda x: ops.avg_pool2d(x, 3, 2, 1), lambda x: F.avg_pool2d(x, 3, 2, 1)),
+        (lambda x: ops.adaptive_avg_pool2d(x, 3), lambda x: F.adaptive_avg_pool2d(x, 3)),
+        (lambda x: ops.adaptive_avg_pool2d(x, 1), lambda x: F.adaptive_avg_pool2d(x, 1)),
+    ],
+    ids=["max", "avg", "adaptive", "global"],
+)
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_pooling_memory_format_follows_torch(fn, ref, channels_last):
     x = rand(2, 4, 7, 7, channels_last=channels_last, requires_grad=True)
@@ -252,9 +271,11 @@ def weight_grad(x, gy):
 
 
 @pytest.mark.parametrize("batched", [(0, None), (None, 0), (0, 0)], ids=["first", "second", "both"])
-@pytest.mark.parametrize("fn,shapes", [(input_grad, [(3, 2, 6, 3, 6), (3, 6, 2, 3, 3)]),
-                                       (weight_grad, [(3, 2, 4, 6, 6), (3, 2, 6, 3, 6)])],
-                         ids=["input_grad", "weight_grad"])
+@pytest.mark.parametrize(
+    "fn,shapes",
+    [(input_grad, [(3, 2, 6, 3, 6), (3, 6, 2, 3, 3)]), (weight_grad, [(3, 2, 4, 6, 6), (3, 2, 6, 3, 6)])],
+    ids=["input_grad", "weight_grad"],
+)
 def test_vmap_conv2d_gradients(fn, shapes, batched):
     """Either tensor or both vmapped, as the same operator called slice by slice."""
     stacks = [rand(*shape) for shape in shapes]
@@ -272,34 +293,54 @@ def test_vmap_pooling_and_their_backwards():
     assert torch.equal(indices, torch.stack([r[1] for r in ref]))
     g = rand(*values.shape)
     size = [2, 4, 7, 7]
-    torch.testing.assert_close(vmap(lambda g, i: L.max_pool2d_backward(g, i, size))(g, indices),
-                               loop(lambda g, i: L.max_pool2d_backward(g, i, size), g, indices))
-    torch.testing.assert_close(vmap(lambda g: L.max_pool2d_backward(g, indices[0], size))(g),
-                               loop(lambda g: L.max_pool2d_backward(g, indices[0], size), g))
+    torch.testing.assert_close(
+        vmap(lambda g, i: L.max_pool2d_backward(g, i, size))(g, indices),
+        loop(lambda g, i: L.max_pool2d_backward(g, i, size), g, indices),
+    )
+    torch.testing.assert_close(
+        vmap(lambda g: L.max_pool2d_backward(g, indices[0], size))(g),
+        loop(lambda g: L.max_pool2d_backward(g, indices[0], size), g),
+    )
     avg = ([3, 3], [2, 2], [1, 1], True, False, None)
     torch.testing.assert_close(vmap(lambda x: L.avg_pool2d(x, *avg))(x), loop(lambda x: L.avg_pool2d(x, *avg), x))
-    torch.testing.assert_close(vmap(lambda g: L.avg_pool2d_backward(g, size, *avg))(g),
-                               loop(lambda g: L.avg_pool2d_backward(g, size, *avg), g))
-    torch.testing.assert_close(vmap(lambda x: L.adaptive_avg_pool2d(x, [3, 5]))(x),
-                               loop(lambda x: L.adaptive_avg_pool2d(x, [3, 5]), x))
+    torch.testing.assert_close(
+        vmap(lambda g: L.avg_pool2d_backward(g, size, *avg))(g), loop(lambda g: L.avg_pool2d_backward(g, size, *avg), g)
+    )
+    torch.testing.assert_close(
+        vmap(lambda x: L.adaptive_avg_pool2d(x, [3, 5]))(x), loop(lambda x: L.adaptive_avg_pool2d(x, [3, 5]), x)
+    )
     g = rand(3, 2, 4, 3, 5)
-    torch.testing.assert_close(vmap(lambda g: L.adaptive_avg_pool2d_backward(g, size))(g),
-                               loop(lambda g: L.adaptive_avg_pool2d_backward(g, size), g))
+    torch.testing.assert_close(
+        vmap(lambda g: L.adaptive_avg_pool2d_backward(g, size))(g),
+        loop(lambda g: L.adaptive_avg_pool2d_backward(g, size), g),
+    )
 
 
 # --- torch.func: grad, jacrev, grad(grad), jvp, hessian ----------------------------------------------
 
 FUNCS = [
-    ("conv2d", lambda x, w: ops.conv2d(x, w, padding=(1, 0), stride=2, dilation=(1, 2)),
-     lambda x, w: F.conv2d(x, w, padding=(1, 0), stride=2, dilation=(1, 2))),
+    (
+        "conv2d",
+        lambda x, w: ops.conv2d(x, w, padding=(1, 0), stride=2, dilation=(1, 2)),
+        lambda x, w: F.conv2d(x, w, padding=(1, 0), stride=2, dilation=(1, 2)),
+    ),
     ("conv2d-same", lambda x, w: ops.conv2d(x, w, padding="same"), lambda x, w: F.conv2d(x, w, padding="same")),
     ("max_pool2d", lambda x, w: ops.max_pool2d(x, 3, 2, 1), lambda x, w: F.max_pool2d(x, 3, 2, 1)),
-    ("avg_pool2d", lambda x, w: ops.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
-     lambda x, w: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False)),
-    ("avg_pool2d-divisor", lambda x, w: ops.avg_pool2d(x, 2, divisor_override=1),
-     lambda x, w: F.avg_pool2d(x, 2, divisor_override=1)),
-    ("adaptive_avg_pool2d", lambda x, w: ops.adaptive_avg_pool2d(x, (2, 3)),
-     lambda x, w: F.adaptive_avg_pool2d(x, (2, 3))),
+    (
+        "avg_pool2d",
+        lambda x, w: ops.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+        lambda x, w: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+    ),
+    (
+        "avg_pool2d-divisor",
+        lambda x, w: ops.avg_pool2d(x, 2, divisor_override=1),
+        lambda x, w: F.avg_pool2d(x, 2, divisor_override=1),
+    ),
+    (
+        "adaptive_avg_pool2d",
+        lambda x, w: ops.adaptive_avg_pool2d(x, (2, 3)),
+        lambda x, w: F.adaptive_avg_pool2d(x, (2, 3)),
+    ),
 ]
 
 
@@ -338,6 +379,7 @@ def test_hessian_matches_functional(name, mine, ref):
 def test_forward_mode_ad_outside_torch_func():
     x, w, t = rand(2, 3, 6, 6), rand(4, 3, 3, 3), rand(2, 3, 6, 6)
     import torch.autograd.forward_ad as fwad
+
     with fwad.dual_level():
         out = ops.max_pool2d(ops.conv2d(fwad.make_dual(x, t), w, padding=1), 2)
         tangent = fwad.unpack_dual(out).tangent

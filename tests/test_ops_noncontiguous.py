@@ -30,14 +30,22 @@ SAMPLES = {
     "conv2d-strided": (library.conv2d, (rand(2, 3, 17, 16), rand(4, 3, 3, 3), rand(4), *STRIDED)),
     "conv2d-pointwise": (library.conv2d, (rand(2, 4, 12, 11), rand(5, 4, 1, 1), rand(5), *POINTWISE)),
     "conv2d_input_grad": (library.conv2d_input_grad, (rand(2, 6, 7, 6), rand(6, 2, 3, 3), [2, 4, 7, 6], *CONV, False)),
-    "conv2d_input_grad-pointwise": (library.conv2d_input_grad,
-                                    (rand(2, 5, 12, 11), rand(5, 4, 1, 1), [2, 4, 12, 11], *POINTWISE, False)),
-    "conv2d_weight_grad": (library.conv2d_weight_grad, (rand(2, 4, 7, 6), rand(2, 6, 7, 6), [6, 2, 3, 3], *CONV,
-                                                        False)),
-    "conv2d_weight_grad-strided": (library.conv2d_weight_grad,
-                                   (rand(2, 3, 17, 16), rand(2, 4, 8, 8), [4, 3, 3, 3], *STRIDED, False)),
-    "conv_transpose2d": (library.conv_transpose2d,
-                         (rand(2, 4, 5, 6), rand(4, 3, 3, 3), rand(6), [2, 2], [1, 1, 1, 1], [1, 0], 2, [1, 1])),
+    "conv2d_input_grad-pointwise": (
+        library.conv2d_input_grad,
+        (rand(2, 5, 12, 11), rand(5, 4, 1, 1), [2, 4, 12, 11], *POINTWISE, False),
+    ),
+    "conv2d_weight_grad": (
+        library.conv2d_weight_grad,
+        (rand(2, 4, 7, 6), rand(2, 6, 7, 6), [6, 2, 3, 3], *CONV, False),
+    ),
+    "conv2d_weight_grad-strided": (
+        library.conv2d_weight_grad,
+        (rand(2, 3, 17, 16), rand(2, 4, 8, 8), [4, 3, 3, 3], *STRIDED, False),
+    ),
+    "conv_transpose2d": (
+        library.conv_transpose2d,
+        (rand(2, 4, 5, 6), rand(4, 3, 3, 3), rand(6), [2, 2], [1, 1, 1, 1], [1, 0], 2, [1, 1]),
+    ),
     "max_pool2d": (library.max_pool2d, (rand(2, 4, 7, 6), *MAX)),
     "max_pool2d_backward": (library.max_pool2d_backward, (rand(*INDICES.shape), INDICES, [2, 4, 7, 6])),
     "avg_pool2d": (library.avg_pool2d, (rand(2, 4, 7, 6), *AVG)),
@@ -78,8 +86,13 @@ def expand(t: torch.Tensor) -> torch.Tensor:
     return t[:1].expand(t.shape)
 
 
-WAYS = {"crop": crop, "transpose": transpose, "interleave": interleave, "channels_last_crop": channels_last_crop,
-        "expand": expand}
+WAYS = {
+    "crop": crop,
+    "transpose": transpose,
+    "interleave": interleave,
+    "channels_last_crop": channels_last_crop,
+    "expand": expand,
+}
 FOR_1D = ("interleave", "expand")  # a crop of a vector is contiguous, and it has nothing to transpose
 
 
@@ -113,8 +126,7 @@ def test_non_contiguous_argument_gives_the_contiguous_result(op, args, position,
     assert not strided.is_contiguous() and torch.equal(strided, values)
 
     def prepared(replacement: torch.Tensor) -> list:
-        prepared = [a.clone().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a
-                    for a in args]
+        prepared = [a.clone().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a for a in args]
         prepared[position] = replacement.requires_grad_(replacement.is_floating_point())
         return prepared
 
@@ -122,11 +134,15 @@ def test_non_contiguous_argument_gives_the_contiguous_result(op, args, position,
     outputs, grads = run(op, prepared(strided))
     for got, want in zip(outputs, expected_outputs):
         assert torch.equal(got, want), f"{op.name} output differs with a {way} {op.params[position]}"
-    for name, got, want in zip([p for p, a in zip(op.params, args) if isinstance(a, torch.Tensor)
-                                and a.is_floating_point()], grads, expected_grads):
+    for name, got, want in zip(
+        [p for p, a in zip(op.params, args) if isinstance(a, torch.Tensor) and a.is_floating_point()],
+        grads,
+        expected_grads,
+    ):
         assert (got is None) == (want is None)
-        assert got is None or torch.equal(got, want), f"{op.name}: gradient of {name} differs with a {way} " \
-                                                       f"{op.params[position]}"
+        assert got is None or torch.equal(got, want), (
+            f"{op.name}: gradient of {name} differs with a {way} {op.params[position]}"
+        )
 
 
 def test_every_operator_is_sampled():

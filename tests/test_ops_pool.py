@@ -18,14 +18,16 @@ pytestmark = pytest.mark.usefixtures("kernels")
 
 MAX_CASES = [
     dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=c)
-    for k, s, p, d, c in itertools.product([2, 3, (3, 2), (1, 4)], [None, 1, 2, (2, 3)], [0, 1, (1, 0)],
-                                           [1, 2, (2, 1)], [False, True])
+    for k, s, p, d, c in itertools.product(
+        [2, 3, (3, 2), (1, 4)], [None, 1, 2, (2, 3)], [0, 1, (1, 0)], [1, 2, (2, 1)], [False, True]
+    )
     if (p if isinstance(p, int) else max(p)) <= (k if isinstance(k, int) else min(k)) // 2
 ]
 AVG_CASES = [
     dict(kernel_size=k, stride=s, padding=p, ceil_mode=c, count_include_pad=i, divisor_override=o)
-    for k, s, p, c, i, o in itertools.product([2, 3, (3, 2), 4], [None, 1, 2, (3, 2)], [0, 1], [False, True],
-                                              [True, False], [None, 5])
+    for k, s, p, c, i, o in itertools.product(
+        [2, 3, (3, 2), 4], [None, 1, 2, (3, 2)], [0, 1], [False, True], [True, False], [None, 5]
+    )
 ]
 
 
@@ -60,17 +62,25 @@ def test_adaptive_avg_pool_sweep(dtype, device):
         assert_matches(ops.adaptive_avg_pool2d, F.adaptive_avg_pool2d, [x], dict(output_size=size))
 
 
-@pytest.mark.parametrize("op,kwargs", [
-    (ops.max_pool2d, dict(kernel_size=3, stride=2, padding=1, return_indices=True)),
-    (ops.avg_pool2d, dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
-    (ops.adaptive_avg_pool2d, dict(output_size=(3, 4))),
-])
+@pytest.mark.parametrize(
+    "op,kwargs",
+    [
+        (ops.max_pool2d, dict(kernel_size=3, stride=2, padding=1, return_indices=True)),
+        (ops.avg_pool2d, dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+        (ops.adaptive_avg_pool2d, dict(output_size=(3, 4))),
+    ],
+)
 @pytest.mark.parametrize("layout", ["unbatched", "channels_last", "transposed", "sliced", "empty_batch"])
 def test_layouts_and_unbatched(op, kwargs, layout, device):
     reference = getattr(F, op.__name__)
     base = torch.randn(2, 3, 11, 10, dtype=torch.float64, device=device)
-    x = {"unbatched": base[0], "channels_last": base.contiguous(memory_format=torch.channels_last),
-         "transposed": base.transpose(2, 3), "sliced": base[:, :, ::2, 1:], "empty_batch": base[:0]}[layout]
+    x = {
+        "unbatched": base[0],
+        "channels_last": base.contiguous(memory_format=torch.channels_last),
+        "transposed": base.transpose(2, 3),
+        "sliced": base[:, :, ::2, 1:],
+        "empty_batch": base[:0],
+    }[layout]
     mine, ref = op(x, **kwargs), reference(x, **kwargs)
     mine, ref = (mine, ref) if isinstance(mine, tuple) else ((mine,), (ref,))
     for a, b in zip(mine, ref):
@@ -88,19 +98,25 @@ def test_layouts_and_unbatched(op, kwargs, layout, device):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_pools(dtype, device):
     x = torch.randn(2, 3, 9, 9, device=device).to(dtype)
-    for op, kwargs in ((ops.max_pool2d, dict(kernel_size=3, stride=2, padding=1)),
-                       (ops.avg_pool2d, dict(kernel_size=2)), (ops.adaptive_avg_pool2d, dict(output_size=4))):
+    for op, kwargs in (
+        (ops.max_pool2d, dict(kernel_size=3, stride=2, padding=1)),
+        (ops.avg_pool2d, dict(kernel_size=2)),
+        (ops.adaptive_avg_pool2d, dict(output_size=4)),
+    ):
         out = op(x, **kwargs)
         assert out.dtype == dtype
         torch.testing.assert_close(out.double(), getattr(F, op.__name__)(x.double(), **kwargs), atol=2e-2, rtol=2e-2)
 
 
-@pytest.mark.parametrize("op,kwargs", [
-    (ops.max_pool2d, dict(kernel_size=(3, 2), stride=(2, 1), padding=1, dilation=(1, 2), ceil_mode=True)),
-    (ops.avg_pool2d, dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)),
-    (ops.avg_pool2d, dict(kernel_size=(2, 3), divisor_override=4)),
-    (ops.adaptive_avg_pool2d, dict(output_size=(4, 3))),
-])
+@pytest.mark.parametrize(
+    "op,kwargs",
+    [
+        (ops.max_pool2d, dict(kernel_size=(3, 2), stride=(2, 1), padding=1, dilation=(1, 2), ceil_mode=True)),
+        (ops.avg_pool2d, dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)),
+        (ops.avg_pool2d, dict(kernel_size=(2, 3), divisor_override=4)),
+        (ops.adaptive_avg_pool2d, dict(output_size=(4, 3))),
+    ],
+)
 def test_gradcheck_and_gradgradcheck(op, kwargs):
     x = torch.randn(2, 2, 7, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: op(t, **kwargs), (x,))
@@ -114,8 +130,9 @@ def test_max_pool_ties_follow_torch():
         x = torch.randint(0, 3, (2, 2, 8, 9), generator=gen).double()
         assert_matches(ops.max_pool2d, F.max_pool2d, [x], dict(kwargs, return_indices=True))
         xl = x.contiguous(memory_format=torch.channels_last)
-        assert torch.equal(ops.max_pool2d(xl, return_indices=True, **kwargs)[1],
-                           F.max_pool2d(xl, return_indices=True, **kwargs)[1])
+        assert torch.equal(
+            ops.max_pool2d(xl, return_indices=True, **kwargs)[1], F.max_pool2d(xl, return_indices=True, **kwargs)[1]
+        )
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 2**30], ids=["plane-by-plane", "one-chunk"])
@@ -126,8 +143,11 @@ def test_max_pool_nan_and_negative_infinity_follow_torch(chunk_bytes, monkeypatc
     x[0, 0, 1, 1] = x[0, 0, 1, 2] = float("nan")
     x[0, 1] = float("-inf")
     x[1, 1, 4, 5] = float("nan")
-    for kwargs in (dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
-                   dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True)):
+    for kwargs in (
+        dict(kernel_size=2),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True),
+    ):
         values, indices = ops.max_pool2d(x, return_indices=True, **kwargs)
         ref_values, ref_indices = F.max_pool2d(x, return_indices=True, **kwargs)
         torch.testing.assert_close(values, ref_values, equal_nan=True)

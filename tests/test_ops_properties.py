@@ -17,8 +17,12 @@ from .helpers import assert_matches
 pytestmark = pytest.mark.usefixtures("kernels")
 
 CLEAR_ERRORS = (ValueError, TypeError, RuntimeError)
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def small_int(lo, hi):
@@ -104,8 +108,12 @@ def pool_input(draw):
 
 def window_kwargs(draw):
     """kernel_size, stride, padding and ceil_mode, valid or not."""
-    return dict(kernel_size=draw(int_or_pair(0, 4)), stride=draw(st.one_of(st.none(), int_or_pair(0, 3))),
-                padding=draw(int_or_pair(-1, 2)), ceil_mode=draw(st.booleans()))
+    return dict(
+        kernel_size=draw(int_or_pair(0, 4)),
+        stride=draw(st.one_of(st.none(), int_or_pair(0, 3))),
+        padding=draw(int_or_pair(-1, 2)),
+        ceil_mode=draw(st.booleans()),
+    )
 
 
 @SETTINGS
@@ -120,8 +128,11 @@ def test_max_pool2d_random_arguments(data, kernels):
 @given(data=st.data())
 def test_avg_pool2d_random_arguments(data, kernels):
     x = pool_input(data.draw)
-    kwargs = dict(window_kwargs(data.draw), count_include_pad=data.draw(st.booleans()),
-                  divisor_override=data.draw(st.one_of(st.none(), small_int(-2, 4))))
+    kwargs = dict(
+        window_kwargs(data.draw),
+        count_include_pad=data.draw(st.booleans()),
+        divisor_override=data.draw(st.one_of(st.none(), small_int(-2, 4))),
+    )
     agree(ops.avg_pool2d, F.avg_pool2d, in_dtype([x], kernels), kwargs)
 
 
@@ -130,6 +141,10 @@ def test_avg_pool2d_random_arguments(data, kernels):
 def test_adaptive_avg_pool2d_random_arguments(data):
     draw = data.draw
     x = pool_input(draw)
-    size = draw(st.one_of(small_int(-1, 10), st.tuples(st.one_of(st.none(), small_int(-1, 10)),
-                                                       st.one_of(st.none(), small_int(-1, 10)))))
+    size = draw(
+        st.one_of(
+            small_int(-1, 10),
+            st.tuples(st.one_of(st.none(), small_int(-1, 10)), st.one_of(st.none(), small_int(-1, 10))),
+        )
+    )
     agree(ops.adaptive_avg_pool2d, F.adaptive_avg_pool2d, [x], dict(output_size=size))

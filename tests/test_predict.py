@@ -37,7 +37,7 @@ def test_top_classes_of_digits(lenet_run, tmp_path, capsys):
     assert lines[::4] == paths
     right = 0
     for i in range(40):
-        rows = [line.split() for line in lines[4 * i + 1:4 * i + 4]]
+        rows = [line.split() for line in lines[4 * i + 1 : 4 * i + 4]]
         probabilities = [float(p) for p, _ in rows]
         assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0001
         right += rows[0][1] == str(int(source.val.labels[i]))
@@ -58,9 +58,11 @@ def test_class_names(tmp_path):
 
 def test_bad_input_is_a_clear_error(lenet_run, tmp_path, capsys):
     (tmp_path / "text.png").write_text("not an image")
-    for args, message in [(["nowhere.png"], "image 'nowhere.png' not found"),
-                          ([str(tmp_path / "text.png")], "cannot read image"),
-                          (["--top", "0", "x.png"], "--top must be at least 1")]:
+    for args, message in [
+        (["nowhere.png"], "image 'nowhere.png' not found"),
+        ([str(tmp_path / "text.png")], "cannot read image"),
+        (["--top", "0", "x.png"], "--top must be at least 1"),
+    ]:
         assert predict(["--resume", str(lenet_run / "best.pt"), *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and "Traceback" not in err, err

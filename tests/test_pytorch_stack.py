@@ -65,8 +65,9 @@ def assert_same(a, b, atol=1e-5, rtol=1e-4):
     torch.testing.assert_close(out_a, out_b, atol=atol * max(1.0, out_b.abs().max().item()), rtol=rtol)
     for key in grads_a:
         scale = max(1.0, grads_b[key].abs().max().item())
-        torch.testing.assert_close(grads_a[key], grads_b[key], atol=atol * scale, rtol=rtol,
-                                   msg=lambda m, k=key: f"{k}: {m}")
+        torch.testing.assert_close(
+            grads_a[key], grads_b[key], atol=atol * scale, rtol=rtol, msg=lambda m, k=key: f"{k}: {m}"
+        )
 
 
 # --- torch.compile -----------------------------------------------------------------------------
@@ -153,17 +154,20 @@ def test_onnx_export_matches_onnxruntime(name, tmp_path):
         assert error < 1e-4, f"{name}: relative error {error:.2e} at batch {batch}"
 
 
-@pytest.mark.parametrize("layer,node", [
-    (cnn.AvgPool2d(2, divisor_override=1), "AveragePool"),
-    (cnn.AvgPool2d(3, 2, 1, ceil_mode=True, divisor_override=2), "AveragePool"),
-    (cnn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), "AveragePool"),
-    (cnn.MaxPool2d(3, 2, 1, ceil_mode=True), "MaxPool"),
-    (cnn.AdaptiveAvgPool2d(1), "GlobalAveragePool"),
-    (cnn.AdaptiveAvgPool2d((3, 2)), "AveragePool"),
-    (cnn.AdaptiveAvgPool2d((4, 5)), "MatMul"),
-    (cnn.Conv2d(3, 4, (4, 3), padding="same"), "Conv"),
-    (cnn.Conv2d(3, 4, 3, stride=2, padding="full", dilation=2, groups=1), "Conv"),
-])
+@pytest.mark.parametrize(
+    "layer,node",
+    [
+        (cnn.AvgPool2d(2, divisor_override=1), "AveragePool"),
+        (cnn.AvgPool2d(3, 2, 1, ceil_mode=True, divisor_override=2), "AveragePool"),
+        (cnn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), "AveragePool"),
+        (cnn.MaxPool2d(3, 2, 1, ceil_mode=True), "MaxPool"),
+        (cnn.AdaptiveAvgPool2d(1), "GlobalAveragePool"),
+        (cnn.AdaptiveAvgPool2d((3, 2)), "AveragePool"),
+        (cnn.AdaptiveAvgPool2d((4, 5)), "MatMul"),
+        (cnn.Conv2d(3, 4, (4, 3), padding="same"), "Conv"),
+        (cnn.Conv2d(3, 4, 3, stride=2, padding="full", dilation=2, groups=1), "Conv"),
+    ],
+)
 def test_onnx_layers(layer, node, tmp_path):
     """Each layer as its ONNX node, equal to torch.nn's under ONNX Runtime. ``divisor_override``, which
     torch's own exporter drops (a 4x error for a 2x2 window sum), is kept."""
@@ -265,8 +269,10 @@ def test_opacus_per_sample_gradients(name):
 def test_vmap_over_a_stack_of_weights():
     """Model ensembling: one input batch, a stack of three models' weights."""
     models = [lively(cnnzoo.create_model("lenet5"), seed=s).double().eval() for s in range(3)]
-    stacked = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models])
-               for k, _ in models[0].named_parameters()}
+    stacked = {
+        k: torch.stack([dict(m.named_parameters())[k].detach() for m in models])
+        for k, _ in models[0].named_parameters()
+    }
     x = example(models[0], 32, batch=2, dtype=torch.float64)
     out = vmap(lambda p: functional_call(models[0], p, (x,)))(stacked)
     torch.testing.assert_close(out, torch.stack([m(x) for m in models]).detach())
@@ -276,8 +282,12 @@ def test_vmap_over_a_stack_of_weights():
 
 
 def test_layers_are_torch_layers():
-    for mine, theirs in ((cnn.Conv2d(1, 2, 3), nn.Conv2d), (cnn.MaxPool2d(2), nn.MaxPool2d),
-                         (cnn.AvgPool2d(2), nn.AvgPool2d), (cnn.AdaptiveAvgPool2d(1), nn.AdaptiveAvgPool2d)):
+    for mine, theirs in (
+        (cnn.Conv2d(1, 2, 3), nn.Conv2d),
+        (cnn.MaxPool2d(2), nn.MaxPool2d),
+        (cnn.AvgPool2d(2), nn.AvgPool2d),
+        (cnn.AdaptiveAvgPool2d(1), nn.AdaptiveAvgPool2d),
+    ):
         assert isinstance(mine, theirs)
     model = cnnzoo.create_model("resnet20")
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -313,8 +323,9 @@ def test_torch_layer_tools_work_on_cnnzoo_layers():
     torch.testing.assert_close(fused(x), bn(conv(x)), atol=1e-5, rtol=1e-5)
     prune.l1_unstructured(conv, "weight", amount=0.5)
     assert (conv.weight == 0).sum() == conv.weight.numel() // 2
-    torch.testing.assert_close(conv(x), nn.functional.conv2d(x, conv.weight, conv.bias, padding=1),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        conv(x), nn.functional.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-5, rtol=1e-5
+    )
 
 
 # --- channels_last -----------------------------------------------------------------------------
@@ -325,8 +336,11 @@ def test_channels_last_model_keeps_channels_last_activations():
     custom, native = custom.to(memory_format=torch.channels_last), native.to(memory_format=torch.channels_last)
     x = example(custom, 32).contiguous(memory_format=torch.channels_last).requires_grad_()
     layouts = []
-    hooks = [m.register_forward_hook(lambda m, i, o: layouts.append(o.is_contiguous(memory_format=torch.channels_last)))
-             for m in custom.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: layouts.append(o.is_contiguous(memory_format=torch.channels_last)))
+        for m in custom.modules()
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))
+    ]
     out = custom(x)
     for h in hooks:
         h.remove()

@@ -29,8 +29,9 @@ def row(summary, name):
     return next(layer for layer in summary.layers if layer.name == name)
 
 
-@pytest.mark.parametrize("in_channels,out_channels,stride,macs", [(1, 1, 1, 144), (1, 1, 2, 36), (3, 1, 1, 432),
-                                                                   (3, 2, 1, 864)])
+@pytest.mark.parametrize(
+    "in_channels,out_channels,stride,macs", [(1, 1, 1, 144), (1, 1, 2, 36), (3, 1, 1, 432), (3, 2, 1, 864)]
+)
 def test_textbook_single_convolutions(in_channels, out_channels, stride, macs):
     """A 3x3 filter over a 6x6 input: (4x4) x (3x3) = 144 multiplications; stride 2 leaves 2x2 outputs;
     3 input channels triple it; 2 filters double that."""
@@ -63,8 +64,10 @@ def test_lenet5_1998_layers_match_the_paper():
     assert row(s, "c1").output_shape == [1, 6, 28, 28] and row(s, "c5").output_shape == [1, 120, 1, 1]
 
 
-@pytest.mark.parametrize("name,gmacs", [("alexnet", 0.714), ("vgg16", 15.470), ("resnet18", 1.814),
-                                        ("resnet50", 4.089), ("googlenet", 1.498)])
+@pytest.mark.parametrize(
+    "name,gmacs",
+    [("alexnet", 0.714), ("vgg16", 15.470), ("resnet18", 1.814), ("resnet50", 4.089), ("googlenet", 1.498)],
+)
 def test_macs_equal_torchvisions_published_figures(name, gmacs):
     assert round(summarize(meta(name), (3, 224, 224)).total_macs / 1e9, 3) == gmacs
 
@@ -112,8 +115,16 @@ def test_json_schema_and_real_models_are_left_alone():
     s = summarize(model, (3, 32, 32), batch_size=4)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a meta copy ran
     data = s.to_dict()
-    for key in ("model", "input_size", "total_params", "trainable_params", "total_macs", "param_bytes",
-                "activation_bytes", "layers"):
+    for key in (
+        "model",
+        "input_size",
+        "total_params",
+        "trainable_params",
+        "total_macs",
+        "param_bytes",
+        "activation_bytes",
+        "layers",
+    ):
         assert key in data
     assert data["input_size"] == [3, 32, 32] and data["param_bytes"] == 4 * 269_722
     assert data["activation_bytes"]["forward_backward"] == 2 * data["activation_bytes"]["forward"] > 0
@@ -138,14 +149,12 @@ def test_command_line_formats(capsys):
     code, out, _ = run("resnet20", "--format", "csv", capsys=capsys)
     rows = list(csv.reader(io.StringIO(out)))
     assert rows[0][:4] == ["layer", "type", "kernel", "output shape"] and len(rows) > 20
-    code, out, _ = run("vgg16", "--format", "json", "--batch-size", "8", "--input-size", "3", "64", "64",
-                       capsys=capsys)
+    code, out, _ = run("vgg16", "--format", "json", "--batch-size", "8", "--input-size", "3", "64", "64", capsys=capsys)
     data = json.loads(out)
     assert data["input_size"] == [3, 64, 64] and data["batch_size"] == 8
     code, out, _ = run("lenet5", "--format", "markdown", "--set", "num_classes=5", capsys=capsys)
     assert out.startswith("| layer |") and "| 5 |" in out
-    code, out, _ = run("--config", str(ROOT / "configs" / "resnet20_cifar10.yaml"), "--format", "json",
-                       capsys=capsys)
+    code, out, _ = run("--config", str(ROOT / "configs" / "resnet20_cifar10.yaml"), "--format", "json", capsys=capsys)
     assert json.loads(out)["input_size"] == [3, 32, 32] and json.loads(out)["total_params"] == 269_722
 
 
@@ -158,21 +167,28 @@ def test_all_models_against_published_figures(capsys):
     assert rows["vgg16"]["MACs"] == "15,470,264,320"
 
 
-@pytest.mark.parametrize("args,message", [
-    (["nope"], "unknown model 'nope'"),
-    (["alexnet", "--input-size", "3", "32", "32"], "needs input of at least 63x63 pixels"),
-    (["alexnet", "--input-size", "3", "0", "32"], "three positive numbers"),
-    (["lenet5", "--set", "activation=gelu"], "activation must be one of"),
-    (["lenet5", "--batch-size", "0"], "--batch-size must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["nope"], "unknown model 'nope'"),
+        (["alexnet", "--input-size", "3", "32", "32"], "needs input of at least 63x63 pixels"),
+        (["alexnet", "--input-size", "3", "0", "32"], "three positive numbers"),
+        (["lenet5", "--set", "activation=gelu"], "activation must be one of"),
+        (["lenet5", "--batch-size", "0"], "--batch-size must be at least 1"),
+    ],
+)
 def test_errors_exit_2(args, message, capsys):
     code, _, err = run(*args, capsys=capsys)
     assert code == 2 and message in err and err.count("\n") == 1
 
 
 def test_malformed_size_on_the_command_line():
-    result = subprocess.run([sys.executable, "-m", "cnnzoo.report", "resnet18", "--input-size", "3", "x", "224"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnzoo.report", "resnet18", "--input-size", "3", "x", "224"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "invalid int value: 'x'" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -182,8 +198,12 @@ def test_receptive_field_box_is_where_the_gradient_reaches(unit, last_padding):
     ``start + i * jump``, side ``rf``) is, clipped to the image, exactly the input pixels its value
     depends on: with positive weights, positive input and average pooling, every pixel in the box has a
     nonzero gradient and none outside it has."""
-    net = nn.Sequential(cnn.Conv2d(1, 2, 5, stride=2, padding=2), cnn.AvgPool2d(3, stride=2, padding=1),
-                        cnn.Conv2d(2, 2, 3, padding="same", dilation=2), cnn.Conv2d(2, 1, 2, padding=last_padding))
+    net = nn.Sequential(
+        cnn.Conv2d(1, 2, 5, stride=2, padding=2),
+        cnn.AvgPool2d(3, stride=2, padding=1),
+        cnn.Conv2d(2, 2, 3, padding="same", dilation=2),
+        cnn.Conv2d(2, 1, 2, padding=last_padding),
+    )
     for p in net.parameters():
         torch.nn.init.uniform_(p, 0.1, 1.0)
     last = row(summarize(net, (1, 29, 29)), "3")

@@ -24,8 +24,17 @@ from cnnzoo.train import main
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "configs" / "lenet5_digits.yaml")
 # small enough for seconds per run, several optimizer steps per epoch, and every metric exact
-OPTIONS = ["--set", "data.limit_train=480", "--set", "data.limit_val=96", "--set", "sched.warmup_epochs=0",
-           "--set", "model.kwargs.activation=relu", "--quiet"]
+OPTIONS = [
+    "--set",
+    "data.limit_train=480",
+    "--set",
+    "data.limit_val=96",
+    "--set",
+    "sched.warmup_epochs=0",
+    "--set",
+    "model.kwargs.activation=relu",
+    "--quiet",
+]
 COMPARED = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
 
@@ -35,8 +44,9 @@ def command(out: Path, *extra: str) -> list[str]:
 
 def start(out: Path, *extra: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(command(out, *extra), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kwargs)
+    return subprocess.Popen(
+        command(out, *extra), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
 
 
 def metrics(out: Path) -> list[dict]:
@@ -122,8 +132,11 @@ def test_an_interrupted_checkpoint_with_a_bad_position_is_refused(tmp_path, caps
     out = tmp_path / "run"
     assert main(["--config", DIGITS, "--output-dir", str(out), *OPTIONS, "--set", "train.epochs=1"]) == 0
     state = checkpoint.load(out / "last.pt")
-    for bad in ({"step": 10**6, "partial": [0.0, 0.0, 0.0, 0.0]}, {"step": 3, "partial": "x"},
-                {"step": 3, "partial": [float("nan")] * 4}):
+    for bad in (
+        {"step": 10**6, "partial": [0.0, 0.0, 0.0, 0.0]},
+        {"step": 3, "partial": "x"},
+        {"step": 3, "partial": [float("nan")] * 4},
+    ):
         checkpoint.save({**state, **bad, "batches": [32, 1]}, out / "last.pt")
         capsys.readouterr()
         assert main(["--resume", str(out / "last.pt"), "--set", "train.epochs=2", "--quiet"]) == 2
@@ -157,9 +170,16 @@ WRONG_TYPES = ["text", [1, 2], {"a": 1}, None, True, 3.5, -7, ""]
 OUT_OF_RANGE = [-1, 0, 10**12, -1e-9, 1e12, float("nan"), float("inf"), 2**64]
 UNKNOWN_KEYS = ["epoch", "lrate", "bogus", "batchsize", "model", ""]
 GARBAGE = ["just text", "[1, 2, 3]", "42", "", "model: [unclosed", "model:\n\tname: lenet5", "{a: 1, a: 2}"]
-VALID = {("optim", "name"): ["adam", "adamw"], ("sched", "name"): ["step", "none", "onecycle"],
-         ("train", "label_smoothing"): [0.1], ("data", "augment"): [False], ("train", "channels_last"): [True],
-         ("data", "name"): ["fake", "digits"], ("model", "backend"): ["torch"], ("train", "grad_clip"): [1.0]}
+VALID = {
+    ("optim", "name"): ["adam", "adamw"],
+    ("sched", "name"): ["step", "none", "onecycle"],
+    ("train", "label_smoothing"): [0.1],
+    ("data", "augment"): [False],
+    ("train", "channels_last"): [True],
+    ("data", "name"): ["fake", "digits"],
+    ("model", "backend"): ["torch"],
+    ("train", "grad_clip"): [1.0],
+}
 
 
 def leaves(raw: dict, prefix=()) -> list[tuple]:
@@ -191,8 +211,11 @@ def mutate(text: str, rng: random.Random) -> str:
         section = rng.choice([None, *[k for k, v in raw.items() if isinstance(v, dict)]])
         (raw if section is None else raw[section])[rng.choice(UNKNOWN_KEYS)] = 1
     elif kind == "range":
-        numeric = [p for p in leaves(raw) if isinstance(yaml_get(raw, p), (int, float))
-                   and not isinstance(yaml_get(raw, p), bool)] or leaves(raw)
+        numeric = [
+            p
+            for p in leaves(raw)
+            if isinstance(yaml_get(raw, p), (int, float)) and not isinstance(yaml_get(raw, p), bool)
+        ] or leaves(raw)
         set_path(raw, rng.choice(numeric), rng.choice(OUT_OF_RANGE))
     elif kind == "section":
         del raw[rng.choice(list(raw))]
@@ -220,9 +243,27 @@ def test_config_fuzz(tmp_path, capsys):
     rng = random.Random(7)
     outcomes = {0: 0, 2: 0}
     # small and offline whatever the mutation did (a --set on a section the mutation broke is itself an error)
-    small = ["--quiet", "--set", "train.epochs=2", "--set", "sched.warmup_epochs=0", "--set", "data.limit_train=8",
-             "--set", "data.limit_val=4", "--set", "data.batch_size=4", "--set", "data.download=false",
-             "--set", "data.num_workers=0", "--set", "train.device=cpu", "--set", f"data.root={tmp_path / 'no-data'}"]
+    small = [
+        "--quiet",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "sched.warmup_epochs=0",
+        "--set",
+        "data.limit_train=8",
+        "--set",
+        "data.limit_val=4",
+        "--set",
+        "data.batch_size=4",
+        "--set",
+        "data.download=false",
+        "--set",
+        "data.num_workers=0",
+        "--set",
+        "train.device=cpu",
+        "--set",
+        f"data.root={tmp_path / 'no-data'}",
+    ]
     for case in range(80):
         source = rng.choice(CONFIGS)
         path = tmp_path / f"case{case}.yaml"
@@ -230,8 +271,11 @@ def test_config_fuzz(tmp_path, capsys):
         # other configs' data needs a download, and their models write checkpoints of up to a gigabyte: train
         # LeNet-5 on fake data instead, with the rest of the mutated config (every fourth case as it is, which
         # stops at the missing data)
-        offline = [] if source.stem == "lenet5_digits" or case % 4 == 0 else \
-            ["--set", "data.name=fake", "--set", "model.name=lenet5", "--set", "data.image_size=32"]
+        offline = (
+            []
+            if source.stem == "lenet5_digits" or case % 4 == 0
+            else ["--set", "data.name=fake", "--set", "model.name=lenet5", "--set", "data.image_size=32"]
+        )
         out = tmp_path / f"out{case}"
         code = main(["--config", str(path), "--output-dir", str(out), *small, *offline])
         shutil.rmtree(out, ignore_errors=True)

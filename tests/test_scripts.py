@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_script(name, *args):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
 
 
 def test_validate_ops_passes():
@@ -38,8 +39,11 @@ def test_bench_ops_smoke():
 def test_bench_ops_kernels_smoke():
     result = run_script("bench_ops.py", "--kernels", "--tiny", "--repeat", "1", "--only", "vgg 3x3 @56")
     assert result.returncode == 0, result.stderr
-    rows = [re.match(r"vgg 3x3 @56\s+(fwd|input grad|weight grad)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s", line)
-            for line in result.stdout.splitlines() if line.startswith("vgg 3x3 @56")]
+    rows = [
+        re.match(r"vgg 3x3 @56\s+(fwd|input grad|weight grad)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s", line)
+        for line in result.stdout.splitlines()
+        if line.startswith("vgg 3x3 @56")
+    ]
     assert [row[1] for row in rows] == ["fwd", "input grad", "weight grad"]
     for row in rows:  # (times of tiny layers print as 0.0x ms: too coarse to check the ratio against)
         assert all(float(value) > 0 for value in row.groups()[1:])
@@ -81,11 +85,21 @@ def test_bench_compile_bad_arguments():
 NO_CUDA = [] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]
 
 
-@pytest.mark.parametrize("script,args,message", [
-    (script, args, message) for script, no_match in (("bench_ops.py", "no layer name contains"),
-                                                     ("bench_train.py", "no model name contains"))
-    for args, message in [(["--only", "no-such-name"], no_match), (["--repeat", "0"], "--repeat must be at least 1"),
-                          *NO_CUDA]])
+@pytest.mark.parametrize(
+    "script,args,message",
+    [
+        (script, args, message)
+        for script, no_match in (
+            ("bench_ops.py", "no layer name contains"),
+            ("bench_train.py", "no model name contains"),
+        )
+        for args, message in [
+            (["--only", "no-such-name"], no_match),
+            (["--repeat", "0"], "--repeat must be at least 1"),
+            *NO_CUDA,
+        ]
+    ],
+)
 def test_bench_bad_arguments(script, args, message):
     result = run_script(script, *args)
     assert result.returncode == 2

@@ -58,8 +58,16 @@ def test_a_run_leaves_its_outputs(tmp_path, capsys):
     outputs = {"config.yaml", "metrics.csv", "last.pt", "best.pt", "summary.json"}
     assert {p.name for p in out.iterdir()} == outputs | curves
     rows = read_metrics(out)
-    assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
-                             "images_per_second"]
+    assert list(rows[0]) == [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "lr",
+        "seconds",
+        "images_per_second",
+    ]
     assert [r["epoch"] for r in rows] == ["1", "2"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["params"] == 61_706 and summary["device"] == "cpu"
@@ -81,8 +89,18 @@ def test_the_default_config_learns(tmp_path):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_continues_exactly(tmp_path, workers):
-    options = ["--set", "sched.name=step", "--set", "sched.step_size=1", "--set", "sched.gamma=0.5",
-               "--set", f"data.num_workers={workers}", "--set", "model.kwargs.activation=relu"]
+    options = [
+        "--set",
+        "sched.name=step",
+        "--set",
+        "sched.step_size=1",
+        "--set",
+        "sched.gamma=0.5",
+        "--set",
+        f"data.num_workers={workers}",
+        "--set",
+        "model.kwargs.activation=relu",
+    ]
     assert train(tmp_path / "whole", *options, "--set", "train.epochs=4") == 0
     assert train(tmp_path / "split", *options, "--set", "train.epochs=2") == 0
     assert train(tmp_path / "split", *options, "--set", "train.epochs=4", "--resume", "auto") == 0
@@ -119,8 +137,22 @@ def test_resume_auto_without_checkpoint_starts_fresh(tmp_path):
 
 def test_resume_applies_a_changed_learning_rate(tmp_path):
     assert train(tmp_path, "--set", "train.epochs=1") == 0
-    assert train(tmp_path, "--set", "train.epochs=2", "--set", "optim.lr=0.001", "--set", "sched.name=none",
-                 "--set", "sched.warmup_epochs=0", "--resume", "auto") == 0
+    assert (
+        train(
+            tmp_path,
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "optim.lr=0.001",
+            "--set",
+            "sched.name=none",
+            "--set",
+            "sched.warmup_epochs=0",
+            "--resume",
+            "auto",
+        )
+        == 0
+    )
     assert float(read_metrics(tmp_path)[-1]["lr"]) == pytest.approx(0.001)
 
 
@@ -142,29 +174,78 @@ def test_print_config(capsys):
     assert resolved["optim"]["weight_decay"] == 0.0005
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in HEAVY else p for p in CONFIGS],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in HEAVY else p for p in CONFIGS], ids=lambda p: p.stem
+)
 def test_every_shipped_config_starts(tmp_path, path, monkeypatch):
     model = yaml.safe_load(path.read_text())["model"]
     if model.get("weights"):  # torchvision's weights, offline: a file where torch.hub's cache keeps them
         monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
         torchvision_weights_file(tmp_path / "torch", model["name"], model["weights"])
-    code = main(["--config", str(path), "--output-dir", str(tmp_path), "--quiet", "--set", "data.name=fake",
-                 "--set", "data.limit_train=8", "--set", "data.limit_val=4", "--set", "data.batch_size=4",
-                 "--set", "train.epochs=1", "--set", "sched.warmup_epochs=0", "--set", "data.num_workers=0"])
+    code = main(
+        [
+            "--config",
+            str(path),
+            "--output-dir",
+            str(tmp_path),
+            "--quiet",
+            "--set",
+            "data.name=fake",
+            "--set",
+            "data.limit_train=8",
+            "--set",
+            "data.limit_val=4",
+            "--set",
+            "data.batch_size=4",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "sched.warmup_epochs=0",
+            "--set",
+            "data.num_workers=0",
+        ]
+    )
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["epochs"] == 1 and math.isfinite(summary["val_loss"])
 
 
-@pytest.mark.parametrize("options", [
-    ["--set", "model.backend=torch"],
-    ["--set", "train.amp=bf16", "--set", "train.channels_last=true"],
-    ["--set", "optim.name=adamw", "--set", "optim.lr=0.002", "--set", "optim.nesterov=false",
-     "--set", "sched.name=onecycle", "--set", "train.grad_clip=1.0", "--set", "train.label_smoothing=0.1"],
-    ["--set", "optim.name=adam", "--set", "optim.lr=0.001", "--set", "optim.nesterov=false",
-     "--set", "model.name=lenet5_1998", "--set", "data.augment=false", "--set", "data.image_size=34"],
-], ids=["torch-backend", "bf16-channels-last", "adamw-onecycle-clip-smoothing", "adam-lenet1998-34px"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--set", "model.backend=torch"],
+        ["--set", "train.amp=bf16", "--set", "train.channels_last=true"],
+        [
+            "--set",
+            "optim.name=adamw",
+            "--set",
+            "optim.lr=0.002",
+            "--set",
+            "optim.nesterov=false",
+            "--set",
+            "sched.name=onecycle",
+            "--set",
+            "train.grad_clip=1.0",
+            "--set",
+            "train.label_smoothing=0.1",
+        ],
+        [
+            "--set",
+            "optim.name=adam",
+            "--set",
+            "optim.lr=0.001",
+            "--set",
+            "optim.nesterov=false",
+            "--set",
+            "model.name=lenet5_1998",
+            "--set",
+            "data.augment=false",
+            "--set",
+            "data.image_size=34",
+        ],
+    ],
+    ids=["torch-backend", "bf16-channels-last", "adamw-onecycle-clip-smoothing", "adam-lenet1998-34px"],
+)
 def test_training_options(tmp_path, options):
     assert train(tmp_path, "--set", "train.epochs=2", *options) == 0
     rows = read_metrics(tmp_path)
@@ -190,8 +271,20 @@ def test_channels_last_trains_channels_last_end_to_end(tmp_path, monkeypatch):
 
     monkeypatch.setattr("cnnzoo.build.create_model", recording_model)
     for backend in ("custom", "torch"):
-        assert train(tmp_path / backend, "--set", "train.epochs=1", "--set", "train.channels_last=true",
-                     "--set", "model.kwargs.pool=max", "--set", f"model.backend={backend}") == 0
+        assert (
+            train(
+                tmp_path / backend,
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "train.channels_last=true",
+                "--set",
+                "model.kwargs.pool=max",
+                "--set",
+                f"model.backend={backend}",
+            )
+            == 0
+        )
     mine, torchs = layouts["custom"], layouts["torch"]
     assert mine == torchs
     assert len(mine["outputs"]) >= 35 and sum(mine["outputs"]) >= 3 * len(mine["outputs"]) // 5
@@ -254,8 +347,12 @@ def test_hostile_and_broken_checkpoints_are_refused(tmp_path, capsys):
     garbage.write_bytes(b"not a checkpoint")
     plain = tmp_path / "plain.pt"
     torch.save({"weight": torch.zeros(2)}, plain)
-    cases = [(evil, "refusing to load"), (garbage, "is not a readable checkpoint"),
-             (plain, "is not a cnnzoo training checkpoint"), (tmp_path / "absent.pt", "not found")]
+    cases = [
+        (evil, "refusing to load"),
+        (garbage, "is not a readable checkpoint"),
+        (plain, "is not a cnnzoo training checkpoint"),
+        (tmp_path / "absent.pt", "not found"),
+    ]
     for path, message in cases:
         assert main(["--eval-only", "--resume", str(path)]) == 2
         assert message in error_of(capsys)
@@ -267,8 +364,18 @@ def test_loss_that_becomes_nan_stops_the_run(tmp_path, capsys):
     assert train(tmp_path, "--set", "train.epochs=1", *relu) == 0
     saved = {name: (tmp_path / name).read_bytes() for name in ("last.pt", "config.yaml", "metrics.csv")}
     capsys.readouterr()
-    code = train(tmp_path, "--set", "train.epochs=2", "--set", "optim.lr=1e30", "--set", "train.log_every=1",
-                 "--resume", "auto", *relu)
+    code = train(
+        tmp_path,
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "optim.lr=1e30",
+        "--set",
+        "train.log_every=1",
+        "--resume",
+        "auto",
+        *relu,
+    )
     assert code == 2
     assert "the loss became nan or infinite at epoch 2, step" in error_of(capsys)
     assert {name: (tmp_path / name).read_bytes() for name in saved} == saved
@@ -285,22 +392,55 @@ def test_user_errors_exit_2(tmp_path, capsys):
         ([], "--config is required"),
         (["--config", DIGITS, "--set", "model.name=resnet"], "unknown model 'resnet'"),
         (["--config", DIGITS, "--set", "train.epoch=1"], "did you mean 'train.epochs'"),
-        (["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--set", "data.name=imagefolder",
-          "--set", f"data.root={tmp_path / 'images'}", "--set", "data.num_workers=1"], "cannot read image"),
+        (
+            [
+                "--config",
+                DIGITS,
+                "--output-dir",
+                str(tmp_path / "o"),
+                "--set",
+                "data.name=imagefolder",
+                "--set",
+                f"data.root={tmp_path / 'images'}",
+                "--set",
+                "data.num_workers=1",
+            ],
+            "cannot read image",
+        ),
         (["--config", DIGITS, "--output-dir", str(blocker / "sub")], "cannot be written"),
-        (["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--set", "data.name=cifar10",
-          "--set", f"data.root={tmp_path}", "--set", "data.download=false"], "cifar-10-batches-py"),
-        (["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--set", "data.image_size=16"],
-         "does not fit lenet5, which takes 32x32 to 35x35"),
-        (["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--set", "model.kwargs.activation=gelu"],
-         "activation must be one of"),
+        (
+            [
+                "--config",
+                DIGITS,
+                "--output-dir",
+                str(tmp_path / "o"),
+                "--set",
+                "data.name=cifar10",
+                "--set",
+                f"data.root={tmp_path}",
+                "--set",
+                "data.download=false",
+            ],
+            "cifar-10-batches-py",
+        ),
+        (
+            ["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--set", "data.image_size=16"],
+            "does not fit lenet5, which takes 32x32 to 35x35",
+        ),
+        (
+            ["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--set", "model.kwargs.activation=gelu"],
+            "activation must be one of",
+        ),
         (["--config", DIGITS, "--eval-only"], "--eval-only needs --resume"),
-        (["--config", DIGITS, "--eval-only", "--resume", "auto", "--output-dir", str(tmp_path / "e")],
-         "no checkpoint"),
+        (["--config", DIGITS, "--eval-only", "--resume", "auto", "--output-dir", str(tmp_path / "e")], "no checkpoint"),
     ]
     if not torch.cuda.is_available():
-        cases.append((["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--set", "train.device=cuda"],
-                      "CUDA is not available"))
+        cases.append(
+            (
+                ["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--set", "train.device=cuda"],
+                "CUDA is not available",
+            )
+        )
     for args, message in cases:
         assert main(args) == 2, args
         assert message in error_of(capsys)
@@ -308,8 +448,13 @@ def test_user_errors_exit_2(tmp_path, capsys):
 
 
 def test_command_line_error_has_no_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "cnnzoo.train", "--config", str(tmp_path / "missing.yaml")],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnzoo.train", "--config", str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: config file {str(tmp_path / 'missing.yaml')!r} not found"
 
@@ -336,9 +481,23 @@ def run_in_terminal(args: list[str]) -> str:
 
 
 def test_progress_bar_in_a_terminal(tmp_path):
-    command = [sys.executable, "-m", "cnnzoo.train", "--config", DIGITS, "--set", "train.epochs=1",
-               "--set", "data.limit_train=160", "--set", "data.limit_val=32", "--set", "train.log_every=1",
-               "--set", "sched.warmup_epochs=0"]
+    command = [
+        sys.executable,
+        "-m",
+        "cnnzoo.train",
+        "--config",
+        DIGITS,
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.limit_train=160",
+        "--set",
+        "data.limit_val=32",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "sched.warmup_epochs=0",
+    ]
     shown = run_in_terminal(command + ["--output-dir", str(tmp_path / "a")])
     assert "epoch 1/1:" in shown and "img_s=" in shown and "lr=" in shown and "acc=" in shown
     quiet = run_in_terminal(command + ["--output-dir", str(tmp_path / "b"), "--quiet"])
@@ -349,10 +508,31 @@ def test_two_processes_with_gloo_end_with_identical_weights(tmp_path, capsys):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "tests" / "ddp_worker.py"), "--config", DIGITS, "--output-dir", str(out), "--quiet",
-         "--set", "train.epochs=2", "--set", "data.limit_train=192", "--set", "data.limit_val=51"],
-        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ROOT / "tests" / "ddp_worker.py"),
+            "--config",
+            DIGITS,
+            "--output-dir",
+            str(out),
+            "--quiet",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "data.limit_train=192",
+            "--set",
+            "data.limit_val=51",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("epoch 2/2") == 1  # rank 0 alone logs
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
@@ -363,8 +543,10 @@ def test_two_processes_with_gloo_end_with_identical_weights(tmp_path, capsys):
     assert summary["processes"] == 2 and len(read_metrics(out)) == 2
     # the metrics summed over both processes' shares equal one process evaluating all 51 images
     assert main(["--eval-only", "--resume", str(out / "last.pt")]) == 0
-    assert f"val_loss {summary['val_loss']:.4f}  val_acc {summary['val_acc']:.4f}  (51 validation images" \
+    assert (
+        f"val_loss {summary['val_loss']:.4f}  val_acc {summary['val_acc']:.4f}  (51 validation images"
         in capsys.readouterr().out
+    )
 
 
 def test_a_killed_worker_is_restarted_by_torchrun_and_the_run_ends_as_if_uninterrupted(tmp_path):
@@ -372,15 +554,43 @@ def test_a_killed_worker_is_restarted_by_torchrun_and_the_run_ends_as_if_uninter
     both workers, which continue from the checkpoint of epoch 1 and end with the uninterrupted run's
     metrics."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "KILL_AT_STEP": "9"}  # 6 steps per epoch: epoch 2, step 3
-    options = ["--config", DIGITS, "--quiet", "--resume", "auto", "--set", "train.epochs=3", "--set",
-               "data.limit_train=192", "--set", "data.limit_val=51", "--set", "data.batch_size=16"]
+    options = [
+        "--config",
+        DIGITS,
+        "--quiet",
+        "--resume",
+        "auto",
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "data.limit_train=192",
+        "--set",
+        "data.limit_val=51",
+        "--set",
+        "data.batch_size=16",
+    ]
     runs = {}
     for name, restarts in (("plain", "0"), ("killed", "1")):
         worker = "ddp_worker.py" if name == "plain" else "restart_worker.py"
         result = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-             f"--max-restarts={restarts}", str(ROOT / "tests" / worker), *options, "--output-dir",
-             str(tmp_path / name)], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node=2",
+                f"--max-restarts={restarts}",
+                str(ROOT / "tests" / worker),
+                *options,
+                "--output-dir",
+                str(tmp_path / name),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=ROOT,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         runs[name] = result
     assert "resuming from" in runs["killed"].stdout and "after epoch 1" in runs["killed"].stdout
@@ -388,5 +598,6 @@ def test_a_killed_worker_is_restarted_by_torchrun_and_the_run_ends_as_if_uninter
     plain, killed = read_metrics(tmp_path / "plain"), read_metrics(tmp_path / "killed")
     assert [r["epoch"] for r in killed] == ["1", "2", "3"]
     for a, b in zip(plain, killed):
-        assert {k: a[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr")} == \
-            {k: b[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr")}
+        assert {k: a[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr")} == {
+            k: b[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+        }

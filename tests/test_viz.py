@@ -49,8 +49,19 @@ def test_filters_are_the_first_convolutions_weights():
 
 
 def test_training_curves_plot_every_epoch(tmp_path):
-    rows = [{"epoch": e, "train_loss": 2 / e, "train_acc": 0.2 * e, "val_loss": 2.5 / e, "val_acc": 0.15 * e,
-             "lr": 0.1, "seconds": 1.0, "images_per_second": 100.0} for e in (1, 2, 3)]
+    rows = [
+        {
+            "epoch": e,
+            "train_loss": 2 / e,
+            "train_acc": 0.2 * e,
+            "val_loss": 2.5 / e,
+            "val_acc": 0.15 * e,
+            "lr": 0.1,
+            "seconds": 1.0,
+            "images_per_second": 100.0,
+        }
+        for e in (1, 2, 3)
+    ]
     with open(tmp_path / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -82,18 +93,38 @@ def test_training_writes_its_curves(tmp_path):
     from cnnzoo.train import main
 
     out = tmp_path / "run"
-    assert main(["--config", "configs/lenet5_digits.yaml", "--output-dir", str(out), "--quiet", "--set",
-                 "train.epochs=2", "--set", "sched.warmup_epochs=0", "--set", "data.limit_train=64", "--set",
-                 "data.limit_val=32"]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                "configs/lenet5_digits.yaml",
+                "--output-dir",
+                str(out),
+                "--quiet",
+                "--set",
+                "train.epochs=2",
+                "--set",
+                "sched.warmup_epochs=0",
+                "--set",
+                "data.limit_train=64",
+                "--set",
+                "data.limit_val=32",
+            ]
+        )
+        == 0
+    )
     image = matplotlib.image.imread(out / "curves.png")
     assert image.shape[0] > 200 and image.shape[1] > 600 and image[..., :3].std() > 0.05  # not blank
 
 
-@pytest.mark.parametrize("name,layer,unit,box", [
-    ("lenet5", "features.3", (0, 0), (-0.5, -0.5, 14, 14)),  # C3 (0, 0): input rows 0..13
-    ("lenet5", "features.3", (9, 9), (17.5, 17.5, 14, 14)),  # C3's last pixel: rows 18..31
-    ("resnet20", "layer2.0.conv1", (0, 0), (-8.5, -8.5, 17, 17)),  # seven 3x3 p1, then 3x3/2 p1: centred on 0
-])
+@pytest.mark.parametrize(
+    "name,layer,unit,box",
+    [
+        ("lenet5", "features.3", (0, 0), (-0.5, -0.5, 14, 14)),  # C3 (0, 0): input rows 0..13
+        ("lenet5", "features.3", (9, 9), (17.5, 17.5, 14, 14)),  # C3's last pixel: rows 18..31
+        ("resnet20", "layer2.0.conv1", (0, 0), (-8.5, -8.5, 17, 17)),  # seven 3x3 p1, then 3x3/2 p1: centred on 0
+    ],
+)
 def test_receptive_field_box_on_the_image(name, layer, unit, box):
     model = cnnzoo.create_model(name).eval()
     channels = model.in_channels

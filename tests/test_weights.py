@@ -52,8 +52,11 @@ def test_googlenet_weights_take_torchvisions_input_transform(torch_home):
 
 def test_other_class_count_replaces_the_classifier_and_says_so(torch_home):
     path = torchvision_weights_file(torch_home, "vgg11")
-    with pytest.warns(UserWarning, match=r"trained for 1000 classes; the classifier \(classifier\.6\.weight, "
-                                         r"classifier\.6\.bias\) is newly initialised for num_classes=7"):
+    with pytest.warns(
+        UserWarning,
+        match=r"trained for 1000 classes; the classifier \(classifier\.6\.weight, "
+        r"classifier\.6\.bias\) is newly initialised for num_classes=7",
+    ):
         model = cnnzoo.create_model("vgg11", num_classes=7, weights="DEFAULT", backend="torch")
     state = torch.load(path, weights_only=True)
     for key, value in model.state_dict().items():
@@ -64,16 +67,20 @@ def test_other_class_count_replaces_the_classifier_and_says_so(torch_home):
 
 
 def test_absent_weights_offline_are_a_clear_error(torch_home):
-    with pytest.raises(WeightsError, match=r"torchvision's ResNet18_Weights\.IMAGENET1K_V1 are not in the cache "
-                                           r"\('.*resnet18-f37072fd\.pth'\) and could not be downloaded"):
+    with pytest.raises(
+        WeightsError,
+        match=r"torchvision's ResNet18_Weights\.IMAGENET1K_V1 are not in the cache "
+        r"\('.*resnet18-f37072fd\.pth'\) and could not be downloaded",
+    ):
         cnnzoo.create_model("resnet18", weights="DEFAULT")
 
 
 def test_a_model_without_a_torchvision_twin_is_a_clear_error(torch_home):
     with pytest.raises(WeightsError, match="resnet20 has no torchvision twin"):
         cnnzoo.create_model("resnet20", weights="DEFAULT")
-    with pytest.raises(WeightsError, match="unknown weights 'IMAGENET9K' for resnet18; torchvision has DEFAULT, "
-                                           "IMAGENET1K_V1"):
+    with pytest.raises(
+        WeightsError, match="unknown weights 'IMAGENET9K' for resnet18; torchvision has DEFAULT, IMAGENET1K_V1"
+    ):
         cnnzoo.create_model("resnet18", weights="IMAGENET9K")
 
 
@@ -85,9 +92,26 @@ def test_state_dict_files_and_checkpoints(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), source.state_dict().values()))
 
     run = tmp_path / "run"
-    assert main(["--config", "configs/lenet5_digits.yaml", "--output-dir", str(run), "--quiet", "--set",
-                 "train.epochs=1", "--set", "sched.warmup_epochs=0", "--set", "data.limit_train=64", "--set",
-                 "data.limit_val=32"]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                "configs/lenet5_digits.yaml",
+                "--output-dir",
+                str(run),
+                "--quiet",
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "sched.warmup_epochs=0",
+                "--set",
+                "data.limit_train=64",
+                "--set",
+                "data.limit_val=32",
+            ]
+        )
+        == 0
+    )
     saved = torch.load(run / "last.pt", weights_only=True)["model"]
     from_checkpoint = cnnzoo.create_model("lenet5", in_channels=1, weights=str(run / "best.pt"))
     assert all(torch.equal(from_checkpoint.state_dict()[k], v) for k, v in saved.items())
@@ -114,10 +138,27 @@ def test_bad_weights_files_are_clear_errors(tmp_path):
 
 def test_training_from_weights_and_its_errors(tmp_path, torch_home, capsys):
     torchvision_weights_file(torch_home, "resnet18")
-    common = ["--config", "configs/resnet18_finetune_imagefolder.yaml", "--quiet", "--set", "data.name=fake",
-              "--set", "data.limit_train=8", "--set", "data.limit_val=4", "--set", "data.batch_size=4",
-              "--set", "train.epochs=1", "--set", "sched.warmup_epochs=0", "--set", "data.num_workers=0",
-              "--set", "data.image_size=32"]
+    common = [
+        "--config",
+        "configs/resnet18_finetune_imagefolder.yaml",
+        "--quiet",
+        "--set",
+        "data.name=fake",
+        "--set",
+        "data.limit_train=8",
+        "--set",
+        "data.limit_val=4",
+        "--set",
+        "data.batch_size=4",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "sched.warmup_epochs=0",
+        "--set",
+        "data.num_workers=0",
+        "--set",
+        "data.image_size=32",
+    ]
     with pytest.warns(UserWarning, match="classifier .fc.weight, fc.bias. is newly initialised for num_classes=10"):
         assert main([*common, "--output-dir", str(tmp_path / "ok")]) == 0
     assert main([*common, "--output-dir", str(tmp_path / "bad"), "--set", "model.weights=nowhere.pt"]) == 2

@@ -21,8 +21,12 @@ KRIZHEVSKY_2014 = 'Krizhevsky 2014, "One weird trick for parallelizing convoluti
 
 def classifier(in_features: int, num_classes: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
-        nn.Dropout(dropout), nn.Linear(in_features, 4096), nn.ReLU(inplace=True),
-        nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(in_features, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(4096, 4096),
+        nn.ReLU(inplace=True),
         nn.Linear(4096, num_classes),
     )
 
@@ -32,17 +36,26 @@ class AlexNet(FeatureClassifier):
 
     min_size = 63  # conv1 11x11/4 then three 3x3/2 pools
 
-    def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5,
-                 backend: str = "custom") -> None:
+    def __init__(
+        self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, backend: str = "custom"
+    ) -> None:
         super().__init__()
         L = conv_layers(backend)
         self.in_channels = in_channels
         self.features = nn.Sequential(
-            L.Conv2d(in_channels, 64, 11, stride=4, padding=2), nn.ReLU(inplace=True), L.MaxPool2d(3, 2),
-            L.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), L.MaxPool2d(3, 2),
-            L.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
-            L.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
-            L.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), L.MaxPool2d(3, 2),
+            L.Conv2d(in_channels, 64, 11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
+            L.MaxPool2d(3, 2),
+            L.Conv2d(64, 192, 5, padding=2),
+            nn.ReLU(inplace=True),
+            L.MaxPool2d(3, 2),
+            L.Conv2d(192, 384, 3, padding=1),
+            nn.ReLU(inplace=True),
+            L.Conv2d(384, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            L.Conv2d(256, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            L.MaxPool2d(3, 2),
         )
         self.avgpool = L.AdaptiveAvgPool2d((6, 6))
         self.classifier = classifier(256 * 6 * 6, num_classes, dropout)
@@ -53,8 +66,9 @@ class AlexNet2012(FeatureClassifier):
 
     min_size = 67  # conv1 11x11/4 without padding then three 3x3/2 pools
 
-    def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5,
-                 backend: str = "custom") -> None:
+    def __init__(
+        self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, backend: str = "custom"
+    ) -> None:
         super().__init__()
         L = conv_layers(backend)
         self.in_channels = in_channels
@@ -65,11 +79,21 @@ class AlexNet2012(FeatureClassifier):
             return nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)
 
         self.features = nn.Sequential(
-            L.Conv2d(in_channels, 96, 11, stride=4), nn.ReLU(inplace=True), lrn(), L.MaxPool2d(3, 2),
-            L.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(inplace=True), lrn(), L.MaxPool2d(3, 2),
-            L.Conv2d(256, 384, 3, padding=1), nn.ReLU(inplace=True),
-            L.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(inplace=True),
-            L.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(inplace=True), L.MaxPool2d(3, 2),
+            L.Conv2d(in_channels, 96, 11, stride=4),
+            nn.ReLU(inplace=True),
+            lrn(),
+            L.MaxPool2d(3, 2),
+            L.Conv2d(96, 256, 5, padding=2, groups=2),
+            nn.ReLU(inplace=True),
+            lrn(),
+            L.MaxPool2d(3, 2),
+            L.Conv2d(256, 384, 3, padding=1),
+            nn.ReLU(inplace=True),
+            L.Conv2d(384, 384, 3, padding=1, groups=2),
+            nn.ReLU(inplace=True),
+            L.Conv2d(384, 256, 3, padding=1, groups=2),
+            nn.ReLU(inplace=True),
+            L.MaxPool2d(3, 2),
         )
         self.avgpool = L.AdaptiveAvgPool2d((6, 6))  # the identity at 227x227; lets other sizes through
         self.classifier = classifier(256 * 6 * 6, num_classes, dropout)
@@ -85,8 +109,11 @@ class AlexNet2012(FeatureClassifier):
             nn.init.constant_(layer.bias, 1.0 if i in (1, 3, 4, 5, 6) else 0.0)
 
 
-@register_model(paper=KRIZHEVSKY_2014, published={"torchvision": (61_100_840, 0.71), "paper": (60_000_000, None)},
-                torchvision="alexnet")
+@register_model(
+    paper=KRIZHEVSKY_2014,
+    published={"torchvision": (61_100_840, 0.71), "paper": (60_000_000, None)},
+    torchvision="alexnet",
+)
 def alexnet(**kwargs) -> AlexNet:
     """torchvision's AlexNet: 61,100,840 parameters."""
     return AlexNet(**kwargs)

@@ -13,8 +13,12 @@ from .. import nn as cnn
 def conv_layers(backend: str) -> SimpleNamespace:
     """Conv2d and the pools from :mod:`cnnzoo.nn` (``'custom'``) or :mod:`torch.nn` (``'torch'``)."""
     source = {"custom": cnn, "torch": nn}[backend]
-    return SimpleNamespace(Conv2d=source.Conv2d, MaxPool2d=source.MaxPool2d, AvgPool2d=source.AvgPool2d,
-                           AdaptiveAvgPool2d=source.AdaptiveAvgPool2d)
+    return SimpleNamespace(
+        Conv2d=source.Conv2d,
+        MaxPool2d=source.MaxPool2d,
+        AvgPool2d=source.AvgPool2d,
+        AdaptiveAvgPool2d=source.AdaptiveAvgPool2d,
+    )
 
 
 class ZooModel(nn.Module):
@@ -35,17 +39,22 @@ class ZooModel(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"{name} expects a batch of images (N, C, H, W), got input of size {list(x.shape)}")
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"{name} was built for {self.in_channels} input channels, got input of size "
-                             f"{list(x.shape)}")
+            raise ValueError(
+                f"{name} was built for {self.in_channels} input channels, got input of size {list(x.shape)}"
+            )
         if min(x.shape[2:]) < self.min_size:
-            raise ValueError(f"{name} needs input of at least {self.min_size}x{self.min_size} pixels, got "
-                             f"{x.shape[2]}x{x.shape[3]}")
+            raise ValueError(
+                f"{name} needs input of at least {self.min_size}x{self.min_size} pixels, got {x.shape[2]}x{x.shape[3]}"
+            )
         if self.max_size is not None and max(x.shape[2:]) > self.max_size:
-            raise ValueError(f"{name} takes input of at most {self.max_size}x{self.max_size} pixels (its fully "
-                             f"connected layers expect one feature-map size), got {x.shape[2]}x{x.shape[3]}")
+            raise ValueError(
+                f"{name} takes input of at most {self.max_size}x{self.max_size} pixels (its fully "
+                f"connected layers expect one feature-map size), got {x.shape[2]}x{x.shape[3]}"
+            )
 
-    def loss_and_logits(self, criterion: nn.Module, output: torch.Tensor,
-                        target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def loss_and_logits(
+        self, criterion: nn.Module, output: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The loss to train on, the main head's loss and its logits, from this model's ``output``: here
         all one. A model whose training output is more than its logits (GoogLeNet's auxiliary heads)
         overrides it."""

@@ -11,8 +11,14 @@ from .weights import is_torchvision_name, load_weights
 BACKENDS = ("custom", "torch")
 
 
-def create_model(name: str, num_classes: int | None = None, in_channels: int | None = None,
-                 backend: str = "custom", weights: str | None = None, **kwargs) -> nn.Module:
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    backend: str = "custom",
+    weights: str | None = None,
+    **kwargs,
+) -> nn.Module:
     """Build a registered model.
 
     ``backend='custom'`` runs convolution and pooling on :mod:`cnnzoo.ops`; ``backend='torch'`` builds

@@ -32,11 +32,13 @@ AUX_WEIGHT = 0.3  # the auxiliary classifiers' share of the training loss, as in
 class ConvBN(nn.Module):
     """Convolution without bias, batch norm (eps 1e-3) and ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, backend: str, stride: int = 1,
-                 padding: int = 0) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, backend: str, stride: int = 1, padding: int = 0
+    ) -> None:
         super().__init__()
-        self.conv = conv_layers(backend).Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                                                padding=padding, bias=False)
+        self.conv = conv_layers(backend).Conv2d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False
+        )
         self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
         self.relu = nn.ReLU(inplace=True)  # a module (not torch.relu) so that hooks, and the explainer, see it
 
@@ -48,17 +50,31 @@ class Inception(nn.Module):
     """Four parallel branches concatenated on channels: 1x1; 1x1 -> 3x3; 1x1 -> 5x5 (3x3 in
     torchvision); 3x3 max pool -> 1x1. The 1x1 reductions keep the wide branches cheap."""
 
-    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
-                 pool_proj: int, backend: str, five_kernel: int = 3) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        ch1x1: int,
+        ch3x3red: int,
+        ch3x3: int,
+        ch5x5red: int,
+        ch5x5: int,
+        pool_proj: int,
+        backend: str,
+        five_kernel: int = 3,
+    ) -> None:
         super().__init__()
         L = conv_layers(backend)
         self.branch1 = ConvBN(in_channels, ch1x1, 1, backend)
-        self.branch2 = nn.Sequential(ConvBN(in_channels, ch3x3red, 1, backend),
-                                     ConvBN(ch3x3red, ch3x3, 3, backend, padding=1))
-        self.branch3 = nn.Sequential(ConvBN(in_channels, ch5x5red, 1, backend),
-                                     ConvBN(ch5x5red, ch5x5, five_kernel, backend, padding=five_kernel // 2))
-        self.branch4 = nn.Sequential(L.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
-                                     ConvBN(in_channels, pool_proj, 1, backend))
+        self.branch2 = nn.Sequential(
+            ConvBN(in_channels, ch3x3red, 1, backend), ConvBN(ch3x3red, ch3x3, 3, backend, padding=1)
+        )
+        self.branch3 = nn.Sequential(
+            ConvBN(in_channels, ch5x5red, 1, backend),
+            ConvBN(ch5x5red, ch5x5, five_kernel, backend, padding=five_kernel // 2),
+        )
+        self.branch4 = nn.Sequential(
+            L.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), ConvBN(in_channels, pool_proj, 1, backend)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
@@ -82,10 +98,14 @@ class InceptionAux(nn.Module):
 
 # (in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj): the paper's Table 1
 INCEPTION = {
-    "3a": (192, 64, 96, 128, 16, 32, 32), "3b": (256, 128, 128, 192, 32, 96, 64),
-    "4a": (480, 192, 96, 208, 16, 48, 64), "4b": (512, 160, 112, 224, 24, 64, 64),
-    "4c": (512, 128, 128, 256, 24, 64, 64), "4d": (512, 112, 144, 288, 32, 64, 64),
-    "4e": (528, 256, 160, 320, 32, 128, 128), "5a": (832, 256, 160, 320, 32, 128, 128),
+    "3a": (192, 64, 96, 128, 16, 32, 32),
+    "3b": (256, 128, 128, 192, 32, 96, 64),
+    "4a": (480, 192, 96, 208, 16, 48, 64),
+    "4b": (512, 160, 112, 224, 24, 64, 64),
+    "4c": (512, 128, 128, 256, 24, 64, 64),
+    "4d": (512, 112, 144, 288, 32, 64, 64),
+    "4e": (528, 256, 160, 320, 32, 128, 128),
+    "5a": (832, 256, 160, 320, 32, 128, 128),
     "5b": (832, 384, 192, 384, 48, 128, 128),
 }
 
@@ -93,9 +113,17 @@ INCEPTION = {
 class GoogLeNet(ZooModel):
     min_size = 15  # conv1 7x7/2 and four ceil-mode max pools
 
-    def __init__(self, num_classes: int = 1000, in_channels: int = 3, aux_logits: bool = True,
-                 transform_input: bool = False, dropout: float = 0.2, dropout_aux: float = 0.7,
-                 five_kernel: int = 3, backend: str = "custom") -> None:
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        aux_logits: bool = True,
+        transform_input: bool = False,
+        dropout: float = 0.2,
+        dropout_aux: float = 0.7,
+        five_kernel: int = 3,
+        backend: str = "custom",
+    ) -> None:
         super().__init__()
         L = conv_layers(backend)
         self.in_channels, self.aux_logits, self.transform_input = in_channels, aux_logits, transform_input
@@ -131,8 +159,9 @@ class GoogLeNet(ZooModel):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def loss_and_logits(self, criterion: nn.Module, output: torch.Tensor | GoogLeNetOutputs,
-                        target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def loss_and_logits(
+        self, criterion: nn.Module, output: torch.Tensor | GoogLeNetOutputs, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """In training, with the auxiliary heads, the output holds their logits too: their losses are
         added with weight 0.3."""
         if isinstance(output, tuple):
@@ -166,17 +195,25 @@ class GoogLeNet(ZooModel):
         return logits
 
 
-@register_model(paper=PAPER, published={"torchvision": (6_624_904, 1.5), "paper": (6_800_000, 1.5)},
-                published_kwargs={"aux_logits": False}, torchvision="googlenet",
-                weights_kwargs={"transform_input": True},
-                note="aux_logits=False, as published (with the two auxiliary heads: 13,004,888)")
+@register_model(
+    paper=PAPER,
+    published={"torchvision": (6_624_904, 1.5), "paper": (6_800_000, 1.5)},
+    published_kwargs={"aux_logits": False},
+    torchvision="googlenet",
+    weights_kwargs={"transform_input": True},
+    note="aux_logits=False, as published (with the two auxiliary heads: 13,004,888)",
+)
 def googlenet(**kwargs) -> GoogLeNet:
     """torchvision's GoogLeNet: 13,004,888 parameters, 6,624,904 with ``aux_logits=False``."""
     return GoogLeNet(**kwargs)
 
 
-@register_model(paper=PAPER, published={"paper": (6_800_000, 1.5)}, published_kwargs={"aux_logits": False},
-                note="true 5x5 branches; aux_logits=False (with the auxiliary heads: 13,385,816)")
+@register_model(
+    paper=PAPER,
+    published={"paper": (6_800_000, 1.5)},
+    published_kwargs={"aux_logits": False},
+    note="true 5x5 branches; aux_logits=False (with the auxiliary heads: 13,385,816)",
+)
 def googlenet_2014(**kwargs) -> GoogLeNet:
     """GoogLeNet with the paper's true 5x5 convolutions in the third branch."""
     return GoogLeNet(five_kernel=5, **kwargs)

@@ -28,8 +28,14 @@ class LeNet5(ZooModel):
     min_size = 32
     max_size = 35  # C5 must still see a 5x5 map: 33 to 35 pixels lose their extra rows to S2 and S4's flooring
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, activation: str = "tanh", pool: str = "avg",
-                 backend: str = "custom") -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        activation: str = "tanh",
+        pool: str = "avg",
+        backend: str = "custom",
+    ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -39,9 +45,14 @@ class LeNet5(ZooModel):
         pool_layer = L.AvgPool2d if pool == "avg" else L.MaxPool2d
         self.in_channels = in_channels
         self.features = nn.Sequential(
-            L.Conv2d(in_channels, 6, 5), act(), pool_layer(2),  # C1: 6@28x28, S2: 6@14x14
-            L.Conv2d(6, 16, 5), act(), pool_layer(2),  # C3: 16@10x10, S4: 16@5x5
-            L.Conv2d(16, 120, 5), act(),  # C5: 120@1x1
+            L.Conv2d(in_channels, 6, 5),
+            act(),
+            pool_layer(2),  # C1: 6@28x28, S2: 6@14x14
+            L.Conv2d(6, 16, 5),
+            act(),
+            pool_layer(2),  # C3: 16@10x10, S4: 16@5x5
+            L.Conv2d(16, 120, 5),
+            act(),  # C5: 120@1x1
         )
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(120, 84), act(), nn.Linear(84, num_classes))
 
@@ -99,8 +110,9 @@ class PartialConv(nn.Module):
         for size in self.sizes:
             maps = [j for j, t in enumerate(self.table) if len(t) == size]
             order += maps
-            self.register_buffer(f"inputs_{size}", torch.tensor([i for j in maps for i in self.table[j]]),
-                                 persistent=False)
+            self.register_buffer(
+                f"inputs_{size}", torch.tensor([i for j in maps for i in self.table[j]]), persistent=False
+            )
             self.convs.append(L.Conv2d(size * len(maps), len(maps), kernel_size, groups=len(maps)))
         self.register_buffer("order", torch.tensor(order).argsort(), persistent=False)
 
@@ -136,15 +148,20 @@ class LeNet5Paper(ZooModel):
         return self.output(self.act(self.f6(x)))
 
 
-@register_model(input_size=32, paper=LECUN, published={"paper": (60_000, None)},
-                note='textbook form: full C3, 10 linear outputs')
+@register_model(
+    input_size=32, paper=LECUN, published={"paper": (60_000, None)}, note="textbook form: full C3, 10 linear outputs"
+)
 def lenet5(**kwargs) -> LeNet5:
     """Textbook LeNet-5: 61,706 parameters (tanh and average pooling; ``activation``, ``pool`` change them)."""
     return LeNet5(**kwargs)
 
 
-@register_model(input_size=32, paper=LECUN, published={"paper": (60_000, None)},
-                note="C1..F6 = 60,000 as in the paper, plus an 84->10 linear output")
+@register_model(
+    input_size=32,
+    paper=LECUN,
+    published={"paper": (60_000, None)},
+    note="C1..F6 = 60,000 as in the paper, plus an 84->10 linear output",
+)
 def lenet5_1998(**kwargs) -> LeNet5Paper:
     """LeNet-5 as in the 1998 paper: 60,000 parameters in C1..F6, plus an 850-parameter linear output."""
     return LeNet5Paper(**kwargs)

@@ -56,6 +56,7 @@ _MODELS: dict[str, ModelInfo] = {}
 def register_model(builder: Callable[..., nn.Module] | None = None, *, input_size: int = 224, **info):
     """Register a builder under its function name, with its :class:`ModelInfo` fields:
     ``@register_model(input_size=32, paper=..., published=..., note=..., torchvision=...)``."""
+
     def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if fn.__name__ in _MODELS:
             raise ValueError(f"model {fn.__name__!r} is registered twice")

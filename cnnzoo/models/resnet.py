@@ -84,8 +84,15 @@ def init_resnet(model: nn.Module, zero_init_residual: bool) -> None:
 class ResNet(ZooModel):
     """torchvision's ImageNet ResNet: 7x7/2 stem, 3x3/2 max pool, four stages, global average pool."""
 
-    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int], num_classes: int = 1000,
-                 in_channels: int = 3, zero_init_residual: bool = False, backend: str = "custom") -> None:
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: list[int],
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        zero_init_residual: bool = False,
+        backend: str = "custom",
+    ) -> None:
         super().__init__()
         L = conv_layers(backend)
         self.in_channels, self.backend = in_channels, backend
@@ -106,8 +113,10 @@ class ResNet(ZooModel):
         downsample = None
         if stride != 1 or self._planes != planes * block.expansion:
             L = conv_layers(self.backend)
-            downsample = nn.Sequential(L.Conv2d(self._planes, planes * block.expansion, 1, stride=stride, bias=False),
-                                       nn.BatchNorm2d(planes * block.expansion))
+            downsample = nn.Sequential(
+                L.Conv2d(self._planes, planes * block.expansion, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
         layers = [block(self._planes, planes, stride, downsample, self.backend)]
         self._planes = planes * block.expansion
         layers += [block(self._planes, planes, 1, None, self.backend) for _ in range(1, blocks)]
@@ -128,7 +137,7 @@ class PadShortcut(nn.Module):
         self.stride, self.extra = stride, planes - in_planes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, ::self.stride, ::self.stride]
+        x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
 
 
@@ -166,38 +175,50 @@ class CifarResNet(ZooModel):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-@register_model(paper=PAPER, published={"torchvision": (11_689_512, 1.81), "paper": (None, 1.8)},
-                torchvision="resnet18")
+@register_model(
+    paper=PAPER, published={"torchvision": (11_689_512, 1.81), "paper": (None, 1.8)}, torchvision="resnet18"
+)
 def resnet18(**kwargs) -> ResNet:
     """ResNet-18: 11,689,512 parameters."""
     return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-@register_model(paper=PAPER, published={"torchvision": (21_797_672, 3.66), "paper": (None, 3.6)},
-                torchvision="resnet34")
+@register_model(
+    paper=PAPER, published={"torchvision": (21_797_672, 3.66), "paper": (None, 3.6)}, torchvision="resnet34"
+)
 def resnet34(**kwargs) -> ResNet:
     """ResNet-34: 21,797,672 parameters."""
     return ResNet(BasicBlock, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(paper=PAPER, published={"torchvision": (25_557_032, 4.09), "paper": (None, 3.8)},
-                torchvision="resnet50",
-                note="the paper's 3.8 G has the stride on the bottleneck's 1x1 (v1); torchvision's v1.5 puts it "
-                     "on the 3x3")
+@register_model(
+    paper=PAPER,
+    published={"torchvision": (25_557_032, 4.09), "paper": (None, 3.8)},
+    torchvision="resnet50",
+    note="the paper's 3.8 G has the stride on the bottleneck's 1x1 (v1); torchvision's v1.5 puts it on the 3x3",
+)
 def resnet50(**kwargs) -> ResNet:
     """ResNet-50: 25,557,032 parameters."""
     return ResNet(Bottleneck, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(paper=PAPER, published={"torchvision": (44_549_160, 7.8), "paper": (None, 7.6)},
-                torchvision="resnet101", note="v1.5, as resnet50")
+@register_model(
+    paper=PAPER,
+    published={"torchvision": (44_549_160, 7.8), "paper": (None, 7.6)},
+    torchvision="resnet101",
+    note="v1.5, as resnet50",
+)
 def resnet101(**kwargs) -> ResNet:
     """ResNet-101: 44,549,160 parameters."""
     return ResNet(Bottleneck, [3, 4, 23, 3], **kwargs)
 
 
-@register_model(paper=PAPER, published={"torchvision": (60_192_808, 11.51), "paper": (None, 11.3)},
-                torchvision="resnet152", note="v1.5, as resnet50")
+@register_model(
+    paper=PAPER,
+    published={"torchvision": (60_192_808, 11.51), "paper": (None, 11.3)},
+    torchvision="resnet152",
+    note="v1.5, as resnet50",
+)
 def resnet152(**kwargs) -> ResNet:
     """ResNet-152: 60,192,808 parameters."""
     return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)

@@ -25,8 +25,15 @@ CONFIGS = {
 class VGG(FeatureClassifier):
     min_size = 32  # five 2x2/2 pools
 
-    def __init__(self, config: str, batch_norm: bool = False, num_classes: int = 1000, in_channels: int = 3,
-                 dropout: float = 0.5, backend: str = "custom") -> None:
+    def __init__(
+        self,
+        config: str,
+        batch_norm: bool = False,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        dropout: float = 0.5,
+        backend: str = "custom",
+    ) -> None:
         super().__init__()
         L = conv_layers(backend)
         self.in_channels = in_channels
@@ -42,8 +49,12 @@ class VGG(FeatureClassifier):
         self.features = nn.Sequential(*layers)
         self.avgpool = L.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(512 * 7 * 7, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
             nn.Linear(4096, num_classes),
         )
         self._init_weights()
@@ -62,29 +73,33 @@ class VGG(FeatureClassifier):
                 nn.init.zeros_(m.bias)
 
 
-@register_model(paper=PAPER, published={"torchvision": (132_863_336, 7.61), "paper": (133_000_000, None)},
-                torchvision="vgg11")
+@register_model(
+    paper=PAPER, published={"torchvision": (132_863_336, 7.61), "paper": (133_000_000, None)}, torchvision="vgg11"
+)
 def vgg11(**kwargs) -> VGG:
     """VGG-11 (configuration A): 132,863,336 parameters."""
     return VGG("A", **kwargs)
 
 
-@register_model(paper=PAPER, published={"torchvision": (133_047_848, 11.31), "paper": (133_000_000, None)},
-                torchvision="vgg13")
+@register_model(
+    paper=PAPER, published={"torchvision": (133_047_848, 11.31), "paper": (133_000_000, None)}, torchvision="vgg13"
+)
 def vgg13(**kwargs) -> VGG:
     """VGG-13 (configuration B): 133,047,848 parameters."""
     return VGG("B", **kwargs)
 
 
-@register_model(paper=PAPER, published={"torchvision": (138_357_544, 15.47), "paper": (138_000_000, None)},
-                torchvision="vgg16")
+@register_model(
+    paper=PAPER, published={"torchvision": (138_357_544, 15.47), "paper": (138_000_000, None)}, torchvision="vgg16"
+)
 def vgg16(**kwargs) -> VGG:
     """VGG-16 (configuration D): 138,357,544 parameters."""
     return VGG("D", **kwargs)
 
 
-@register_model(paper=PAPER, published={"torchvision": (143_667_240, 19.63), "paper": (144_000_000, None)},
-                torchvision="vgg19")
+@register_model(
+    paper=PAPER, published={"torchvision": (143_667_240, 19.63), "paper": (144_000_000, None)}, torchvision="vgg19"
+)
 def vgg19(**kwargs) -> VGG:
     """VGG-19 (configuration E): 143,667,240 parameters."""
     return VGG("E", **kwargs)

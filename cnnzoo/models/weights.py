@@ -47,18 +47,30 @@ def load_weights(model: nn.Module, info: ModelInfo, weights: str, num_classes: i
     else:
         state, what = file_state(Path(weights))
     own = model.state_dict()
-    new = [k for k, v in own.items() if k in state and state[k].shape != v.shape and num_classes is not None
-           and v.dim() >= 1 and v.shape[0] == num_classes and v.shape[1:] == state[k].shape[1:]]
+    new = [
+        k
+        for k, v in own.items()
+        if k in state
+        and state[k].shape != v.shape
+        and num_classes is not None
+        and v.dim() >= 1
+        and v.shape[0] == num_classes
+        and v.shape[1:] == state[k].shape[1:]
+    ]
     try:
-        checkpoint.check_model_keys(own, {k: v for k, v in state.items() if k not in new} | {k: own[k] for k in new},
-                                    what)
+        checkpoint.check_model_keys(
+            own, {k: v for k, v in state.items() if k not in new} | {k: own[k] for k in new}, what
+        )
     except checkpoint.CheckpointError as e:
         raise WeightsError(f"{e} ({info.name})") from None
     model.load_state_dict({k: v for k, v in state.items() if k not in new}, strict=False)
     if new:
         trained = state[new[0]].shape[0]
-        warnings.warn(f"{what} were trained for {trained} classes; the classifier ({', '.join(new)}) is newly "
-                      f"initialised for num_classes={num_classes}", stacklevel=3)
+        warnings.warn(
+            f"{what} were trained for {trained} classes; the classifier ({', '.join(new)}) is newly "
+            f"initialised for num_classes={num_classes}",
+            stacklevel=3,
+        )
 
 
 def torchvision_weights(info: ModelInfo, name: str):
@@ -70,25 +82,30 @@ def torchvision_weights(info: ModelInfo, name: str):
     try:
         return enum.DEFAULT if name == "DEFAULT" else enum[name]
     except KeyError:
-        raise WeightsError(f"unknown weights {name!r} for {info.name}; torchvision has DEFAULT, "
-                           f"{', '.join(w.name for w in enum)}") from None
+        raise WeightsError(
+            f"unknown weights {name!r} for {info.name}; torchvision has DEFAULT, {', '.join(w.name for w in enum)}"
+        ) from None
 
 
 def torchvision_state(info: ModelInfo, name: str) -> tuple[dict, str]:
     """The state_dict of torchvision's weights ``name`` for the model's twin, from torch.hub's cache or
     downloaded into it."""
     if info.torchvision is None:
-        raise WeightsError(f"{info.name} has no torchvision twin, so there are no torchvision weights {name!r} for "
-                           f"it; give the path of a state_dict or of a cnnzoo checkpoint instead")
+        raise WeightsError(
+            f"{info.name} has no torchvision twin, so there are no torchvision weights {name!r} for "
+            f"it; give the path of a state_dict or of a cnnzoo checkpoint instead"
+        )
     chosen = torchvision_weights(info, name)
     what = f"torchvision's {type(chosen).__name__}.{chosen.name}"
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(chosen.url).path).name
     try:
         state = torch.hub.load_state_dict_from_url(chosen.url, progress=False, map_location="cpu", weights_only=True)
     except (urllib.error.URLError, OSError, RuntimeError, ValueError) as e:
-        raise WeightsError(f"{what} are not in the cache ({str(cached)!r}) and could not be downloaded "
-                           f"({type(e).__name__}: {e}); copy the file there, or set TORCH_HOME to where it "
-                           f"is") from None
+        raise WeightsError(
+            f"{what} are not in the cache ({str(cached)!r}) and could not be downloaded "
+            f"({type(e).__name__}: {e}); copy the file there, or set TORCH_HOME to where it "
+            f"is"
+        ) from None
     return state, what
 
 

@@ -19,13 +19,34 @@ class Conv2d(nn.Conv2d):
     take it. ``padding`` also accepts ``'full'`` (see :func:`cnnzoo.ops.conv2d`).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
-                 padding: str | IntPair = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True,
-                 padding_mode: str = "zeros", device: torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: str | IntPair = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         full = isinstance(padding, str) and padding == "full"  # torch.nn.Conv2d knows 'valid' and 'same' only
-        super().__init__(in_channels, out_channels, kernel_size, stride, 0 if full else padding, dilation, groups,
-                         bias, padding_mode, device, dtype)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            0 if full else padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            device,
+            dtype,
+        )
         if full:
             self.padding = "full"
             top, bottom, left, right = resolve_padding("full", self.kernel_size, self.stride, self.dilation)
@@ -47,7 +68,9 @@ class ConvTranspose2d(nn.ConvTranspose2d):
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if self.padding_mode != "zeros":
             raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
-        output_padding = self._output_padding(input, output_size, list(self.stride), list(self.padding),
-                                              list(self.kernel_size), 2, list(self.dilation))
-        return conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, output_padding,
-                                self.groups, self.dilation)
+        output_padding = self._output_padding(
+            input, output_size, list(self.stride), list(self.padding), list(self.kernel_size), 2, list(self.dilation)
+        )
+        return conv_transpose2d(
+            input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation
+        )

@@ -8,8 +8,13 @@ from ..ops.functional import resolve_padding
 from .conv import Conv2d, ConvTranspose2d
 from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
-TWINS = {nn.Conv2d: Conv2d, nn.ConvTranspose2d: ConvTranspose2d, nn.MaxPool2d: MaxPool2d, nn.AvgPool2d: AvgPool2d,
-         nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d}
+TWINS = {
+    nn.Conv2d: Conv2d,
+    nn.ConvTranspose2d: ConvTranspose2d,
+    nn.MaxPool2d: MaxPool2d,
+    nn.AvgPool2d: AvgPool2d,
+    nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d,
+}
 
 
 def convert(model: nn.Module, backend: str = "custom") -> nn.Module:

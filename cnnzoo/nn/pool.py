@@ -12,16 +12,24 @@ class MaxPool2d(nn.MaxPool2d):
     """``torch.nn.MaxPool2d`` whose computation is :func:`cnnzoo.ops.max_pool2d`."""
 
     def forward(self, input: torch.Tensor):
-        return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
-                          self.return_indices)
+        return max_pool2d(
+            input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices
+        )
 
 
 class AvgPool2d(nn.AvgPool2d):
     """``torch.nn.AvgPool2d`` whose computation is :func:`cnnzoo.ops.avg_pool2d`."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                          self.count_include_pad, self.divisor_override)
+        return avg_pool2d(
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
+        )
 
 
 class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):

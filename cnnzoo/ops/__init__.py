@@ -12,6 +12,13 @@ from .functional import adaptive_avg_pool2d, avg_pool2d, conv2d, conv_transpose2
 from .library import AdaptiveAvgPool2dFunction, AvgPool2dFunction, Conv2dFunction, MaxPool2dFunction
 
 __all__ = [
-    "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
-    "Conv2dFunction", "MaxPool2dFunction", "AvgPool2dFunction", "AdaptiveAvgPool2dFunction",
+    "conv2d",
+    "conv_transpose2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "Conv2dFunction",
+    "MaxPool2dFunction",
+    "AvgPool2dFunction",
+    "AdaptiveAvgPool2dFunction",
 ]

@@ -46,9 +46,7 @@ def is_unbatched(x: object, fn: str) -> bool:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{fn}: input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (3, 4):
-        raise ValueError(
-            f"{fn}: expected a 3D (C, H, W) or 4D (N, C, H, W) input, got input of size {list(x.shape)}"
-        )
+        raise ValueError(f"{fn}: expected a 3D (C, H, W) or 4D (N, C, H, W) input, got input of size {list(x.shape)}")
     check_float(x, "input", fn)
     return x.dim() == 3
 
@@ -100,8 +98,10 @@ def check_same_kind(fn: str, first: tuple[str, torch.Tensor], *others: tuple[str
     name, t = first
     for other, u in others:
         if u is not None and (u.dtype != t.dtype or u.device != t.device):
-            raise TypeError(f"{fn}: {name} ({t.dtype}, {t.device}) and {other} ({u.dtype}, {u.device}) "
-                            f"must have the same dtype and device")
+            raise TypeError(
+                f"{fn}: {name} ({t.dtype}, {t.device}) and {other} ({u.dtype}, {u.device}) "
+                f"must have the same dtype and device"
+            )
 
 
 def check_size(t: torch.Tensor, size: Sequence[int], name: str, fn: str) -> None:
@@ -109,8 +109,15 @@ def check_size(t: torch.Tensor, size: Sequence[int], name: str, fn: str) -> None
         raise ValueError(f"{fn}: expected {name} of size {list(size)}, got {list(t.shape)}")
 
 
-def conv2d_output_size(fn: str, input_size: Sequence[int], weight_size: Sequence[int], stride: Sequence[int],
-                       padding: Sequence[int], dilation: Sequence[int], groups: int) -> tuple[int, int, int, int]:
+def conv2d_output_size(
+    fn: str,
+    input_size: Sequence[int],
+    weight_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> tuple[int, int, int, int]:
     """Check a convolution's sizes and arguments like torch does; its output size (N, O, Ho, Wo).
 
     ``padding`` is ``(top, bottom, left, right)``.
@@ -125,25 +132,38 @@ def conv2d_output_size(fn: str, input_size: Sequence[int], weight_size: Sequence
     n, c, h, w = input_size
     out_channels, in_per_group, kh, kw = weight_size
     if out_channels == 0 or out_channels % groups:
-        raise ValueError(f"{fn}: weight of size {list(weight_size)} has {out_channels} output channels, "
-                         f"which must be a positive multiple of groups={groups}")
+        raise ValueError(
+            f"{fn}: weight of size {list(weight_size)} has {out_channels} output channels, "
+            f"which must be a positive multiple of groups={groups}"
+        )
     if c != in_per_group * groups:
-        raise ValueError(f"{fn}: weight of size {list(weight_size)} with groups={groups} expects input with "
-                         f"{in_per_group * groups} channels, got input of size {list(input_size)}")
+        raise ValueError(
+            f"{fn}: weight of size {list(weight_size)} with groups={groups} expects input with "
+            f"{in_per_group * groups} channels, got input of size {list(input_size)}"
+        )
     if min(kh, kw) <= 0:
         raise ValueError(f"{fn}: kernel size must be positive, got weight of size {list(weight_size)}")
     hp, wp = h + padding[0] + padding[1], w + padding[2] + padding[3]
     if hp < dilation[0] * (kh - 1) + 1 or wp < dilation[1] * (kw - 1) + 1:
-        raise ValueError(f"{fn}: padded input size per channel ({hp} x {wp}) is smaller than the dilated kernel "
-                         f"({dilation[0] * (kh - 1) + 1} x {dilation[1] * (kw - 1) + 1}); input of size "
-                         f"{list(input_size)}, weight of size {list(weight_size)}, padding={list(padding)}")
+        raise ValueError(
+            f"{fn}: padded input size per channel ({hp} x {wp}) is smaller than the dilated kernel "
+            f"({dilation[0] * (kh - 1) + 1} x {dilation[1] * (kw - 1) + 1}); input of size "
+            f"{list(input_size)}, weight of size {list(weight_size)}, padding={list(padding)}"
+        )
     ho, wo = output_plane((h, w), (kh, kw), stride, padding, dilation)
     return n, out_channels, ho, wo
 
 
-def conv_transpose2d_output_size(fn: str, input_size: Sequence[int], weight_size: Sequence[int],
-                                 stride: Sequence[int], padding: Sequence[int], output_padding: Sequence[int],
-                                 dilation: Sequence[int], groups: int) -> tuple[int, int, int, int]:
+def conv_transpose2d_output_size(
+    fn: str,
+    input_size: Sequence[int],
+    weight_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    output_padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> tuple[int, int, int, int]:
     """Check a transposed convolution's sizes and arguments; its output size (N, O, Ho, Wo), where
     ``Ho = (H - 1) * stride - top - bottom + dilation * (kH - 1) + output_padding + 1``: the size of the
     input whose convolution gives ``input_size``, the extra ``output_padding`` rows at the bottom.
@@ -157,27 +177,39 @@ def conv_transpose2d_output_size(fn: str, input_size: Sequence[int], weight_size
     check_non_negative(padding, "padding", fn)
     check_non_negative(output_padding, "output_padding", fn)
     if any(p >= s for p, s in zip(output_padding, stride)):
-        raise ValueError(f"{fn}: output_padding must be smaller than stride, got output_padding={output_padding} "
-                         f"and stride={stride}")
+        raise ValueError(
+            f"{fn}: output_padding must be smaller than stride, got output_padding={output_padding} and stride={stride}"
+        )
     if groups <= 0:
         raise ValueError(f"{fn}: groups must be positive, got groups={groups}")
     n, c, h, w = input_size
     in_channels, out_per_group, kh, kw = weight_size
     if in_channels != c or c % groups:
-        raise ValueError(f"{fn}: weight of size {list(weight_size)} with groups={groups} expects input with "
-                         f"{in_channels} channels (a multiple of groups), got input of size {list(input_size)}")
+        raise ValueError(
+            f"{fn}: weight of size {list(weight_size)} with groups={groups} expects input with "
+            f"{in_channels} channels (a multiple of groups), got input of size {list(input_size)}"
+        )
     if min(kh, kw) <= 0:
         raise ValueError(f"{fn}: kernel size must be positive, got weight of size {list(weight_size)}")
     ho = (h - 1) * stride[0] - padding[0] - padding[1] + dilation[0] * (kh - 1) + output_padding[0] + 1
     wo = (w - 1) * stride[1] - padding[2] - padding[3] + dilation[1] * (kw - 1) + output_padding[1] + 1
     if min(ho, wo) <= 0:
-        raise ValueError(f"{fn}: output size would be ({ho}, {wo}) for input of size {list(input_size)}, weight "
-                         f"of size {list(weight_size)}, stride={stride}, padding={list(padding)}")
+        raise ValueError(
+            f"{fn}: output size would be ({ho}, {wo}) for input of size {list(input_size)}, weight "
+            f"of size {list(weight_size)}, stride={stride}, padding={list(padding)}"
+        )
     return n, out_per_group * groups, ho, wo
 
 
-def pool2d_output_size(fn: str, input_size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
-                       padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool) -> tuple[int, int]:
+def pool2d_output_size(
+    fn: str,
+    input_size: Sequence[int],
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    ceil_mode: bool,
+) -> tuple[int, int]:
     """Check a pooling window like torch does; the output plane (Ho, Wo)."""
     kernel, stride = ints(kernel_size, 2, "kernel_size", fn), ints(stride, 2, "stride", fn)
     padding, dilation = ints(padding, 2, "padding", fn), ints(dilation, 2, "dilation", fn)
@@ -186,16 +218,21 @@ def pool2d_output_size(fn: str, input_size: Sequence[int], kernel_size: Sequence
     check_positive(dilation, "dilation", fn)
     check_non_negative(padding, "padding", fn)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-        raise ValueError(f"{fn}: padding must be at most half of kernel_size, got padding={padding} "
-                         f"and kernel_size={kernel}")
+        raise ValueError(
+            f"{fn}: padding must be at most half of kernel_size, got padding={padding} and kernel_size={kernel}"
+        )
     if any(s == 0 for s in input_size[1:]):
         raise ValueError(f"{fn}: expected non-zero channel, height and width, got input of size {list(input_size)}")
     h, w = input_size[2:]
-    out = (pool_out_size(h, kernel[0], stride[0], padding[0], dilation[0], bool(ceil_mode)),
-           pool_out_size(w, kernel[1], stride[1], padding[1], dilation[1], bool(ceil_mode)))
+    out = (
+        pool_out_size(h, kernel[0], stride[0], padding[0], dilation[0], bool(ceil_mode)),
+        pool_out_size(w, kernel[1], stride[1], padding[1], dilation[1], bool(ceil_mode)),
+    )
     if min(out) < 1:
-        raise ValueError(f"{fn}: input of size {list(input_size)} is too small for kernel_size={kernel}, "
-                         f"stride={stride}, padding={padding}, dilation={dilation}: output size would be {out}")
+        raise ValueError(
+            f"{fn}: input of size {list(input_size)} is too small for kernel_size={kernel}, "
+            f"stride={stride}, padding={padding}, dilation={dilation}: output size would be {out}"
+        )
     return out
 
 

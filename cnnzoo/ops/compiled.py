@@ -174,8 +174,12 @@ def library() -> ctypes.CDLL | None:
             _failure = str(e)
             if wanted == "compiled":
                 raise
-            warnings.warn(f"{e}; cnnzoo uses its reference (Python) kernels instead (set CNNZOO_KERNELS=reference "
-                          "to silence this)", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{e}; cnnzoo uses its reference (Python) kernels instead (set CNNZOO_KERNELS=reference "
+                "to silence this)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     return _library
 
 
@@ -232,25 +236,57 @@ class ConvGeometry(ctypes.Structure):
     """``cnnzoo::ConvGeometry`` (csrc/cnnzoo.h): a convolution, with each tensor's strides under the role
     of the tensor it has the shape of (a gradient under its tensor's), and the bias's stride."""
 
-    _fields_ = [*((name, ctypes.c_int64) for name in ("N", "C", "H", "W", "O", "OH", "OW", "KH", "KW", "SH", "SW",
-                                                     "PT", "PL", "DH", "DW", "G")),
-                ("input", Strides), ("weight", Strides), ("output", Strides), ("bias", ctypes.c_int64)]
+    _fields_ = [
+        *(
+            (name, ctypes.c_int64)
+            for name in ("N", "C", "H", "W", "O", "OH", "OW", "KH", "KW", "SH", "SW", "PT", "PL", "DH", "DW", "G")
+        ),
+        ("input", Strides),
+        ("weight", Strides),
+        ("output", Strides),
+        ("bias", ctypes.c_int64),
+    ]
 
 
 class PoolGeometry(ctypes.Structure):
     """``cnnzoo::PoolGeometry`` (csrc/cnnzoo.h): a pooling of contiguous planes."""
 
-    _fields_ = [*((name, ctypes.c_int64) for name in ("planes", "H", "W", "OH", "OW", "kH", "kW", "sH", "sW",
-                                                     "padH", "padW", "dilH", "dilW", "divisor_override")),
-                ("count_include_pad", ctypes.c_bool)]
+    _fields_ = [
+        *(
+            (name, ctypes.c_int64)
+            for name in (
+                "planes",
+                "H",
+                "W",
+                "OH",
+                "OW",
+                "kH",
+                "kW",
+                "sH",
+                "sW",
+                "padH",
+                "padW",
+                "dilH",
+                "dilW",
+                "divisor_override",
+            )
+        ),
+        ("count_include_pad", ctypes.c_bool),
+    ]
 
 
 # Each kernel's tensor arguments (their data pointers, first) and geometry.
-KERNELS = {"cnnzoo_conv2d_forward": (4, ConvGeometry), "cnnzoo_conv2d_input_grad": (3, ConvGeometry),
-           "cnnzoo_conv2d_weight_grad": (3, ConvGeometry), "cnnzoo_max_pool2d_forward": (3, PoolGeometry),
-           "cnnzoo_max_pool2d_backward": (3, PoolGeometry), "cnnzoo_avg_pool2d_forward": (2, PoolGeometry),
-           "cnnzoo_avg_pool2d_backward": (2, PoolGeometry), "cnnzoo_adaptive_avg_pool2d_forward": (2, PoolGeometry),
-           "cnnzoo_adaptive_avg_pool2d_backward": (2, PoolGeometry)}
+KERNELS = {
+    "cnnzoo_conv2d_forward": (4, ConvGeometry),
+    "cnnzoo_conv2d_input_grad": (3, ConvGeometry),
+    "cnnzoo_conv2d_weight_grad": (3, ConvGeometry),
+    "cnnzoo_max_pool2d_forward": (3, PoolGeometry),
+    "cnnzoo_max_pool2d_backward": (3, PoolGeometry),
+    "cnnzoo_avg_pool2d_forward": (2, PoolGeometry),
+    "cnnzoo_avg_pool2d_backward": (2, PoolGeometry),
+    "cnnzoo_adaptive_avg_pool2d_forward": (2, PoolGeometry),
+    "cnnzoo_adaptive_avg_pool2d_backward": (2, PoolGeometry),
+}
 
 
 def _launch(kernel: str, geometry: ctypes.Structure, *tensors: torch.Tensor | None) -> None:
@@ -263,14 +299,42 @@ def _launch(kernel: str, geometry: ctypes.Structure, *tensors: torch.Tensor | No
     getattr(lib, kernel)(*[None if t is None else t.data_ptr() for t in tensors], geometry, torch.get_num_threads())
 
 
-def _conv_geometry(input_shape, weight_shape, out_hw, stride, padding, dilation, groups: int, input: torch.Tensor,
-                   weight: torch.Tensor, output: torch.Tensor, bias: torch.Tensor | None = None) -> ConvGeometry:
+def _conv_geometry(
+    input_shape,
+    weight_shape,
+    out_hw,
+    stride,
+    padding,
+    dilation,
+    groups: int,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    output: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> ConvGeometry:
     """A convolution of ``input_shape`` by ``weight_shape`` into ``out_hw``; ``input``, ``weight`` and
     ``output`` are the tensors of those shapes in the call (a gradient in its tensor's place)."""
     n, c, h, w = input_shape
     o, _, kh, kw = weight_shape
-    return ConvGeometry(n, c, h, w, o, *out_hw, kh, kw, *stride, padding[0], padding[2], *dilation, groups,
-                        input.stride(), weight.stride(), output.stride(), 0 if bias is None else bias.stride(0))
+    return ConvGeometry(
+        n,
+        c,
+        h,
+        w,
+        o,
+        *out_hw,
+        kh,
+        kw,
+        *stride,
+        padding[0],
+        padding[2],
+        *dilation,
+        groups,
+        input.stride(),
+        weight.stride(),
+        output.stride(),
+        0 if bias is None else bias.stride(0),
+    )
 
 
 def conv2d_forward(x, weight, bias, stride, padding, dilation, groups: int, channels_last: bool) -> torch.Tensor:
@@ -282,31 +346,44 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation, groups: int, chan
     return out
 
 
-def conv2d_input_grad(grad_out, weight, input_shape, stride, padding, dilation, groups: int,
-                      channels_last: bool) -> torch.Tensor:
+def conv2d_input_grad(
+    grad_out, weight, input_shape, stride, padding, dilation, groups: int, channels_last: bool
+) -> torch.Tensor:
     """``conv.conv2d_input_grad``, into a gradient in the given memory format."""
     grad = empty(grad_out, input_shape, channels_last)
-    geometry = _conv_geometry(input_shape, weight.shape, grad_out.shape[2:], stride, padding, dilation, groups, grad,
-                              weight, grad_out)
+    geometry = _conv_geometry(
+        input_shape, weight.shape, grad_out.shape[2:], stride, padding, dilation, groups, grad, weight, grad_out
+    )
     _launch("cnnzoo_conv2d_input_grad", geometry, grad_out, weight, grad)
     return grad
 
 
-def conv2d_weight_grad(x, grad_out, weight_shape, stride, padding, dilation, groups: int,
-                       channels_last: bool) -> torch.Tensor:
+def conv2d_weight_grad(
+    x, grad_out, weight_shape, stride, padding, dilation, groups: int, channels_last: bool
+) -> torch.Tensor:
     """``conv.conv2d_weight_grad``, into a gradient in the given memory format."""
     grad = empty(x, weight_shape, channels_last)
-    geometry = _conv_geometry(x.shape, weight_shape, grad_out.shape[2:], stride, padding, dilation, groups, x, grad,
-                              grad_out)
+    geometry = _conv_geometry(
+        x.shape, weight_shape, grad_out.shape[2:], stride, padding, dilation, groups, x, grad, grad_out
+    )
     _launch("cnnzoo_conv2d_weight_grad", geometry, x, grad_out, grad)
     return grad
 
 
-def _pool_geometry(input_shape, out_hw, kernel=(0, 0), stride=(0, 0), padding=(0, 0), dilation=(1, 1),
-                   count_include_pad: bool = False, divisor_override: int | None = None) -> PoolGeometry:
+def _pool_geometry(
+    input_shape,
+    out_hw,
+    kernel=(0, 0),
+    stride=(0, 0),
+    padding=(0, 0),
+    dilation=(1, 1),
+    count_include_pad: bool = False,
+    divisor_override: int | None = None,
+) -> PoolGeometry:
     n, c, h, w = input_shape
-    return PoolGeometry(n * c, h, w, *out_hw, *kernel, *stride, *padding, *dilation, divisor_override or 0,
-                        count_include_pad)
+    return PoolGeometry(
+        n * c, h, w, *out_hw, *kernel, *stride, *padding, *dilation, divisor_override or 0, count_include_pad
+    )
 
 
 def max_pool2d_forward(x, kernel, stride, padding, dilation, out) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,8 +391,9 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, out) -> tuple[torch
     x = x.contiguous()
     values = empty(x, (*x.shape[:2], *out), False)
     indices = empty(x, (*x.shape[:2], *out), False, torch.int64)
-    _launch("cnnzoo_max_pool2d_forward", _pool_geometry(x.shape, out, kernel, stride, padding, dilation), x, values,
-            indices)
+    _launch(
+        "cnnzoo_max_pool2d_forward", _pool_geometry(x.shape, out, kernel, stride, padding, dilation), x, values, indices
+    )
     return values, indices
 
 
@@ -327,8 +405,9 @@ def max_pool2d_backward(grad_out, indices, input_shape) -> torch.Tensor:
     return grad
 
 
-def avg_pool2d_forward(x, kernel, stride, padding, out, count_include_pad: bool,
-                       divisor_override: int | None) -> torch.Tensor:
+def avg_pool2d_forward(
+    x, kernel, stride, padding, out, count_include_pad: bool, divisor_override: int | None
+) -> torch.Tensor:
     """``pool.window_sums`` over ``pool.avg_divisor`` (a contiguous result)."""
     x = x.contiguous()
     result = empty(x, (*x.shape[:2], *out), False)
@@ -337,13 +416,15 @@ def avg_pool2d_forward(x, kernel, stride, padding, out, count_include_pad: bool,
     return result
 
 
-def avg_pool2d_backward(grad_out, input_shape, kernel, stride, padding, count_include_pad: bool,
-                        divisor_override: int | None) -> torch.Tensor:
+def avg_pool2d_backward(
+    grad_out, input_shape, kernel, stride, padding, count_include_pad: bool, divisor_override: int | None
+) -> torch.Tensor:
     """``pool.window_sums_backward`` of ``grad_out`` over ``pool.avg_divisor`` (a contiguous result)."""
     grad_out = grad_out.contiguous()
     grad = empty(grad_out, input_shape, False)
-    geometry = _pool_geometry(input_shape, grad_out.shape[2:], kernel, stride, padding, (1, 1), count_include_pad,
-                              divisor_override)
+    geometry = _pool_geometry(
+        input_shape, grad_out.shape[2:], kernel, stride, padding, (1, 1), count_include_pad, divisor_override
+    )
     _launch("cnnzoo_avg_pool2d_backward", geometry, grad_out, grad)
     return grad
 

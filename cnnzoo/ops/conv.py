@@ -24,8 +24,9 @@ import torch.nn.functional as F
 Padding4 = tuple[int, int, int, int]  # top, bottom, left, right
 
 
-def windows(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-            dilation: tuple[int, int]) -> torch.Tensor:
+def windows(
+    x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> torch.Tensor:
     """All ``kernel``-sized windows of ``x`` (N, C, H, W) as a view (N, C, Ho, Wo, kh, kw).
 
     Window ``(i, j)`` starts at pixel ``(i * stride, j * stride)`` and takes every ``dilation``-th
@@ -113,8 +114,9 @@ def grouped(t: torch.Tensor, groups: int, folded: bool) -> torch.Tensor:
     return t.permute(1, 2, 0, 3).reshape(groups, o // groups, -1) if folded else t
 
 
-def conv2d_forward_gemm(x: torch.Tensor, weight: torch.Tensor, stride, padding: Padding4, dilation,
-                        groups: int) -> torch.Tensor:
+def conv2d_forward_gemm(
+    x: torch.Tensor, weight: torch.Tensor, stride, padding: Padding4, dilation, groups: int
+) -> torch.Tensor:
     """out[n, o, y, x] = sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y*s + i*d, x*s + j*d], as the
     matrix product (O/G, C/G*kh*kw) @ (C/G*kh*kw, Ho*Wo) per image and group, or one product over all
     images' pixels of a chunk when the planes are small."""
@@ -137,8 +139,15 @@ def conv2d_forward_gemm(x: torch.Tensor, weight: torch.Tensor, stride, padding: 
     return out
 
 
-def conv2d_input_grad(grad_out: torch.Tensor, weight: torch.Tensor, input_shape: torch.Size, stride,
-                           padding: Padding4, dilation, groups: int) -> torch.Tensor:
+def conv2d_input_grad(
+    grad_out: torch.Tensor,
+    weight: torch.Tensor,
+    input_shape: torch.Size,
+    stride,
+    padding: Padding4,
+    dilation,
+    groups: int,
+) -> torch.Tensor:
     """col2im of ``weight^T @ grad_out``: each output pixel sends its gradient back to its window."""
     n, c, h, w = input_shape
     out_channels, _, kh, kw = weight.shape
@@ -161,12 +170,13 @@ def conv2d_input_grad(grad_out: torch.Tensor, weight: torch.Tensor, input_shape:
             continue
         grad_padded = grad_out.new_zeros(b, c, h + top + bottom, w + left + right)
         col2im_add(grad_padded, cols, stride, dilation)
-        grad[part] = grad_padded[:, :, top:top + h, left:left + w]
+        grad[part] = grad_padded[:, :, top : top + h, left : left + w]
     return grad
 
 
-def conv2d_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: torch.Size, stride,
-                            padding: Padding4, dilation, groups: int) -> torch.Tensor:
+def conv2d_weight_grad(
+    x: torch.Tensor, grad_out: torch.Tensor, weight_shape: torch.Size, stride, padding: Padding4, dilation, groups: int
+) -> torch.Tensor:
     """grad_w[o, c, i, j] = sum_{n, y, x} grad_out[n, o, y, x] * x_pad[n, c, y*s + i*d, x*s + j*d]: per
     group ``grad_out @ cols^T`` summed over the images. The windows are gathered again rather than
     kept from the forward pass, so the op saves no more than its input."""

@@ -88,8 +88,9 @@ class Operator:
     """One operator, ``torch.ops.cnnzoo.<name>``, declared from its output rule (see the module's doc).
     Calling it calls the operator with autograd, by the cheapest route the context allows."""
 
-    def __init__(self, rule: Callable, reference: Callable, saves: Sequence[str] = (),
-                 outputs: Sequence[str] = ("output",)) -> None:
+    def __init__(
+        self, rule: Callable, reference: Callable, saves: Sequence[str] = (), outputs: Sequence[str] = ("output",)
+    ) -> None:
         self.rule, self.saves, self.outputs = rule, tuple(saves), tuple(outputs)
         self.reference = _Implementation(None, reference)
         self.name = f"cnnzoo::{rule.__name__}"
@@ -120,16 +121,20 @@ class Operator:
 
     def grad(self, name: str) -> Callable:
         """Decorator: ``formula(saved, grad)`` is the gradient with respect to argument ``name``."""
+
         def register(formula: Callable) -> Callable:
             self.grads[name] = formula
             return formula
+
         return register
 
     def tangent(self, name: str) -> Callable:
         """Decorator: ``formula(saved, tangent)`` is the output's tangent from argument ``name``'s."""
+
         def register(formula: Callable) -> Callable:
             self.tangents[name] = formula
             return formula
+
         return register
 
     def vmap(self, rule: Callable) -> Callable:
@@ -185,14 +190,19 @@ class Operator:
     def backward(self, ctx, grad, *_grads_of_other_outputs):
         """One gradient per input, in order: each input's formula where one was asked for, else None."""
         saved = self.restore(ctx)
-        return tuple(self.grads[name](saved, grad) if need and name in self.grads else None
-                     for name, need in zip(self.params, ctx.needs_input_grad))
+        return tuple(
+            self.grads[name](saved, grad) if need and name in self.grads else None
+            for name, need in zip(self.params, ctx.needs_input_grad)
+        )
 
     def jvp(self, ctx, *tangents):
         """The output's tangent: the sum of every input tangent's contribution."""
         saved = self.restore(ctx)
-        terms = [self.tangents[name](saved, t) for name, t in zip(self.params, tangents)
-                 if t is not None and name in self.tangents]
+        terms = [
+            self.tangents[name](saved, t)
+            for name, t in zip(self.params, tangents)
+            if t is not None and name in self.tangents
+        ]
         total = sum(terms[1:], terms[0]) if terms else None
         return (total, *(None,) * (len(self.outputs) - 1)) if len(self.outputs) > 1 else total
 
@@ -263,16 +273,23 @@ def _functions(op: Operator) -> tuple[type, type]:
         op.setup_context(ctx, tuple(map(_Leaf.unwrap, inputs)), output)
         ctx.save_for_forward(*ctx.to_save)
 
-    eager = type(name, (torch.autograd.Function,), {
-        "__doc__": doc, "forward": staticmethod(eager_forward), "backward": staticmethod(op.backward)})
-    transformable = type(f"Transformable{name}", (torch.autograd.Function,), {
-        "__doc__": doc,
-        "forward": staticmethod(lambda *args: op.overload(*map(_Leaf.unwrap, args))),
-        "setup_context": staticmethod(transformable_setup_context),
-        "backward": staticmethod(op.backward),
-        "jvp": staticmethod(op.jvp),
-        "generate_vmap_rule": True,
-    })
+    eager = type(
+        name,
+        (torch.autograd.Function,),
+        {"__doc__": doc, "forward": staticmethod(eager_forward), "backward": staticmethod(op.backward)},
+    )
+    transformable = type(
+        f"Transformable{name}",
+        (torch.autograd.Function,),
+        {
+            "__doc__": doc,
+            "forward": staticmethod(lambda *args: op.overload(*map(_Leaf.unwrap, args))),
+            "setup_context": staticmethod(transformable_setup_context),
+            "backward": staticmethod(op.backward),
+            "jvp": staticmethod(op.jvp),
+            "generate_vmap_rule": True,
+        },
+    )
     return eager, transformable
 
 

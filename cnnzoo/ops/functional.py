@@ -19,8 +19,9 @@ Padding4 = tuple[int, int, int, int]  # top, bottom, left, right
 PaddingArg = str | IntPair
 
 
-def resolve_padding(padding: PaddingArg, kernel: tuple[int, int], stride: tuple[int, int],
-                    dilation: tuple[int, int]) -> Padding4:
+def resolve_padding(
+    padding: PaddingArg, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> Padding4:
     """``padding`` as ``(top, bottom, left, right)``.
 
     'valid' is no padding; 'same' pads ``d(k-1)`` in total, the odd one at the bottom/right as torch
@@ -34,7 +35,8 @@ def resolve_padding(padding: PaddingArg, kernel: tuple[int, int], stride: tuple[
         if padding == "same":
             if stride != (1, 1):
                 raise ValueError(
-                    f"conv2d: padding='same' is not supported for strided convolutions, got stride={stride}")
+                    f"conv2d: padding='same' is not supported for strided convolutions, got stride={stride}"
+                )
             (th, tw) = totals
             return th // 2, th - th // 2, tw // 2, tw - tw // 2
         if padding == "full":
@@ -45,8 +47,15 @@ def resolve_padding(padding: PaddingArg, kernel: tuple[int, int], stride: tuple[
     return ph, ph, pw, pw
 
 
-def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: IntPair = 1,
-           padding: PaddingArg = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
+def conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntPair = 1,
+    padding: PaddingArg = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> torch.Tensor:
     """2-D cross-correlation with ``torch.nn.functional.conv2d``'s signature and semantics.
 
     ``padding`` also accepts ``'full'``: ``dilation * (k - 1)`` zeros on every side. A weight with zero
@@ -59,8 +68,10 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
         raise ValueError(f"{fn}: weight must be a 4D tensor (out_channels, in_channels/groups, kH, kW), got {shape}")
     check_float(weight, "weight", fn)
     if bias is not None and not isinstance(bias, torch.Tensor):
-        raise ValueError(f"{fn}: bias must be 1D with {weight.shape[0]} elements for weight of size "
-                         f"{list(weight.shape)}, got {type(bias).__name__}")
+        raise ValueError(
+            f"{fn}: bias must be 1D with {weight.shape[0]} elements for weight of size "
+            f"{list(weight.shape)}, got {type(bias).__name__}"
+        )
     cast = autocast_dtype(input)  # under torch.autocast, convolution runs in its lower precision, as torch's does
     input, weight, bias = (autocast_cast(t, cast) for t in (input, weight, bias))
     stride, dilation = pair(stride, "stride", fn), pair(dilation, "dilation", fn)
@@ -71,9 +82,16 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     return out.squeeze(0) if unbatched else out
 
 
-def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: IntPair = 1,
-                     padding: IntPair = 0, output_padding: IntPair = 0, groups: int = 1,
-                     dilation: IntPair = 1) -> torch.Tensor:
+def conv_transpose2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    output_padding: IntPair = 0,
+    groups: int = 1,
+    dilation: IntPair = 1,
+) -> torch.Tensor:
     """2-D transposed convolution with ``torch.nn.functional.conv_transpose2d``'s signature and semantics:
     the gradient of ``conv2d`` with respect to its input, each input pixel spreading its values over a
     window of the output. ``weight`` is (in_channels, out_channels/groups, kH, kW). ``output_padding``
@@ -88,8 +106,9 @@ def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     stride, dilation = pair(stride, "stride", fn), pair(dilation, "dilation", fn)
     (ph, pw), output_padding = pair(padding, "padding", fn), pair(output_padding, "output_padding", fn)
     x = input.unsqueeze(0) if unbatched else input
-    out = library.conv_transpose2d(x, weight, bias, stride, (ph, ph, pw, pw), output_padding,
-                                   as_int(groups, "groups", fn), dilation)
+    out = library.conv_transpose2d(
+        x, weight, bias, stride, (ph, ph, pw, pw), output_padding, as_int(groups, "groups", fn), dilation
+    )
     return out.squeeze(0) if unbatched else out
 
 
@@ -101,8 +120,15 @@ def _window(fn: str, kernel_size: IntPair, stride: IntPair | None, padding: IntP
     return kernel, stride, pair(padding, "padding", fn), pair(dilation, "dilation", fn)
 
 
-def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
-               dilation: IntPair = 1, ceil_mode: bool = False, return_indices: bool = False):
+def max_pool2d(
+    input: torch.Tensor,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
     """Max pooling with ``torch.nn.functional.max_pool2d``'s signature and semantics.
 
     Indices are flat positions in each input plane (``h * W + w``), so ``F.max_unpool2d`` takes them.
@@ -117,9 +143,15 @@ def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None
     return (values, indices) if return_indices else values
 
 
-def avg_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
-               ceil_mode: bool = False, count_include_pad: bool = True,
-               divisor_override: int | None = None) -> torch.Tensor:
+def avg_pool2d(
+    input: torch.Tensor,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> torch.Tensor:
     """Average pooling with ``torch.nn.functional.avg_pool2d``'s signature and semantics."""
     fn = "avg_pool2d"
     unbatched = is_unbatched(input, fn)
@@ -127,8 +159,7 @@ def avg_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None
     if divisor_override is not None:
         divisor_override = as_int(divisor_override, "divisor_override", fn)
     x = input.unsqueeze(0) if unbatched else input
-    out = library.avg_pool2d(x, kernel, stride, padding, bool(ceil_mode), bool(count_include_pad),
-                       divisor_override)
+    out = library.avg_pool2d(x, kernel, stride, padding, bool(ceil_mode), bool(count_include_pad), divisor_override)
     return out.squeeze(0) if unbatched else out
 
 

@@ -34,6 +34,8 @@ from ._args import (
 from .declare import Operator, Output, Saved, batch_rule, front, into_groups, out_of_groups
 from .layout import is_channels_last
 
+Ints = Sequence[int]  # sizes, strides, paddings: a list of ints in the schema
+
 
 def operator(reference: Callable, saves: Sequence[str] = (), outputs: Sequence[str] = ("output",)):
     """Decorator: declare the operator whose output rule this is (see ``declare.Operator``)."""
@@ -63,8 +65,9 @@ def _large_pointwise(weight_size, stride, padding, input_size) -> bool:
     return pointwise and input_size[2] * input_size[3] > POINTWISE_COMPILED_PIXELS
 
 
-def _check_conv2d_grad(fn, grad_output, other: tuple[str, Tensor], input_size, weight_size, stride, padding,
-                       dilation, groups) -> None:
+def _check_conv2d_grad(
+    fn, grad_output, other: tuple[str, Tensor], input_size, weight_size, stride, padding, dilation, groups
+) -> None:
     """A gradient operator's arguments: ``other`` is ``('weight', weight)`` or ``('input', input)``."""
     check_4d(grad_output, "grad_output", fn)
     check_4d(other[1], other[0], fn)
@@ -80,8 +83,10 @@ def _check_weight(fn: str, weight: Tensor, bias: Tensor | None, bias_size: int, 
         raise ValueError(f"{fn}: weight must be a 4D tensor ({layout}), got {list(weight.shape)}")
     check_float(weight, "weight", fn)
     if bias is not None and tuple(bias.shape) != (bias_size,):
-        raise ValueError(f"{fn}: bias must be 1D with {bias_size} elements for weight of size "
-                         f"{list(weight.shape)}, got {list(bias.shape)}")
+        raise ValueError(
+            f"{fn}: bias must be 1D with {bias_size} elements for weight of size "
+            f"{list(weight.shape)}, got {list(bias.shape)}"
+        )
 
 
 def _stacked_weights(op: Operator) -> Callable:
@@ -106,8 +111,9 @@ def _stacked_weights(op: Operator) -> Callable:
 
 
 @operator(lambda *args: reference_conv.conv2d_forward(*args), saves=("input", "weight"))
-def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Sequence[int], padding: Sequence[int],
-           dilation: Sequence[int], groups: int) -> Tensor:
+def conv2d(
+    input: Tensor, weight: Tensor, bias: Tensor | None, stride: Ints, padding: Ints, dilation: Ints, groups: int
+) -> Tensor:
     """2-D convolution of a batched input; ``padding`` is ``(top, bottom, left, right)``."""
     check_4d(input, "input", "conv2d")
     _check_weight("conv2d", weight, bias, weight.shape[0], "out_channels, in_channels/groups, kH, kW")
@@ -116,8 +122,11 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Sequence[
     return Output(size, is_channels_last(input) or is_channels_last(weight))
 
 
-conv2d.implement(compiled, lambda x, w, b, *conf, out: compiled.conv2d_forward(x, w, b, *conf, out.channels_last),
-                 unless=lambda x, w, b, stride, padding, *_: _large_pointwise(w.shape, stride, padding, x.shape))
+conv2d.implement(
+    compiled,
+    lambda x, w, b, *conf, out: compiled.conv2d_forward(x, w, b, *conf, out.channels_last),
+    unless=lambda x, w, b, stride, padding, *_: _large_pointwise(w.shape, stride, padding, x.shape),
+)
 conv2d.grad("input")(lambda a, g: conv2d_input_grad(g, a.weight, a.input.shape, *_conv(a), a.out.channels_last))
 conv2d.grad("weight")(lambda a, g: conv2d_weight_grad(a.input, g, a.weight.shape, *_conv(a), a.out.channels_last))
 conv2d.grad("bias")(lambda a, g: g.sum((0, 2, 3)))
@@ -133,30 +142,54 @@ conv2d.vmap(_stacked_weights(conv2d))
 
 
 def _input_grad_reference(grad_output, weight, input_size, stride, padding, dilation, groups, channels_last=False):
-    return reference_conv.conv2d_input_grad(grad_output, weight, torch.Size(input_size), stride, padding, dilation,
-                                            groups)
+    return reference_conv.conv2d_input_grad(
+        grad_output, weight, torch.Size(input_size), stride, padding, dilation, groups
+    )
 
 
 @operator(_input_grad_reference, saves=("grad_output", "weight"))
-def conv2d_input_grad(grad_output: Tensor, weight: Tensor, input_size: Sequence[int], stride: Sequence[int],
-                      padding: Sequence[int], dilation: Sequence[int], groups: int,
-                      channels_last: bool = False) -> Tensor:
+def conv2d_input_grad(
+    grad_output: Tensor,
+    weight: Tensor,
+    input_size: Ints,
+    stride: Ints,
+    padding: Ints,
+    dilation: Ints,
+    groups: int,
+    channels_last: bool = False,
+) -> Tensor:
     """The gradient of conv2d with respect to an input of ``input_size``: col2im of ``weight^T @ grad_output``."""
-    _check_conv2d_grad("conv2d_input_grad", grad_output, ("weight", weight), input_size, weight.shape, stride,
-                       padding, dilation, groups)
+    _check_conv2d_grad(
+        "conv2d_input_grad",
+        grad_output,
+        ("weight", weight),
+        input_size,
+        weight.shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+    )
     return Output(input_size, channels_last)
 
 
-conv2d_input_grad.implement(compiled, compiled.conv2d_input_grad,
-                            unless=lambda gy, w, size, stride, padding, *_: _large_pointwise(w.shape, stride, padding,
-                                                                                               size))
+conv2d_input_grad.implement(
+    compiled,
+    compiled.conv2d_input_grad,
+    unless=lambda gy, w, size, stride, padding, *_: _large_pointwise(w.shape, stride, padding, size),
+)
 conv2d_input_grad.grad("grad_output")(lambda a, g: conv2d(g, a.weight, None, *_conv(a)))
-conv2d_input_grad.grad("weight")(lambda a, g: conv2d_weight_grad(
-    g, a.grad_output, a.weight.shape, *_conv(a), is_channels_last(a.grad_output) or is_channels_last(a.weight)))
+conv2d_input_grad.grad("weight")(
+    lambda a, g: conv2d_weight_grad(
+        g, a.grad_output, a.weight.shape, *_conv(a), is_channels_last(a.grad_output) or is_channels_last(a.weight)
+    )
+)
 conv2d_input_grad.tangent("grad_output")(
-    lambda a, t: conv2d_input_grad(t, a.weight, a.input_size, *_conv(a), a.channels_last))
+    lambda a, t: conv2d_input_grad(t, a.weight, a.input_size, *_conv(a), a.channels_last)
+)
 conv2d_input_grad.tangent("weight")(
-    lambda a, t: conv2d_input_grad(a.grad_output, t, a.input_size, *_conv(a), a.channels_last))
+    lambda a, t: conv2d_input_grad(a.grad_output, t, a.input_size, *_conv(a), a.channels_last)
+)
 
 
 _input_grad_batch = batch_rule(conv2d_input_grad, ("grad_output",), size="input_size")
@@ -166,12 +199,21 @@ _input_grad_batch = batch_rule(conv2d_input_grad, ("grad_output",), size="input_
 def _(info, in_dims, grad_output, weight, input_size, stride, padding, dilation, groups, channels_last=False):
     gy_dim, w_dim = in_dims[:2]
     if w_dim is None:
-        return _input_grad_batch(info, in_dims, grad_output, weight, input_size, stride, padding, dilation, groups,
-                                 channels_last)
+        return _input_grad_batch(
+            info, in_dims, grad_output, weight, input_size, stride, padding, dilation, groups, channels_last
+        )
     b = info.batch_size
     n, c, h, w = input_size
-    grad = conv2d_input_grad.overload(into_groups(grad_output, gy_dim, b), front(weight, w_dim, b).flatten(0, 1),
-                                      [n, b * c, h, w], stride, padding, dilation, groups * b, channels_last)
+    grad = conv2d_input_grad.overload(
+        into_groups(grad_output, gy_dim, b),
+        front(weight, w_dim, b).flatten(0, 1),
+        [n, b * c, h, w],
+        stride,
+        padding,
+        dilation,
+        groups * b,
+        channels_last,
+    )
     return out_of_groups(grad, b), 0
 
 
@@ -179,38 +221,62 @@ def _(info, in_dims, grad_output, weight, input_size, stride, padding, dilation,
 
 
 def _weight_grad_reference(input, grad_output, weight_size, stride, padding, dilation, groups, channels_last=False):
-    return reference_conv.conv2d_weight_grad(input, grad_output, torch.Size(weight_size), stride, padding, dilation,
-                                             groups)
+    return reference_conv.conv2d_weight_grad(
+        input, grad_output, torch.Size(weight_size), stride, padding, dilation, groups
+    )
 
 
 @operator(_weight_grad_reference, saves=("input", "grad_output"))
-def conv2d_weight_grad(input: Tensor, grad_output: Tensor, weight_size: Sequence[int], stride: Sequence[int],
-                       padding: Sequence[int], dilation: Sequence[int], groups: int,
-                       channels_last: bool = False) -> Tensor:
+def conv2d_weight_grad(
+    input: Tensor,
+    grad_output: Tensor,
+    weight_size: Ints,
+    stride: Ints,
+    padding: Ints,
+    dilation: Ints,
+    groups: int,
+    channels_last: bool = False,
+) -> Tensor:
     """The gradient of conv2d with respect to a weight of ``weight_size``: ``grad_output`` times the columns."""
-    _check_conv2d_grad("conv2d_weight_grad", grad_output, ("input", input), input.shape, weight_size, stride,
-                       padding, dilation, groups)
+    _check_conv2d_grad(
+        "conv2d_weight_grad", grad_output, ("input", input), input.shape, weight_size, stride, padding, dilation, groups
+    )
     return Output(weight_size, channels_last)
 
 
-conv2d_weight_grad.implement(compiled, compiled.conv2d_weight_grad,
-                             unless=lambda x, gy, size, stride, padding, *_: _large_pointwise(size, stride, padding,
-                                                                                                x.shape))
-conv2d_weight_grad.grad("input")(lambda a, g: conv2d_input_grad(
-    a.grad_output, g, a.input.shape, *_conv(a), is_channels_last(a.input) or is_channels_last(a.grad_output)))
+conv2d_weight_grad.implement(
+    compiled,
+    compiled.conv2d_weight_grad,
+    unless=lambda x, gy, size, stride, padding, *_: _large_pointwise(size, stride, padding, x.shape),
+)
+conv2d_weight_grad.grad("input")(
+    lambda a, g: conv2d_input_grad(
+        a.grad_output, g, a.input.shape, *_conv(a), is_channels_last(a.input) or is_channels_last(a.grad_output)
+    )
+)
 conv2d_weight_grad.grad("grad_output")(lambda a, g: conv2d(a.input, g, None, *_conv(a)))
 conv2d_weight_grad.tangent("input")(
-    lambda a, t: conv2d_weight_grad(t, a.grad_output, a.weight_size, *_conv(a), a.channels_last))
+    lambda a, t: conv2d_weight_grad(t, a.grad_output, a.weight_size, *_conv(a), a.channels_last)
+)
 conv2d_weight_grad.tangent("grad_output")(
-    lambda a, t: conv2d_weight_grad(a.input, t, a.weight_size, *_conv(a), a.channels_last))
+    lambda a, t: conv2d_weight_grad(a.input, t, a.weight_size, *_conv(a), a.channels_last)
+)
 
 
 @conv2d_weight_grad.vmap
 def _(info, in_dims, x, grad_output, weight_size, stride, padding, dilation, groups, channels_last=False):
     b = info.batch_size  # one weight gradient per vmapped slice: B times the groups
     o, c, kh, kw = weight_size
-    grad = conv2d_weight_grad.overload(into_groups(x, in_dims[0], b), into_groups(grad_output, in_dims[1], b),
-                                       [b * o, c, kh, kw], stride, padding, dilation, groups * b, channels_last)
+    grad = conv2d_weight_grad.overload(
+        into_groups(x, in_dims[0], b),
+        into_groups(grad_output, in_dims[1], b),
+        [b * o, c, kh, kw],
+        stride,
+        padding,
+        dilation,
+        groups * b,
+        channels_last,
+    )
     return grad.unflatten(0, (b, o)), 0
 
 
@@ -223,16 +289,24 @@ def _transpose_reference(input, weight, bias, stride, padding, output_padding, g
 
 
 @operator(_transpose_reference, saves=("input", "weight"))
-def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Sequence[int],
-                     padding: Sequence[int], output_padding: Sequence[int], groups: int,
-                     dilation: Sequence[int]) -> Tensor:
+def conv_transpose2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Ints,
+    padding: Ints,
+    output_padding: Ints,
+    groups: int,
+    dilation: Ints,
+) -> Tensor:
     """2-D transposed convolution of a batched input; ``padding`` is ``(top, bottom, left, right)``."""
     fn = "conv_transpose2d"
     check_4d(input, "input", fn)
     _check_weight(fn, weight, bias, weight.shape[1] * groups, "in_channels, out_channels/groups, kH, kW")
     check_same_kind(fn, ("input", input), ("weight", weight), ("bias", bias))
-    size = conv_transpose2d_output_size(fn, input.shape, weight.shape, stride, padding, output_padding, dilation,
-                                        groups)
+    size = conv_transpose2d_output_size(
+        fn, input.shape, weight.shape, stride, padding, output_padding, dilation, groups
+    )
     return Output(size, is_channels_last(input) or is_channels_last(weight))
 
 
@@ -241,12 +315,15 @@ def _transpose_compiled(input, weight, bias, stride, padding, output_padding, gr
     return grad if bias is None else grad.add_(bias.view(1, -1, 1, 1))
 
 
-conv_transpose2d.implement(compiled, _transpose_compiled,
-                           unless=lambda x, w, b, stride, padding, *_: _large_pointwise(w.shape, stride, padding,
-                                                                                          x.shape))
+conv_transpose2d.implement(
+    compiled,
+    _transpose_compiled,
+    unless=lambda x, w, b, stride, padding, *_: _large_pointwise(w.shape, stride, padding, x.shape),
+)
 conv_transpose2d.grad("input")(lambda a, g: conv2d(g, a.weight, None, *_conv(a)))
-conv_transpose2d.grad("weight")(lambda a, g: conv2d_weight_grad(g, a.input, a.weight.shape, *_conv(a),
-                                                                a.out.channels_last))
+conv_transpose2d.grad("weight")(
+    lambda a, g: conv2d_weight_grad(g, a.input, a.weight.shape, *_conv(a), a.out.channels_last)
+)
 conv_transpose2d.grad("bias")(lambda a, g: g.sum((0, 2, 3)))
 conv_transpose2d.tangent("input")(lambda a, t: conv_transpose2d(t, a.weight, None, *_transpose_args(a)))
 conv_transpose2d.tangent("weight")(lambda a, t: conv_transpose2d(a.input, t, None, *_transpose_args(a)))
@@ -268,8 +345,9 @@ def _max_pool2d_reference(input, kernel_size, stride, padding, dilation, ceil_mo
 
 
 @operator(_max_pool2d_reference, saves=("indices",), outputs=("values", "indices"))
-def max_pool2d(input: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-               dilation: Sequence[int], ceil_mode: bool) -> tuple[Tensor, Tensor]:
+def max_pool2d(
+    input: Tensor, kernel_size: Ints, stride: Ints, padding: Ints, dilation: Ints, ceil_mode: bool
+) -> tuple[Tensor, Tensor]:
     """Max pooling of a batched input: the maxima and their flat indices in each input plane (``h * W + w``)."""
     check_4d(input, "input", "max_pool2d")
     plane = pool2d_output_size("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
@@ -277,8 +355,9 @@ def max_pool2d(input: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
     return Output(size, channels_last), Output(size, channels_last, torch.int64)
 
 
-max_pool2d.implement(compiled, lambda x, k, s, p, d, ceil_mode, out: compiled.max_pool2d_forward(
-    x, k, s, p, d, out[0].size[2:]))
+max_pool2d.implement(
+    compiled, lambda x, k, s, p, d, ceil_mode, out: compiled.max_pool2d_forward(x, k, s, p, d, out[0].size[2:])
+)
 max_pool2d.grad("input")(lambda a, g: max_pool2d_backward(g, a.indices, a.input.shape))
 max_pool2d.tangent("input")(lambda a, t: max_pool2d_gather(t, a.indices))
 max_pool2d.vmap(batch_rule(max_pool2d, ("input",)))
@@ -294,10 +373,11 @@ def max_pool2d_gather(grad_input: Tensor, indices: Tensor) -> Tensor:
     return torch.where(inside, taken, 0).view(indices.shape)
 
 
-@operator(lambda grad_output, indices, input_size: reference_pool.max_pool2d_backward(grad_output, indices,
-                                                                                      input_size),
-          saves=("indices",))
-def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: Sequence[int]) -> Tensor:
+@operator(
+    lambda grad_output, indices, input_size: reference_pool.max_pool2d_backward(grad_output, indices, input_size),
+    saves=("indices",),
+)
+def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: Ints) -> Tensor:
     """Each output's gradient added onto the input pixel its maximum came from."""
     fn = "max_pool2d_backward"
     check_4d(grad_output, "grad_output", fn)
@@ -306,8 +386,9 @@ def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: Sequen
         raise TypeError(f"{fn}: indices must be int64, got {indices.dtype}")
     check_size(indices, grad_output.shape, "indices", fn)
     if tuple(grad_output.shape[:2]) != tuple(input_size[:2]) or any(s == 0 for s in input_size[1:]):
-        raise ValueError(f"{fn}: grad_output of size {list(grad_output.shape)} does not pool an input of size "
-                         f"{list(input_size)}")
+        raise ValueError(
+            f"{fn}: grad_output of size {list(grad_output.shape)} does not pool an input of size {list(input_size)}"
+        )
     return Output(input_size, is_channels_last(indices))
 
 
@@ -327,13 +408,21 @@ def _avg_window(fn, t, input_size, kernel_size, stride, padding, ceil_mode, divi
 
 
 def _avg_pool2d_reference(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, out):
-    return reference_pool.avg_pool2d_forward(input, kernel_size, stride, padding, out.size[2:], count_include_pad,
-                                             divisor_override)
+    return reference_pool.avg_pool2d_forward(
+        input, kernel_size, stride, padding, out.size[2:], count_include_pad, divisor_override
+    )
 
 
 @operator(_avg_pool2d_reference)
-def avg_pool2d(input: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-               ceil_mode: bool, count_include_pad: bool, divisor_override: int | None) -> Tensor:
+def avg_pool2d(
+    input: Tensor,
+    kernel_size: Ints,
+    stride: Ints,
+    padding: Ints,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor_override: int | None,
+) -> Tensor:
     """Average pooling of a batched input."""
     plane = _avg_window("avg_pool2d", input, input.shape, kernel_size, stride, padding, ceil_mode, divisor_override)
     return Output((*input.shape[:2], *plane), is_channels_last(input))
@@ -343,23 +432,45 @@ def _avg_args(a: Saved) -> tuple:
     return a.kernel_size, a.stride, a.padding, a.ceil_mode, a.count_include_pad, a.divisor_override
 
 
-avg_pool2d.implement(compiled, lambda x, k, s, p, ceil_mode, count_include_pad, divisor_override, out:
-                     compiled.avg_pool2d_forward(x, k, s, p, out.size[2:], count_include_pad, divisor_override))
+avg_pool2d.implement(
+    compiled,
+    lambda x, k, s, p, ceil_mode, count_include_pad, divisor_override, out: compiled.avg_pool2d_forward(
+        x, k, s, p, out.size[2:], count_include_pad, divisor_override
+    ),
+)
 avg_pool2d.grad("input")(lambda a, g: avg_pool2d_backward(g, a.input.shape, *_avg_args(a), a.out.channels_last))
 avg_pool2d.tangent("input")(lambda a, t: avg_pool2d(t, *_avg_args(a)))
 avg_pool2d.vmap(batch_rule(avg_pool2d, ("input",)))
 
 
-def _avg_backward_reference(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                            divisor_override, channels_last=False):
-    return reference_pool.avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding,
-                                              count_include_pad, divisor_override)
+def _avg_backward_reference(
+    grad_output,
+    input_size,
+    kernel_size,
+    stride,
+    padding,
+    ceil_mode,
+    count_include_pad,
+    divisor_override,
+    channels_last=False,
+):
+    return reference_pool.avg_pool2d_backward(
+        grad_output, input_size, kernel_size, stride, padding, count_include_pad, divisor_override
+    )
 
 
 @operator(_avg_backward_reference)
-def avg_pool2d_backward(grad_output: Tensor, input_size: Sequence[int], kernel_size: Sequence[int],
-                        stride: Sequence[int], padding: Sequence[int], ceil_mode: bool, count_include_pad: bool,
-                        divisor_override: int | None, channels_last: bool = False) -> Tensor:
+def avg_pool2d_backward(
+    grad_output: Tensor,
+    input_size: Ints,
+    kernel_size: Ints,
+    stride: Ints,
+    padding: Ints,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor_override: int | None,
+    channels_last: bool = False,
+) -> Tensor:
     """Every pixel of a window receives the window's gradient over its divisor."""
     fn = "avg_pool2d_backward"
     ints(input_size, 4, "input_size", fn)
@@ -368,12 +479,16 @@ def avg_pool2d_backward(grad_output: Tensor, input_size: Sequence[int], kernel_s
     return Output(input_size, channels_last)
 
 
-avg_pool2d_backward.implement(compiled, lambda gy, size, k, s, p, ceil_mode, count_include_pad, divisor_override,
-                              channels_last=False: compiled.avg_pool2d_backward(gy, size, k, s, p, count_include_pad,
-                                                                                divisor_override))
+avg_pool2d_backward.implement(
+    compiled,
+    lambda gy, size, k, s, p, ceil_mode, count_include_pad, divisor_override, channels_last=False: (
+        compiled.avg_pool2d_backward(gy, size, k, s, p, count_include_pad, divisor_override)
+    ),
+)
 avg_pool2d_backward.grad("grad_output")(lambda a, g: avg_pool2d(g, *_avg_args(a)))
 avg_pool2d_backward.tangent("grad_output")(
-    lambda a, t: avg_pool2d_backward(t, a.input_size, *_avg_args(a), a.channels_last))
+    lambda a, t: avg_pool2d_backward(t, a.input_size, *_avg_args(a), a.channels_last)
+)
 avg_pool2d_backward.vmap(batch_rule(avg_pool2d_backward, ("grad_output",), size="input_size"))
 
 
@@ -386,42 +501,58 @@ def _adaptive_check(fn, t, input_size, output_size) -> tuple[int, int]:
 
 
 @operator(lambda input, output_size, out: reference_pool.adaptive_avg_pool2d_forward(input, out.size[2:]))
-def adaptive_avg_pool2d(input: Tensor, output_size: Sequence[int]) -> Tensor:
+def adaptive_avg_pool2d(input: Tensor, output_size: Ints) -> Tensor:
     """Adaptive average pooling of a batched input to ``output_size`` (Ho, Wo)."""
     plane = _adaptive_check("adaptive_avg_pool2d", input, input.shape, output_size)
     return Output((*input.shape[:2], *plane), is_channels_last(input))
 
 
-adaptive_avg_pool2d.implement(compiled, lambda x, output_size, out: compiled.adaptive_avg_pool2d_forward(
-    x, out.size[2:]))
-adaptive_avg_pool2d.grad("input")(
-    lambda a, g: adaptive_avg_pool2d_backward(g, a.input.shape, a.out.channels_last))
+adaptive_avg_pool2d.implement(
+    compiled, lambda x, output_size, out: compiled.adaptive_avg_pool2d_forward(x, out.size[2:])
+)
+adaptive_avg_pool2d.grad("input")(lambda a, g: adaptive_avg_pool2d_backward(g, a.input.shape, a.out.channels_last))
 adaptive_avg_pool2d.tangent("input")(lambda a, t: adaptive_avg_pool2d(t, a.output_size))
 adaptive_avg_pool2d.vmap(batch_rule(adaptive_avg_pool2d, ("input",)))
 
 
-@operator(lambda grad_output, input_size, channels_last=False: reference_pool.adaptive_avg_pool2d_backward(
-    grad_output, input_size))
-def adaptive_avg_pool2d_backward(grad_output: Tensor, input_size: Sequence[int], channels_last: bool = False) -> Tensor:
+@operator(
+    lambda grad_output, input_size, channels_last=False: reference_pool.adaptive_avg_pool2d_backward(
+        grad_output, input_size
+    )
+)
+def adaptive_avg_pool2d_backward(grad_output: Tensor, input_size: Ints, channels_last: bool = False) -> Tensor:
     """Each bin's gradient spread evenly over its pixels."""
     fn = "adaptive_avg_pool2d_backward"
     ints(input_size, 4, "input_size", fn)
     _adaptive_check(fn, grad_output, input_size, grad_output.shape[2:])
     if tuple(grad_output.shape[:2]) != tuple(input_size[:2]):
-        raise ValueError(f"{fn}: grad_output of size {list(grad_output.shape)} does not pool an input of size "
-                         f"{list(input_size)}")
+        raise ValueError(
+            f"{fn}: grad_output of size {list(grad_output.shape)} does not pool an input of size {list(input_size)}"
+        )
     return Output(input_size, channels_last)
 
 
-adaptive_avg_pool2d_backward.implement(compiled, lambda gy, size, channels_last=False:
-                                       compiled.adaptive_avg_pool2d_backward(gy, size))
+adaptive_avg_pool2d_backward.implement(
+    compiled, lambda gy, size, channels_last=False: compiled.adaptive_avg_pool2d_backward(gy, size)
+)
 adaptive_avg_pool2d_backward.grad("grad_output")(lambda a, g: adaptive_avg_pool2d(g, a.grad_output.shape[2:]))
 adaptive_avg_pool2d_backward.tangent("grad_output")(
-    lambda a, t: adaptive_avg_pool2d_backward(t, a.input_size, a.channels_last))
+    lambda a, t: adaptive_avg_pool2d_backward(t, a.input_size, a.channels_last)
+)
 adaptive_avg_pool2d_backward.vmap(batch_rule(adaptive_avg_pool2d_backward, ("grad_output",), size="input_size"))
 
 
-OPERATORS = (conv2d, conv2d_input_grad, conv2d_weight_grad, conv_transpose2d, max_pool2d, max_pool2d_backward,
-             avg_pool2d, avg_pool2d_backward, adaptive_avg_pool2d, adaptive_avg_pool2d_backward)
+OPERATORS = (
+    conv2d,
+    conv2d_input_grad,
+    conv2d_weight_grad,
+    conv_transpose2d,
+    max_pool2d,
+    max_pool2d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+)
 Conv2dFunction, MaxPool2dFunction = conv2d.eager, max_pool2d.eager
 AvgPool2dFunction, AdaptiveAvgPool2dFunction = avg_pool2d.eager, adaptive_avg_pool2d.eager

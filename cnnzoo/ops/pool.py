@@ -54,8 +54,16 @@ def taps(x_shape, kernel, stride, padding, dilation, out):
 PLANE_CHUNK_BYTES = 4 * 2**20  # max pooling runs over this much input at a time, so that it stays in cache
 
 
-def max_pool2d_taps(x: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, kernel, stride, padding,
-                    dilation, nan_aware: bool = False) -> None:
+def max_pool2d_taps(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    indices: torch.Tensor,
+    kernel,
+    stride,
+    padding,
+    dilation,
+    nan_aware: bool = False,
+) -> None:
     """Max pooling of ``x`` into ``values`` and ``indices`` as a running maximum over the kernel taps,
     each tap one strided block of the input.
 
@@ -91,7 +99,7 @@ def max_pool2d_forward(x: torch.Tensor, kernel, stride, padding, dilation, out) 
     # on a GPU there is no cache to stay in: one chunk
     step = max(1, PLANE_CHUNK_BYTES // max(1, h * w * x.element_size())) if x.device.type == "cpu" else n * c
     for start in range(0, n * c, step):
-        chunk = [t[start:start + step] for t in planes]
+        chunk = [t[start : start + step] for t in planes]
         max_pool2d_taps(*chunk, kernel, stride, padding, dilation)
         if _any(chunk[1].isnan()):  # rare: find each window's last NaN
             max_pool2d_taps(*chunk, kernel, stride, padding, dilation, nan_aware=True)
@@ -111,8 +119,17 @@ def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, input_sha
     return grad.scatter_add(2, indices.flatten(2), grad_out.flatten(2)).view(n, c, h, w)
 
 
-def avg_divisor(input_hw, kernel, stride, padding, out, count_include_pad: bool, divisor_override: int | None,
-                dtype: torch.dtype, device) -> torch.Tensor | int:
+def avg_divisor(
+    input_hw,
+    kernel,
+    stride,
+    padding,
+    out,
+    count_include_pad: bool,
+    divisor_override: int | None,
+    dtype: torch.dtype,
+    device,
+) -> torch.Tensor | int:
     """Each output's denominator, (Ho, Wo): ``divisor_override`` if given, else the window's area,
     counting the padding or not (windows overhang padding only in ceil_mode, and that never counts).
     When every window has the same one (the common case), it is that number."""
@@ -129,19 +146,31 @@ def avg_divisor(input_hw, kernel, stride, padding, out, count_include_pad: bool,
     return (sides[0][:, None] * sides[1][None, :]).to(dtype)
 
 
-def avg_pool2d_forward(x: torch.Tensor, kernel, stride, padding, out, count_include_pad: bool,
-                       divisor_override: int | None) -> torch.Tensor:
+def avg_pool2d_forward(
+    x: torch.Tensor, kernel, stride, padding, out, count_include_pad: bool, divisor_override: int | None
+) -> torch.Tensor:
     """Average pooling: every window's sum over its divisor."""
-    divisor = avg_divisor(x.shape[2:], kernel, stride, padding, out, count_include_pad, divisor_override, x.dtype,
-                          x.device)
+    divisor = avg_divisor(
+        x.shape[2:], kernel, stride, padding, out, count_include_pad, divisor_override, x.dtype, x.device
+    )
     return window_sums(x, kernel, stride, padding, out).div_(divisor)
 
 
-def avg_pool2d_backward(grad_out: torch.Tensor, input_shape, kernel, stride, padding, count_include_pad: bool,
-                        divisor_override: int | None) -> torch.Tensor:
+def avg_pool2d_backward(
+    grad_out: torch.Tensor, input_shape, kernel, stride, padding, count_include_pad: bool, divisor_override: int | None
+) -> torch.Tensor:
     """The adjoint: every pixel of a window receives the window's gradient over its divisor."""
-    divisor = avg_divisor(input_shape[2:], kernel, stride, padding, grad_out.shape[2:], count_include_pad,
-                          divisor_override, grad_out.dtype, grad_out.device)
+    divisor = avg_divisor(
+        input_shape[2:],
+        kernel,
+        stride,
+        padding,
+        grad_out.shape[2:],
+        count_include_pad,
+        divisor_override,
+        grad_out.dtype,
+        grad_out.device,
+    )
     return window_sums_backward(grad_out / divisor, input_shape, kernel, stride, padding)
 
 
@@ -149,8 +178,13 @@ def large_tiles(x_shape, kernel, stride, padding, out) -> bool:
     """Whether the windows tile the input (side by side, no padding, none overhanging the end; rows
     and columns that no window reaches are allowed) and are large enough (16 pixels or more) that one
     reshaped reduction beats a pass per tap. Global average pooling is the common case."""
-    return (tuple(stride) == tuple(kernel) and not any(padding) and kernel[0] * kernel[1] >= 16
-            and out[0] * kernel[0] <= x_shape[2] and out[1] * kernel[1] <= x_shape[3])
+    return (
+        tuple(stride) == tuple(kernel)
+        and not any(padding)
+        and kernel[0] * kernel[1] >= 16
+        and out[0] * kernel[0] <= x_shape[2]
+        and out[1] * kernel[1] <= x_shape[3]
+    )
 
 
 def window_sums(x: torch.Tensor, kernel, stride, padding, out) -> torch.Tensor:
@@ -158,7 +192,7 @@ def window_sums(x: torch.Tensor, kernel, stride, padding, out) -> torch.Tensor:
     padding add zero, so they are skipped). Large tiling windows are one reshape and a sum."""
     n, c = x.shape[:2]
     if large_tiles(x.shape, kernel, stride, padding, out):
-        x = x[:, :, :out[0] * kernel[0], :out[1] * kernel[1]]
+        x = x[:, :, : out[0] * kernel[0], : out[1] * kernel[1]]
         return x.reshape(n, c, out[0], kernel[0], out[1], kernel[1]).sum((3, 5))
     sums = x.new_zeros(n, c, *out)
     for _, _, out_rows, out_cols, in_rows, in_cols in taps(x.shape, kernel, stride, padding, (1, 1), out):
@@ -171,12 +205,15 @@ def window_sums_backward(grad_sums: torch.Tensor, input_shape, kernel, stride, p
     n, c, h, w = input_shape
     out = grad_sums.shape[2:]
     if large_tiles(input_shape, kernel, stride, padding, out):
-        tiled = (grad_sums.reshape(n, c, out[0], 1, out[1], 1).expand(n, c, out[0], kernel[0], out[1], kernel[1])
-                 .reshape(n, c, out[0] * kernel[0], out[1] * kernel[1]))
+        tiled = (
+            grad_sums.reshape(n, c, out[0], 1, out[1], 1)
+            .expand(n, c, out[0], kernel[0], out[1], kernel[1])
+            .reshape(n, c, out[0] * kernel[0], out[1] * kernel[1])
+        )
         if tiled.shape == input_shape:  # the tiles cover the input (global pooling): nothing stays zero
             return tiled
         grad = grad_sums.new_zeros(input_shape)
-        grad[:, :, :out[0] * kernel[0], :out[1] * kernel[1]] = tiled
+        grad[:, :, : out[0] * kernel[0], : out[1] * kernel[1]] = tiled
         return grad
     grad = grad_sums.new_zeros(input_shape)
     for _, _, out_rows, out_cols, in_rows, in_cols in taps(input_shape, kernel, stride, padding, (1, 1), out):
@@ -192,8 +229,6 @@ def adaptive_matrix(size: int, out: int, dtype: torch.dtype, device) -> torch.Te
     pos = torch.arange(size, device=device)
     inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
     return inside.to(dtype) / (end - start).to(dtype)[:, None]
-
-
 
 
 def adaptive_tile(input_hw, out) -> tuple[int, int] | None:
