@@ -31,10 +31,10 @@ picks one per call):
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import ModuleType
 
 import torch
@@ -45,14 +45,14 @@ from ._args import outside_autocast
 from .layout import empty, in_format
 
 
-@dataclass(frozen=True)
 class Output:
     """What an output rule says of one output: its size, memory format and dtype (None: the dtype of
     the operator's first tensor argument)."""
 
-    size: Sequence[int]
-    channels_last: bool = False
-    dtype: torch.dtype | None = None
+    __slots__ = ("size", "channels_last", "dtype")
+
+    def __init__(self, size: Sequence[int], channels_last: bool = False, dtype: torch.dtype | None = None) -> None:
+        self.size, self.channels_last, self.dtype = size, channels_last, dtype
 
     def new(self, like: Tensor) -> Tensor:
         """The output, allocated (uninitialised) on ``like``'s device."""
@@ -99,6 +99,8 @@ class Operator:
         self.defaults = tuple(p.default for p in parameters if p.default is not p.empty)
         hints = typing.get_type_hints(rule)
         self.tensors = tuple(i for i, p in enumerate(self.params) if "Tensor" in str(hints[p]))
+        self.saved_at = tuple((*self.params, *self.outputs).index(name) for name in self.saves)
+        self.unsaved = tuple((i, p) for i, p in enumerate(self.params) if p not in self.saves)
         self.implementations: list[_Implementation] = []
         self.grads: dict[str, Callable] = {}
         self.tangents: dict[str, Callable] = {}
@@ -137,6 +139,17 @@ class Operator:
 
         return register
 
+    def linear_in(self, *names: str) -> None:
+        """The operator is linear in each of these arguments: the tangent from one is the operator
+        itself with the tangent in that argument's place (and no other tensor that is not saved, such as
+        a bias, whose tangent is its own)."""
+        for name in names:
+            self.tangents[name] = functools.partial(self._linear_tangent, name)
+
+    def _linear_tangent(self, name: str, saved: Saved, tangent: Tensor) -> Tensor:
+        args = [tangent if p == name else getattr(saved, p) for p in self.params]
+        return self(*[None if isinstance(a, Shape) else a for a in args])
+
     def vmap(self, rule: Callable) -> Callable:
         """Decorator: ``rule(info, in_dims, *args)``, torch.library's vmap rule."""
         self.custom.register_vmap(rule)
@@ -165,21 +178,20 @@ class Operator:
 
     def setup_context(self, ctx, inputs: tuple, output, out=None) -> None:
         """Keep what the formulas read: the saved tensors for autograd, the rest in a :class:`Saved`."""
-        saved, kept = Saved(), []
-        values = dict(zip(self.params, inputs))
-        outputs = output if isinstance(output, tuple) else (output,)
-        values.update(zip(self.outputs, outputs))
-        for name, value in values.items():
-            if name in self.saves:
-                kept.append(value)
-            else:
-                setattr(saved, name, Shape(value.shape) if isinstance(value, Tensor) else value)
+        saved = Saved()
+        for i, name in self.unsaved:
+            value = inputs[i]
+            setattr(saved, name, Shape(value.shape) if isinstance(value, Tensor) else value)
         saved.out = self.rule(*inputs) if out is None else out
-        for o in outputs:
-            if not o.is_floating_point():
-                ctx.mark_non_differentiable(o)
+        outputs = output if isinstance(output, tuple) else (output,)
+        if len(outputs) > 1:  # max pooling's indices have no gradient
+            for o in outputs:
+                if not o.is_floating_point():
+                    ctx.mark_non_differentiable(o)
+        everything = (*inputs, *outputs)
+        kept = tuple(everything[i] for i in self.saved_at)
         ctx.save_for_backward(*kept)
-        ctx.saved, ctx.to_save = saved, tuple(kept)
+        ctx.saved, ctx.to_save = saved, kept
 
     def restore(self, ctx) -> Saved:
         saved = ctx.saved

@@ -47,6 +47,24 @@ def resolve_padding(
     return ph, ph, pw, pw
 
 
+def _conv_tensors(fn: str, input: torch.Tensor, weight, bias, layout: str, transposed_groups: int = 0):
+    """A convolution's weight checked (a 4D floating point tensor of ``layout``) and its bias (a tensor or
+    None); under torch.autocast, all three in its lower precision, as torch's convolutions run. A
+    transposed convolution's weight counts its output channels per group, in dimension 1."""
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        shape = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(f"{fn}: weight must be a 4D tensor ({layout}), got {shape}")
+    check_float(weight, "weight", fn)
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        count = weight.shape[1] * transposed_groups or weight.shape[0]
+        raise ValueError(
+            f"{fn}: bias must be 1D with {count} elements for weight of size {list(weight.shape)}, "
+            f"got {type(bias).__name__}"
+        )
+    cast = autocast_dtype(input)
+    return tuple(autocast_cast(t, cast) for t in (input, weight, bias))
+
+
 def conv2d(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -63,17 +81,7 @@ def conv2d(
     """
     fn = "conv2d"
     unbatched = is_unbatched(input, fn)
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
-        shape = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
-        raise ValueError(f"{fn}: weight must be a 4D tensor (out_channels, in_channels/groups, kH, kW), got {shape}")
-    check_float(weight, "weight", fn)
-    if bias is not None and not isinstance(bias, torch.Tensor):
-        raise ValueError(
-            f"{fn}: bias must be 1D with {weight.shape[0]} elements for weight of size "
-            f"{list(weight.shape)}, got {type(bias).__name__}"
-        )
-    cast = autocast_dtype(input)  # under torch.autocast, convolution runs in its lower precision, as torch's does
-    input, weight, bias = (autocast_cast(t, cast) for t in (input, weight, bias))
+    input, weight, bias = _conv_tensors(fn, input, weight, bias, "out_channels, in_channels/groups, kH, kW")
     stride, dilation = pair(stride, "stride", fn), pair(dilation, "dilation", fn)
     groups = as_int(groups, "groups", fn)
     pads = resolve_padding(padding, weight.shape[2:], stride, dilation)
@@ -98,17 +106,12 @@ def conv_transpose2d(
     must be smaller than the stride."""
     fn = "conv_transpose2d"
     unbatched = is_unbatched(input, fn)
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
-        shape = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
-        raise ValueError(f"{fn}: weight must be a 4D tensor (in_channels, out_channels/groups, kH, kW), got {shape}")
-    cast = autocast_dtype(input)
-    input, weight, bias = (autocast_cast(t, cast) for t in (input, weight, bias))
+    groups = as_int(groups, "groups", fn)
+    input, weight, bias = _conv_tensors(fn, input, weight, bias, "in_channels, out_channels/groups, kH, kW", groups)
     stride, dilation = pair(stride, "stride", fn), pair(dilation, "dilation", fn)
     (ph, pw), output_padding = pair(padding, "padding", fn), pair(output_padding, "output_padding", fn)
     x = input.unsqueeze(0) if unbatched else input
-    out = library.conv_transpose2d(
-        x, weight, bias, stride, (ph, ph, pw, pw), output_padding, as_int(groups, "groups", fn), dilation
-    )
+    out = library.conv_transpose2d(x, weight, bias, stride, (ph, ph, pw, pw), output_padding, groups, dilation)
     return out.squeeze(0) if unbatched else out
 
 

@@ -47,6 +47,11 @@ def _sum(*terms: Tensor | None) -> Tensor | None:
     return sum(present[1:], present[0]) if present else None
 
 
+def _cl(*tensors: Tensor) -> bool:
+    """torch's memory-format rule for an operator of several tensors: channels_last if any of them is."""
+    return any(is_channels_last(t) for t in tensors)
+
+
 def _conv(a: Saved) -> tuple:
     """A convolution's geometry, as every convolution operator takes it after its sizes."""
     return a.stride, a.padding, a.dilation, a.groups
@@ -65,16 +70,14 @@ def _large_pointwise(weight_size, stride, padding, input_size) -> bool:
     return pointwise and input_size[2] * input_size[3] > POINTWISE_COMPILED_PIXELS
 
 
-def _check_conv2d_grad(
-    fn, grad_output, other: tuple[str, Tensor], input_size, weight_size, stride, padding, dilation, groups
-) -> None:
+def _check_conv2d_grad(fn, grad_output, other: tuple[str, Tensor], input_size, weight_size, conf) -> None:
     """A gradient operator's arguments: ``other`` is ``('weight', weight)`` or ``('input', input)``."""
     check_4d(grad_output, "grad_output", fn)
     check_4d(other[1], other[0], fn)
     ints(input_size, 4, "input_size", fn)
     ints(weight_size, 4, "weight_size", fn)
     check_same_kind(fn, ("grad_output", grad_output), other)
-    out = conv2d_output_size(fn, input_size, weight_size, stride, padding, dilation, groups)
+    out = conv2d_output_size(fn, input_size, weight_size, *conf)
     check_size(grad_output, out, "grad_output", fn)
 
 
@@ -119,7 +122,7 @@ def conv2d(
     _check_weight("conv2d", weight, bias, weight.shape[0], "out_channels, in_channels/groups, kH, kW")
     check_same_kind("conv2d", ("input", input), ("weight", weight), ("bias", bias))
     size = conv2d_output_size("conv2d", input.shape, weight.shape, stride, padding, dilation, groups)
-    return Output(size, is_channels_last(input) or is_channels_last(weight))
+    return Output(size, _cl(input, weight))
 
 
 conv2d.implement(
@@ -130,8 +133,7 @@ conv2d.implement(
 conv2d.grad("input")(lambda a, g: conv2d_input_grad(g, a.weight, a.input.shape, *_conv(a), a.out.channels_last))
 conv2d.grad("weight")(lambda a, g: conv2d_weight_grad(a.input, g, a.weight.shape, *_conv(a), a.out.channels_last))
 conv2d.grad("bias")(lambda a, g: g.sum((0, 2, 3)))
-conv2d.tangent("input")(lambda a, t: conv2d(t, a.weight, None, *_conv(a)))
-conv2d.tangent("weight")(lambda a, t: conv2d(a.input, t, None, *_conv(a)))
+conv2d.linear_in("input", "weight")
 conv2d.tangent("bias")(lambda a, t: t.view(1, -1, 1, 1))
 
 
@@ -159,17 +161,8 @@ def conv2d_input_grad(
     channels_last: bool = False,
 ) -> Tensor:
     """The gradient of conv2d with respect to an input of ``input_size``: col2im of ``weight^T @ grad_output``."""
-    _check_conv2d_grad(
-        "conv2d_input_grad",
-        grad_output,
-        ("weight", weight),
-        input_size,
-        weight.shape,
-        stride,
-        padding,
-        dilation,
-        groups,
-    )
+    conf = (stride, padding, dilation, groups)
+    _check_conv2d_grad("conv2d_input_grad", grad_output, ("weight", weight), input_size, weight.shape, conf)
     return Output(input_size, channels_last)
 
 
@@ -180,16 +173,9 @@ conv2d_input_grad.implement(
 )
 conv2d_input_grad.grad("grad_output")(lambda a, g: conv2d(g, a.weight, None, *_conv(a)))
 conv2d_input_grad.grad("weight")(
-    lambda a, g: conv2d_weight_grad(
-        g, a.grad_output, a.weight.shape, *_conv(a), is_channels_last(a.grad_output) or is_channels_last(a.weight)
-    )
+    lambda a, g: conv2d_weight_grad(g, a.grad_output, a.weight.shape, *_conv(a), _cl(a.grad_output, a.weight))
 )
-conv2d_input_grad.tangent("grad_output")(
-    lambda a, t: conv2d_input_grad(t, a.weight, a.input_size, *_conv(a), a.channels_last)
-)
-conv2d_input_grad.tangent("weight")(
-    lambda a, t: conv2d_input_grad(a.grad_output, t, a.input_size, *_conv(a), a.channels_last)
-)
+conv2d_input_grad.linear_in("grad_output", "weight")
 
 
 _input_grad_batch = batch_rule(conv2d_input_grad, ("grad_output",), size="input_size")
@@ -238,9 +224,8 @@ def conv2d_weight_grad(
     channels_last: bool = False,
 ) -> Tensor:
     """The gradient of conv2d with respect to a weight of ``weight_size``: ``grad_output`` times the columns."""
-    _check_conv2d_grad(
-        "conv2d_weight_grad", grad_output, ("input", input), input.shape, weight_size, stride, padding, dilation, groups
-    )
+    conf = (stride, padding, dilation, groups)
+    _check_conv2d_grad("conv2d_weight_grad", grad_output, ("input", input), input.shape, weight_size, conf)
     return Output(weight_size, channels_last)
 
 
@@ -250,17 +235,10 @@ conv2d_weight_grad.implement(
     unless=lambda x, gy, size, stride, padding, *_: _large_pointwise(size, stride, padding, x.shape),
 )
 conv2d_weight_grad.grad("input")(
-    lambda a, g: conv2d_input_grad(
-        a.grad_output, g, a.input.shape, *_conv(a), is_channels_last(a.input) or is_channels_last(a.grad_output)
-    )
+    lambda a, g: conv2d_input_grad(a.grad_output, g, a.input.shape, *_conv(a), _cl(a.input, a.grad_output))
 )
 conv2d_weight_grad.grad("grad_output")(lambda a, g: conv2d(a.input, g, None, *_conv(a)))
-conv2d_weight_grad.tangent("input")(
-    lambda a, t: conv2d_weight_grad(t, a.grad_output, a.weight_size, *_conv(a), a.channels_last)
-)
-conv2d_weight_grad.tangent("grad_output")(
-    lambda a, t: conv2d_weight_grad(a.input, t, a.weight_size, *_conv(a), a.channels_last)
-)
+conv2d_weight_grad.linear_in("input", "grad_output")
 
 
 @conv2d_weight_grad.vmap
@@ -307,7 +285,7 @@ def conv_transpose2d(
     size = conv_transpose2d_output_size(
         fn, input.shape, weight.shape, stride, padding, output_padding, dilation, groups
     )
-    return Output(size, is_channels_last(input) or is_channels_last(weight))
+    return Output(size, _cl(input, weight))
 
 
 def _transpose_compiled(input, weight, bias, stride, padding, output_padding, groups, dilation, out):
@@ -325,13 +303,8 @@ conv_transpose2d.grad("weight")(
     lambda a, g: conv2d_weight_grad(g, a.input, a.weight.shape, *_conv(a), a.out.channels_last)
 )
 conv_transpose2d.grad("bias")(lambda a, g: g.sum((0, 2, 3)))
-conv_transpose2d.tangent("input")(lambda a, t: conv_transpose2d(t, a.weight, None, *_transpose_args(a)))
-conv_transpose2d.tangent("weight")(lambda a, t: conv_transpose2d(a.input, t, None, *_transpose_args(a)))
+conv_transpose2d.linear_in("input", "weight")
 conv_transpose2d.tangent("bias")(lambda a, t: t.view(1, -1, 1, 1))
-
-
-def _transpose_args(a: Saved) -> tuple:
-    return a.stride, a.padding, a.output_padding, a.groups, a.dilation
 
 
 conv_transpose2d.vmap(_stacked_weights(conv_transpose2d))
@@ -394,7 +367,7 @@ def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: Ints) 
 
 max_pool2d_backward.implement(compiled, compiled.max_pool2d_backward)
 max_pool2d_backward.grad("grad_output")(lambda a, g: max_pool2d_gather(g, a.indices))
-max_pool2d_backward.tangent("grad_output")(lambda a, t: max_pool2d_backward(t, a.indices, a.input_size))
+max_pool2d_backward.linear_in("grad_output")
 max_pool2d_backward.vmap(batch_rule(max_pool2d_backward, ("grad_output", "indices"), size="input_size"))
 
 
@@ -407,13 +380,7 @@ def _avg_window(fn, t, input_size, kernel_size, stride, padding, ceil_mode, divi
     return pool2d_output_size(fn, input_size, kernel_size, stride, padding, (1, 1), ceil_mode)
 
 
-def _avg_pool2d_reference(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, out):
-    return reference_pool.avg_pool2d_forward(
-        input, kernel_size, stride, padding, out.size[2:], count_include_pad, divisor_override
-    )
-
-
-@operator(_avg_pool2d_reference)
+@operator(lambda x, k, s, p, _, cip, div, out: reference_pool.avg_pool2d_forward(x, k, s, p, out.size[2:], cip, div))
 def avg_pool2d(
     input: Tensor,
     kernel_size: Ints,
@@ -433,33 +400,16 @@ def _avg_args(a: Saved) -> tuple:
 
 
 avg_pool2d.implement(
-    compiled,
-    lambda x, k, s, p, ceil_mode, count_include_pad, divisor_override, out: compiled.avg_pool2d_forward(
-        x, k, s, p, out.size[2:], count_include_pad, divisor_override
-    ),
+    compiled, lambda x, k, s, p, _, cip, div, out: compiled.avg_pool2d_forward(x, k, s, p, out.size[2:], cip, div)
 )
 avg_pool2d.grad("input")(lambda a, g: avg_pool2d_backward(g, a.input.shape, *_avg_args(a), a.out.channels_last))
-avg_pool2d.tangent("input")(lambda a, t: avg_pool2d(t, *_avg_args(a)))
+avg_pool2d.linear_in("input")
 avg_pool2d.vmap(batch_rule(avg_pool2d, ("input",)))
 
 
-def _avg_backward_reference(
-    grad_output,
-    input_size,
-    kernel_size,
-    stride,
-    padding,
-    ceil_mode,
-    count_include_pad,
-    divisor_override,
-    channels_last=False,
-):
-    return reference_pool.avg_pool2d_backward(
-        grad_output, input_size, kernel_size, stride, padding, count_include_pad, divisor_override
-    )
-
-
-@operator(_avg_backward_reference)
+@operator(
+    lambda gy, size, k, s, p, _, cip, div, cl=False: reference_pool.avg_pool2d_backward(gy, size, k, s, p, cip, div)
+)
 def avg_pool2d_backward(
     grad_output: Tensor,
     input_size: Ints,
@@ -480,15 +430,10 @@ def avg_pool2d_backward(
 
 
 avg_pool2d_backward.implement(
-    compiled,
-    lambda gy, size, k, s, p, ceil_mode, count_include_pad, divisor_override, channels_last=False: (
-        compiled.avg_pool2d_backward(gy, size, k, s, p, count_include_pad, divisor_override)
-    ),
+    compiled, lambda gy, size, k, s, p, _, cip, div, cl=False: compiled.avg_pool2d_backward(gy, size, k, s, p, cip, div)
 )
 avg_pool2d_backward.grad("grad_output")(lambda a, g: avg_pool2d(g, *_avg_args(a)))
-avg_pool2d_backward.tangent("grad_output")(
-    lambda a, t: avg_pool2d_backward(t, a.input_size, *_avg_args(a), a.channels_last)
-)
+avg_pool2d_backward.linear_in("grad_output")
 avg_pool2d_backward.vmap(batch_rule(avg_pool2d_backward, ("grad_output",), size="input_size"))
 
 
@@ -511,7 +456,7 @@ adaptive_avg_pool2d.implement(
     compiled, lambda x, output_size, out: compiled.adaptive_avg_pool2d_forward(x, out.size[2:])
 )
 adaptive_avg_pool2d.grad("input")(lambda a, g: adaptive_avg_pool2d_backward(g, a.input.shape, a.out.channels_last))
-adaptive_avg_pool2d.tangent("input")(lambda a, t: adaptive_avg_pool2d(t, a.output_size))
+adaptive_avg_pool2d.linear_in("input")
 adaptive_avg_pool2d.vmap(batch_rule(adaptive_avg_pool2d, ("input",)))
 
 
@@ -536,9 +481,7 @@ adaptive_avg_pool2d_backward.implement(
     compiled, lambda gy, size, channels_last=False: compiled.adaptive_avg_pool2d_backward(gy, size)
 )
 adaptive_avg_pool2d_backward.grad("grad_output")(lambda a, g: adaptive_avg_pool2d(g, a.grad_output.shape[2:]))
-adaptive_avg_pool2d_backward.tangent("grad_output")(
-    lambda a, t: adaptive_avg_pool2d_backward(t, a.input_size, a.channels_last)
-)
+adaptive_avg_pool2d_backward.linear_in("grad_output")
 adaptive_avg_pool2d_backward.vmap(batch_rule(adaptive_avg_pool2d_backward, ("grad_output",), size="input_size"))
 
 
