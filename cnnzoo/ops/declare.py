@@ -63,7 +63,16 @@ class Saved:
     """A call's arguments by name, for the formulas: non-tensors as given, the tensors the declaration
     saves in full, every other tensor as a record of its shape; ``out`` is the output rule's answer."""
 
-    out: Output | tuple[Output, ...]
+    __slots__ = ("values", "index", "out")
+
+    def __init__(self, values: list, index: dict[str, int], out: Output | tuple[Output, ...]) -> None:
+        self.values, self.index, self.out = values, index, out
+
+    def __getattr__(self, name: str):  # only for the names that are not slots: the arguments
+        try:
+            return self.values[self.index[name]]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 class Shape(typing.NamedTuple):
@@ -89,9 +98,15 @@ class Operator:
     Calling it calls the operator with autograd, by the cheapest route the context allows."""
 
     def __init__(
-        self, rule: Callable, reference: Callable, saves: Sequence[str] = (), outputs: Sequence[str] = ("output",)
+        self,
+        rule: Callable,
+        reference: Callable,
+        saves: Sequence[str] = (),
+        outputs: Sequence[str] = ("output",),
+        no_grad: Sequence[str] = (),
     ) -> None:
         self.rule, self.saves, self.outputs = rule, tuple(saves), tuple(outputs)
+        self.integer_outputs = tuple(self.outputs.index(name) for name in no_grad)
         self.reference = _Implementation(None, reference)
         self.name = f"cnnzoo::{rule.__name__}"
         parameters = inspect.signature(rule).parameters.values()
@@ -99,8 +114,9 @@ class Operator:
         self.defaults = tuple(p.default for p in parameters if p.default is not p.empty)
         hints = typing.get_type_hints(rule)
         self.tensors = tuple(i for i, p in enumerate(self.params) if "Tensor" in str(hints[p]))
-        self.saved_at = tuple((*self.params, *self.outputs).index(name) for name in self.saves)
-        self.unsaved = tuple((i, p) for i, p in enumerate(self.params) if p not in self.saves)
+        self.index = {name: i for i, name in enumerate((*self.params, *self.outputs))}
+        self.saved_at = tuple(self.index[name] for name in self.saves)
+        self.shapes_at = tuple(i for i in self.tensors if self.params[i] not in self.saves)
         self.implementations: list[_Implementation] = []
         self.grads: dict[str, Callable] = {}
         self.tangents: dict[str, Callable] = {}
@@ -178,25 +194,25 @@ class Operator:
 
     def setup_context(self, ctx, inputs: tuple, output, out=None) -> None:
         """Keep what the formulas read: the saved tensors for autograd, the rest in a :class:`Saved`."""
-        saved = Saved()
-        for i, name in self.unsaved:
-            value = inputs[i]
-            setattr(saved, name, Shape(value.shape) if isinstance(value, Tensor) else value)
-        saved.out = self.rule(*inputs) if out is None else out
+        values = [*inputs, *(None,) * len(self.outputs)]
+        for i in self.shapes_at:  # the unsaved tensors: their shapes only
+            if values[i] is not None:
+                values[i] = Shape(values[i].shape)
         outputs = output if isinstance(output, tuple) else (output,)
-        if len(outputs) > 1:  # max pooling's indices have no gradient
-            for o in outputs:
-                if not o.is_floating_point():
-                    ctx.mark_non_differentiable(o)
+        if self.integer_outputs:  # outputs without a gradient, such as max pooling's indices
+            ctx.mark_non_differentiable(*[outputs[i] for i in self.integer_outputs])
         everything = (*inputs, *outputs)
-        kept = tuple(everything[i] for i in self.saved_at)
+        kept = tuple([everything[i] for i in self.saved_at])
+        for i in self.saved_at:
+            values[i] = None  # autograd holds them (a reference here could keep an output alive in a cycle)
         ctx.save_for_backward(*kept)
-        ctx.saved, ctx.to_save = saved, kept
+        ctx.to_save = kept
+        ctx.saved = Saved(values, self.index, self.rule(*inputs) if out is None else out)
 
     def restore(self, ctx) -> Saved:
         saved = ctx.saved
-        for name, t in zip(self.saves, ctx.saved_tensors):
-            setattr(saved, name, t)
+        for i, t in zip(self.saved_at, ctx.saved_tensors):
+            saved.values[i] = t
         return saved
 
     def backward(self, ctx, grad, *_grads_of_other_outputs):
@@ -234,7 +250,7 @@ class Operator:
 def _formatted(result, out):
     """The kernel's result in the memory format the output rule gives."""
     if isinstance(result, tuple):
-        return tuple(in_format(r, o.channels_last) for r, o in zip(result, out))
+        return tuple([in_format(r, o.channels_last) for r, o in zip(result, out)])
     return in_format(result, out.channels_last)
 
 

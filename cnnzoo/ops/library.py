@@ -37,9 +37,9 @@ from .layout import is_channels_last
 Ints = Sequence[int]  # sizes, strides, paddings: a list of ints in the schema
 
 
-def operator(reference: Callable, saves: Sequence[str] = (), outputs: Sequence[str] = ("output",)):
+def operator(reference: Callable, saves: Sequence[str] = (), outputs: Sequence[str] = ("output",), no_grad=()):
     """Decorator: declare the operator whose output rule this is (see ``declare.Operator``)."""
-    return lambda rule: Operator(rule, reference, saves, outputs)
+    return lambda rule: Operator(rule, reference, saves, outputs, no_grad)
 
 
 def _sum(*terms: Tensor | None) -> Tensor | None:
@@ -317,7 +317,7 @@ def _max_pool2d_reference(input, kernel_size, stride, padding, dilation, ceil_mo
     return reference_pool.max_pool2d_forward(input, kernel_size, stride, padding, dilation, out[0].size[2:])
 
 
-@operator(_max_pool2d_reference, saves=("indices",), outputs=("values", "indices"))
+@operator(_max_pool2d_reference, saves=("indices",), outputs=("values", "indices"), no_grad=("indices",))
 def max_pool2d(
     input: Tensor, kernel_size: Ints, stride: Ints, padding: Ints, dilation: Ints, ceil_mode: bool
 ) -> tuple[Tensor, Tensor]:
