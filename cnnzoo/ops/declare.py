@@ -118,7 +118,7 @@ class Operator:
         self.saved_at = tuple(self.index[name] for name in self.saves)
         self.shapes_at = tuple(i for i in self.tensors if self.params[i] not in self.saves)
         self.implementations: list[_Implementation] = []
-        self.grads: dict[str, Callable] = {}
+        self.grad_formulas: list[tuple[int, Callable]] = []  # (argument position, formula)
         self.tangents: dict[str, Callable] = {}
         schema = torch.library.infer_schema(rule, mutates_args=())
         custom = torch.library.custom_op(self.name, self.run, mutates_args=(), schema=schema)
@@ -141,7 +141,7 @@ class Operator:
         """Decorator: ``formula(saved, grad)`` is the gradient with respect to argument ``name``."""
 
         def register(formula: Callable) -> Callable:
-            self.grads[name] = formula
+            self.grad_formulas.append((self.params.index(name), formula))
             return formula
 
         return register
@@ -217,11 +217,12 @@ class Operator:
 
     def backward(self, ctx, grad, *_grads_of_other_outputs):
         """One gradient per input, in order: each input's formula where one was asked for, else None."""
-        saved = self.restore(ctx)
-        return tuple(
-            self.grads[name](saved, grad) if need and name in self.grads else None
-            for name, need in zip(self.params, ctx.needs_input_grad)
-        )
+        saved, needs = self.restore(ctx), ctx.needs_input_grad
+        grads = [None] * len(self.params)
+        for i, formula in self.grad_formulas:
+            if needs[i]:
+                grads[i] = formula(saved, grad)
+        return tuple(grads)
 
     def jvp(self, ctx, *tangents):
         """The output's tangent: the sum of every input tangent's contribution."""
