@@ -44,16 +44,9 @@ class LeNet5(ZooModel):
         L, act = conv_layers(backend), ACTIVATIONS[activation]
         pool_layer = L.AvgPool2d if pool == "avg" else L.MaxPool2d
         self.in_channels = in_channels
-        self.features = nn.Sequential(
-            L.Conv2d(in_channels, 6, 5),
-            act(),
-            pool_layer(2),  # C1: 6@28x28, S2: 6@14x14
-            L.Conv2d(6, 16, 5),
-            act(),
-            pool_layer(2),  # C3: 16@10x10, S4: 16@5x5
-            L.Conv2d(16, 120, 5),
-            act(),  # C5: 120@1x1
-        )
+        c1_s2 = (L.Conv2d(in_channels, 6, 5), act(), pool_layer(2))  # C1: 6@28x28, S2: 6@14x14
+        c3_s4 = (L.Conv2d(6, 16, 5), act(), pool_layer(2))  # C3: 16@10x10, S4: 16@5x5
+        self.features = nn.Sequential(*c1_s2, *c3_s4, L.Conv2d(16, 120, 5), act())  # C5: 120@1x1
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(120, 84), act(), nn.Linear(84, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -124,6 +124,8 @@ class Operator:
         custom = torch.library.custom_op(self.name, self.run, mutates_args=(), schema=schema)
         custom.register_fake(self.fake)
         custom.register_autograd(self.backward, setup_context=self.setup_context)
+        # private: the OpOverload behind the CustomOpDef (torch.ops.cnnzoo.<name>.default), which the
+        # compiled and transformed routes call directly, sparing CustomOpDef.__call__'s Python layer
         self.custom, self.overload = custom, custom._opoverload
         self.eager, self.transformable = _functions(self)
 
@@ -240,7 +242,7 @@ class Operator:
     def __call__(self, *args):
         if torch.compiler.is_compiling() or torch.jit.is_tracing():
             return self.overload(*args)
-        # private: whether a torch.func transform is active (no public API; torch.func has the same check)
+        # private, both: whether a torch.func transform or forward-mode AD is active (no public API asks)
         if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
             return self.transformable.apply(*map(_Leaf.wrap, args))
         if not torch.is_grad_enabled() and not _dispatcher_needed(args):  # inference, a first-order backward

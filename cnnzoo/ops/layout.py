@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch._prims_common import suggest_memory_format
+from torch._prims_common import suggest_memory_format  # private: torch's own memory-format rule
 
 
 def is_channels_last(t: Tensor) -> bool:
