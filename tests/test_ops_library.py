@@ -392,3 +392,14 @@ def test_jacfwd_of_a_pooling_chain():
     chain = lambda x: ops.adaptive_avg_pool2d(ops.avg_pool2d(ops.max_pool2d(x, 2, 1), 2, 1), 2)  # noqa: E731
     ref = lambda x: F.adaptive_avg_pool2d(F.avg_pool2d(F.max_pool2d(x, 2, 1), 2, 1), 2)  # noqa: E731
     torch.testing.assert_close(jacfwd(chain)(x), jacrev(ref)(x))
+
+
+def test_trailing_defaults_may_be_left_out():
+    """The dispatcher (under torch.compile, say) drops trailing arguments equal to their defaults: each
+    route fills them in again."""
+    gy, w = rand(2, 4, 3, 3), rand(4, 3, 3, 3)
+    full = L.conv2d_input_grad(gy, w, [2, 3, 5, 5], *CONF, False)
+    assert torch.equal(library.conv2d_input_grad.run(gy, w, [2, 3, 5, 5], *CONF), full)
+    assert torch.equal(library.conv2d_input_grad(gy, w, [2, 3, 5, 5], *CONF), full)
+    gy.requires_grad_()
+    assert torch.equal(library.conv2d_input_grad(gy, w, [2, 3, 5, 5], *CONF), full)

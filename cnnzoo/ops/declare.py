@@ -177,7 +177,13 @@ class Operator:
 
     def run(self, *args):
         """The real kernel: the output rule, then the first implementation that serves the call."""
+        if len(args) < len(self.params):  # the dispatcher leaves out trailing arguments equal to their defaults
+            args = self.complete(args)
         return self.compute(args, self.rule(*args))
+
+    def complete(self, args: tuple) -> tuple:
+        """``args`` with the defaults of the trailing arguments they leave out."""
+        return (*args, *self.defaults[len(self.defaults) - (len(self.params) - len(args)) :])
 
     def compute(self, args: tuple, out):
         tensors = [args[i] for i in self.tensors]
@@ -240,6 +246,8 @@ class Operator:
     # --- calling it ---------------------------------------------------------------------------
 
     def __call__(self, *args):
+        if len(args) < len(self.params):
+            args = self.complete(args)
         if torch.compiler.is_compiling() or torch.jit.is_tracing():
             return self.overload(*args)
         # private, both: whether a torch.func transform or forward-mode AD is active (no public API asks)
