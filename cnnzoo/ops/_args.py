@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .conv import output_plane
+from .conv import output_plane, transposed_plane
 
 IntPair = int | Sequence[int]
 
@@ -191,8 +191,7 @@ def conv_transpose2d_output_size(
         )
     if min(kh, kw) <= 0:
         raise ValueError(f"{fn}: kernel size must be positive, got weight of size {list(weight_size)}")
-    ho = (h - 1) * stride[0] - padding[0] - padding[1] + dilation[0] * (kh - 1) + output_padding[0] + 1
-    wo = (w - 1) * stride[1] - padding[2] - padding[3] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    ho, wo = transposed_plane((h, w), (kh, kw), stride, padding, output_padding, dilation)
     if min(ho, wo) <= 0:
         raise ValueError(
             f"{fn}: output size would be ({ho}, {wo}) for input of size {list(input_size)}, weight "
@@ -248,6 +247,51 @@ def adaptive_output_size(fn: str, input_size: Sequence[int], output_size: Sequen
     if any(s == 0 for s in input_size[1:]):
         raise ValueError(f"{fn}: expected non-zero channel, height and width, got input of size {list(input_size)}")
     return out
+
+
+def check_weight(fn: str, weight: torch.Tensor, bias: torch.Tensor | None, bias_size: int, layout: str) -> None:
+    """A convolution's weight (4D, ``layout`` names its dimensions) and its bias of ``bias_size``."""
+    if weight.dim() != 4:
+        raise ValueError(f"{fn}: weight must be a 4D tensor ({layout}), got {list(weight.shape)}")
+    check_float(weight, "weight", fn)
+    if bias is not None and tuple(bias.shape) != (bias_size,):
+        raise ValueError(
+            f"{fn}: bias must be 1D with {bias_size} elements for weight of size "
+            f"{list(weight.shape)}, got {list(bias.shape)}"
+        )
+
+
+def check_conv2d_grad(fn: str, grad_output, other: tuple[str, torch.Tensor], input_size, weight_size, conf) -> None:
+    """A convolution gradient's arguments: ``other`` is ``('weight', weight)`` or ``('input', input)``,
+    ``conf`` the convolution's (stride, padding, dilation, groups)."""
+    check_4d(grad_output, "grad_output", fn)
+    check_4d(other[1], other[0], fn)
+    ints(input_size, 4, "input_size", fn)
+    ints(weight_size, 4, "weight_size", fn)
+    check_same_kind(fn, ("grad_output", grad_output), other)
+    out = conv2d_output_size(fn, input_size, weight_size, *conf)
+    check_size(grad_output, out, "grad_output", fn)
+
+
+def check_pool2d_grad(fn: str, grad_output: torch.Tensor, input_size: Sequence[int]) -> None:
+    """A pooling gradient's ``grad_output`` pools an input of ``input_size``: same images and channels."""
+    if tuple(grad_output.shape[:2]) != tuple(input_size[:2]) or any(s == 0 for s in input_size[1:]):
+        raise ValueError(
+            f"{fn}: grad_output of size {list(grad_output.shape)} does not pool an input of size {list(input_size)}"
+        )
+
+
+def avg_pool2d_plane(fn: str, t, input_size, kernel_size, stride, padding, ceil_mode, divisor_override) -> tuple:
+    """Average pooling's output plane, ``t`` its input (or the gradient of its output)."""
+    check_4d(t, "input" if fn == "avg_pool2d" else "grad_output", fn)
+    check_divisor(divisor_override, fn)
+    return pool2d_output_size(fn, input_size, kernel_size, stride, padding, (1, 1), ceil_mode)
+
+
+def adaptive_plane(fn: str, t: torch.Tensor, input_size, output_size) -> tuple[int, int]:
+    """Adaptive average pooling's output plane, ``t`` its input (or the gradient of its output)."""
+    check_4d(t, "input" if fn == "adaptive_avg_pool2d" else "grad_output", fn)
+    return adaptive_output_size(fn, input_size, output_size)
 
 
 def autocast_dtype(t: torch.Tensor) -> torch.dtype | None:

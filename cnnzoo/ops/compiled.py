@@ -1,8 +1,9 @@
 """The compiled kernels: hand-written C++ (``cnnzoo/csrc/``) built at first use into a shared library,
 the fast CPU implementation of the ``torch.ops.cnnzoo.*`` operators.
 
-The functions here have the signatures of the reference functions in ``conv.py`` and ``pool.py`` and
-must equal them; :func:`applies` says when they can stand in: float32 tensors on the CPU. Double
+Each operator's implementation here has the operator's signature (see ``declare.Operator.implement``)
+and must equal the reference function in ``conv.py`` or ``pool.py`` that its docstring names;
+:func:`applies` says when they can stand in: float32 tensors on the CPU. Double
 backward goes through the same operators, so it uses them too; float64, half precision and every
 other device keep the reference.
 
@@ -40,7 +41,6 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from .conv import output_plane
 from .layout import empty
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
@@ -337,37 +337,46 @@ def _conv_geometry(
     )
 
 
-def conv2d_forward(x, weight, bias, stride, padding, dilation, groups: int, channels_last: bool) -> torch.Tensor:
-    """``conv.conv2d_forward``, into an output in the given memory format."""
-    out_hw = output_plane(x.shape[2:], weight.shape[2:], stride, padding, dilation)
-    out = empty(x, (x.shape[0], weight.shape[0], *out_hw), channels_last)
-    geometry = _conv_geometry(x.shape, weight.shape, out_hw, stride, padding, dilation, groups, x, weight, out, bias)
-    _launch("cnnzoo_conv2d_forward", geometry, x, weight, bias, out)
-    return out
+# --- the operators' compiled implementations: each has its operator's signature (``out`` is the output
+# rule's answer, see ``declare.Output``) and equals the reference function its docstring names
+
+
+def conv2d(x, weight, bias, stride, padding, dilation, groups: int, *, out) -> torch.Tensor:
+    """``conv.conv2d_forward``, into an output in the rule's memory format."""
+    result = out.new(x)
+    geometry = _conv_geometry(
+        x.shape, weight.shape, out.size[2:], stride, padding, dilation, groups, x, weight, result, bias
+    )
+    _launch("cnnzoo_conv2d_forward", geometry, x, weight, bias, result)
+    return result
 
 
 def conv2d_input_grad(
-    grad_out, weight, input_shape, stride, padding, dilation, groups: int, channels_last: bool
-) -> torch.Tensor:
-    """``conv.conv2d_input_grad``, into a gradient in the given memory format."""
-    grad = empty(grad_out, input_shape, channels_last)
+    grad_out, weight, input_size, stride, padding, dilation, groups: int, channels_last=False, *, out
+):
+    """``conv.conv2d_input_grad``, into a gradient in the rule's memory format."""
+    grad = out.new(grad_out)
     geometry = _conv_geometry(
-        input_shape, weight.shape, grad_out.shape[2:], stride, padding, dilation, groups, grad, weight, grad_out
+        input_size, weight.shape, grad_out.shape[2:], stride, padding, dilation, groups, grad, weight, grad_out
     )
     _launch("cnnzoo_conv2d_input_grad", geometry, grad_out, weight, grad)
     return grad
 
 
-def conv2d_weight_grad(
-    x, grad_out, weight_shape, stride, padding, dilation, groups: int, channels_last: bool
-) -> torch.Tensor:
-    """``conv.conv2d_weight_grad``, into a gradient in the given memory format."""
-    grad = empty(x, weight_shape, channels_last)
+def conv2d_weight_grad(x, grad_out, weight_size, stride, padding, dilation, groups: int, channels_last=False, *, out):
+    """``conv.conv2d_weight_grad``, into a gradient in the rule's memory format."""
+    grad = out.new(x)
     geometry = _conv_geometry(
-        x.shape, weight_shape, grad_out.shape[2:], stride, padding, dilation, groups, x, grad, grad_out
+        x.shape, weight_size, grad_out.shape[2:], stride, padding, dilation, groups, x, grad, grad_out
     )
     _launch("cnnzoo_conv2d_weight_grad", geometry, x, grad_out, grad)
     return grad
+
+
+def conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups: int, dilation, *, out):
+    """``conv.conv_transpose2d``: the input gradient of a convolution, plus the bias."""
+    result = conv2d_input_grad(x, weight, out.size, stride, padding, dilation, groups, out=out)
+    return result if bias is None else result.add_(bias.view(1, -1, 1, 1))
 
 
 def _pool_geometry(
@@ -386,60 +395,66 @@ def _pool_geometry(
     )
 
 
-def max_pool2d_forward(x, kernel, stride, padding, dilation, out) -> tuple[torch.Tensor, torch.Tensor]:
+def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode: bool, *, out) -> tuple[torch.Tensor, torch.Tensor]:
     """``pool.max_pool2d_forward`` (contiguous results)."""
     x = x.contiguous()
-    values = empty(x, (*x.shape[:2], *out), False)
-    indices = empty(x, (*x.shape[:2], *out), False, torch.int64)
-    _launch(
-        "cnnzoo_max_pool2d_forward", _pool_geometry(x.shape, out, kernel, stride, padding, dilation), x, values, indices
-    )
+    values, indices = empty(x, out[0].size, False), empty(x, out[1].size, False, torch.int64)
+    geometry = _pool_geometry(x.shape, out[0].size[2:], kernel_size, stride, padding, dilation)
+    _launch("cnnzoo_max_pool2d_forward", geometry, x, values, indices)
     return values, indices
 
 
-def max_pool2d_backward(grad_out, indices, input_shape) -> torch.Tensor:
+def max_pool2d_backward(grad_out, indices, input_size) -> torch.Tensor:
     """``pool.max_pool2d_backward`` (a contiguous result)."""
     grad_out, indices = grad_out.contiguous(), indices.contiguous()
-    grad = empty(grad_out, input_shape, False)
-    _launch("cnnzoo_max_pool2d_backward", _pool_geometry(input_shape, grad_out.shape[2:]), grad_out, indices, grad)
+    grad = empty(grad_out, input_size, False)
+    _launch("cnnzoo_max_pool2d_backward", _pool_geometry(input_size, grad_out.shape[2:]), grad_out, indices, grad)
     return grad
 
 
-def avg_pool2d_forward(
-    x, kernel, stride, padding, out, count_include_pad: bool, divisor_override: int | None
-) -> torch.Tensor:
-    """``pool.window_sums`` over ``pool.avg_divisor`` (a contiguous result)."""
+def avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad: bool, divisor_override, *, out):
+    """``pool.avg_pool2d_forward``: ``pool.window_sums`` over ``pool.avg_divisor`` (a contiguous result)."""
     x = x.contiguous()
-    result = empty(x, (*x.shape[:2], *out), False)
-    geometry = _pool_geometry(x.shape, out, kernel, stride, padding, (1, 1), count_include_pad, divisor_override)
+    result = empty(x, out.size, False)
+    geometry = _pool_geometry(
+        x.shape, out.size[2:], kernel_size, stride, padding, (1, 1), count_include_pad, divisor_override
+    )
     _launch("cnnzoo_avg_pool2d_forward", geometry, x, result)
     return result
 
 
 def avg_pool2d_backward(
-    grad_out, input_shape, kernel, stride, padding, count_include_pad: bool, divisor_override: int | None
+    grad_out,
+    input_size,
+    kernel_size,
+    stride,
+    padding,
+    ceil_mode,
+    count_include_pad,
+    divisor_override,
+    channels_last=False,
 ) -> torch.Tensor:
-    """``pool.window_sums_backward`` of ``grad_out`` over ``pool.avg_divisor`` (a contiguous result)."""
+    """``pool.avg_pool2d_backward``: ``pool.window_sums_backward`` over ``pool.avg_divisor`` (contiguous)."""
     grad_out = grad_out.contiguous()
-    grad = empty(grad_out, input_shape, False)
+    grad = empty(grad_out, input_size, False)
     geometry = _pool_geometry(
-        input_shape, grad_out.shape[2:], kernel, stride, padding, (1, 1), count_include_pad, divisor_override
+        input_size, grad_out.shape[2:], kernel_size, stride, padding, (1, 1), count_include_pad, divisor_override
     )
     _launch("cnnzoo_avg_pool2d_backward", geometry, grad_out, grad)
     return grad
 
 
-def adaptive_avg_pool2d_forward(x, out) -> torch.Tensor:
+def adaptive_avg_pool2d(x, output_size, *, out) -> torch.Tensor:
     """``pool.adaptive_avg_pool2d_forward`` (a contiguous result)."""
     x = x.contiguous()
-    result = empty(x, (*x.shape[:2], *out), False)
-    _launch("cnnzoo_adaptive_avg_pool2d_forward", _pool_geometry(x.shape, out), x, result)
+    result = empty(x, out.size, False)
+    _launch("cnnzoo_adaptive_avg_pool2d_forward", _pool_geometry(x.shape, out.size[2:]), x, result)
     return result
 
 
-def adaptive_avg_pool2d_backward(grad_out, input_shape) -> torch.Tensor:
+def adaptive_avg_pool2d_backward(grad_out, input_size, channels_last=False) -> torch.Tensor:
     """``pool.adaptive_avg_pool2d_backward`` (a contiguous result)."""
     grad_out = grad_out.contiguous()
-    grad = empty(grad_out, input_shape, False)
-    _launch("cnnzoo_adaptive_avg_pool2d_backward", _pool_geometry(input_shape, grad_out.shape[2:]), grad_out, grad)
+    grad = empty(grad_out, input_size, False)
+    _launch("cnnzoo_adaptive_avg_pool2d_backward", _pool_geometry(input_size, grad_out.shape[2:]), grad_out, grad)
     return grad

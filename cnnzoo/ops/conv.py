@@ -52,6 +52,15 @@ def output_plane(input_hw, kernel, stride, padding: Padding4, dilation) -> tuple
     return ho, wo
 
 
+def transposed_plane(input_hw, kernel, stride, padding: Padding4, output_padding, dilation) -> tuple[int, int]:
+    """A transposed convolution's output height and width: the size of the input whose convolution
+    (``output_plane``) gives ``input_hw``, with ``output_padding`` extra rows and columns at the end."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    ho = (input_hw[0] - 1) * sh - padding[0] - padding[1] + dh * (kh - 1) + output_padding[0] + 1
+    wo = (input_hw[1] - 1) * sw - padding[2] - padding[3] + dw * (kw - 1) + output_padding[1] + 1
+    return ho, wo
+
+
 CHUNK_BYTES = 16 * 2**20  # column matrices are built for as many images at a time as fit in this
 GPU_CHUNK_BYTES = 512 * 2**20  # on a GPU the caching allocator keeps buffers, and fewer launches pay
 
@@ -203,4 +212,13 @@ def conv2d_weight_grad(
 def conv2d_forward(x, weight, bias, stride, padding: Padding4, dilation, groups: int) -> torch.Tensor:
     """The forward pass (``conv2d_forward_gemm``) plus the bias, broadcast over images and pixels."""
     out = conv2d_forward_gemm(x, weight, stride, padding, dilation, groups)
+    return out if bias is None else out.add_(bias.view(1, -1, 1, 1))
+
+
+def conv_transpose2d(x, weight, bias, stride, padding: Padding4, output_padding, groups: int, dilation) -> torch.Tensor:
+    """The transposed convolution: the input gradient of the convolution by ``weight`` whose output
+    has ``x``'s size (``x`` in the place of that output's gradient), plus the bias."""
+    plane = transposed_plane(x.shape[2:], weight.shape[2:], stride, padding, output_padding, dilation)
+    size = (x.shape[0], weight.shape[1] * groups, *plane)
+    out = conv2d_input_grad(x, weight, size, stride, padding, dilation, groups)
     return out if bias is None else out.add_(bias.view(1, -1, 1, 1))

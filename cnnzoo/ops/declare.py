@@ -25,8 +25,9 @@ picks one per call):
   torch.func accepts (it refuses the wrapper ``register_autograd`` generates, pytorch#170834);
 * otherwise a classic ``autograd.Function``, the cheapest per call (about 7 us, against 15-25 us for
   either of the others): it runs the kernel's Python body itself, sparing the dispatcher's round trip,
-  unless a dispatch mode or a tensor subclass must see the operator. With gradients off (inference,
-  or the backward operators inside a first-order backward) the body runs without a Function.
+  unless a dispatch mode or a tensor subclass must see the operator. Where autograd has nothing to
+  record (gradients off, as in inference and in a first-order backward, or no argument that wants
+  one) the body runs without a Function.
 """
 
 from __future__ import annotations
@@ -81,16 +82,19 @@ class Shape(typing.NamedTuple):
     shape: torch.Size
 
 
-class _Implementation:
-    """A kernel, and which calls it serves: those its backend's ``applies(*tensors)`` accepts, except
-    where ``unless(*args)`` holds. A kernel with an ``out`` parameter receives the output rule's answer."""
+class _Implementation(typing.NamedTuple):
+    """A kernel, and which calls it serves: those its backend's ``applies(*tensors)`` accepts (every
+    call, without a backend), except where ``unless(*args)`` holds. A kernel with an ``out`` parameter
+    receives the output rule's answer."""
 
-    def __init__(self, backend: ModuleType | None, kernel: Callable, unless: Callable[..., bool] | None = None):
-        self.backend, self.kernel, self.unless = backend, kernel, unless
-        self.takes_out = "out" in inspect.signature(kernel).parameters
+    backend: ModuleType | None
+    unless: Callable[..., bool] | None
+    kernel: Callable
+    takes_out: bool
 
-    def __call__(self, args: tuple, out):
-        return self.kernel(*args, out=out) if self.takes_out else self.kernel(*args)
+    @classmethod
+    def of(cls, backend: ModuleType | None, kernel: Callable, unless: Callable[..., bool] | None = None):
+        return cls(backend, unless, kernel, "out" in inspect.signature(kernel).parameters)
 
 
 class Operator:
@@ -107,13 +111,14 @@ class Operator:
     ) -> None:
         self.rule, self.saves, self.outputs = rule, tuple(saves), tuple(outputs)
         self.integer_outputs = tuple(self.outputs.index(name) for name in no_grad)
-        self.reference = _Implementation(None, reference)
+        self.reference = _Implementation.of(None, reference)
         self.name = f"cnnzoo::{rule.__name__}"
         parameters = inspect.signature(rule).parameters.values()
         self.params = tuple(p.name for p in parameters)
         self.defaults = tuple(p.default for p in parameters if p.default is not p.empty)
         hints = typing.get_type_hints(rule)
         self.tensors = tuple(i for i, p in enumerate(self.params) if "Tensor" in str(hints[p]))
+        self.formatted = _formatted_many if len(self.outputs) > 1 else _formatted_one
         self.index = {name: i for i, name in enumerate((*self.params, *self.outputs))}
         self.saved_at = tuple(self.index[name] for name in self.saves)
         self.shapes_at = tuple(i for i in self.tensors if self.params[i] not in self.saves)
@@ -134,10 +139,11 @@ class Operator:
 
     # --- declaring ----------------------------------------------------------------------------
 
-    def implement(self, backend: ModuleType, kernel: Callable, unless: Callable[..., bool] | None = None) -> None:
-        """Run ``kernel`` for the calls ``backend.applies`` to (all tensor arguments), except those
-        for which ``unless(*args)`` holds."""
-        self.implementations.append(_Implementation(backend, kernel, unless))
+    def implement(self, backend: ModuleType, kernel: Callable | None = None, *, unless=None) -> None:
+        """Run ``kernel`` (by default the backend's function named like the operator) for the calls
+        ``backend.applies`` to (all tensor arguments), except those for which ``unless(*args)`` holds."""
+        kernel = getattr(backend, self.name.split("::")[1]) if kernel is None else kernel
+        self.implementations.append(_Implementation.of(backend, kernel, unless))
 
     def grad(self, name: str) -> Callable:
         """Decorator: ``formula(saved, grad)`` is the gradient with respect to argument ``name``."""
@@ -186,12 +192,15 @@ class Operator:
         return (*args, *self.defaults[len(self.defaults) - (len(self.params) - len(args)) :])
 
     def compute(self, args: tuple, out):
+        """The first implementation that serves the call (the reference if none does), its result in
+        the memory format the output rule gives."""
         tensors = [args[i] for i in self.tensors]
-        for impl in self.implementations:
-            if impl.backend.applies(*tensors) and not (impl.unless and impl.unless(*args)):
-                return _formatted(impl(args, out), out)
+        for backend, unless, kernel, takes_out in self.implementations:
+            if backend.applies(*tensors) and (unless is None or not unless(*args)):
+                return self.formatted(kernel(*args, out=out) if takes_out else kernel(*args), out)
+        _, _, kernel, takes_out = self.reference
         with outside_autocast(tensors[0]):
-            return _formatted(self.reference(args, out), out)
+            return self.formatted(kernel(*args, out=out) if takes_out else kernel(*args), out)
 
     def fake(self, *args):
         out = self.rule(*args)
@@ -253,24 +262,41 @@ class Operator:
         # private, both: whether a torch.func transform or forward-mode AD is active (no public API asks)
         if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
             return self.transformable.apply(*map(_Leaf.wrap, args))
-        if not torch.is_grad_enabled() and not _dispatcher_needed(args):  # inference, a first-order backward
-            return self.run(*args)
-        return self.eager.apply(*args)
+        tensors = [args[i] for i in self.tensors]
+        if _grad_wanted(tensors) or _dispatcher_needed(tensors):
+            return self.eager.apply(*args)
+        return self.compute(args, self.rule(*args))  # inference, a first-order backward: no Function
 
 
-def _formatted(result, out):
-    """The kernel's result in the memory format the output rule gives."""
-    if isinstance(result, tuple):
-        return tuple([in_format(r, o.channels_last) for r, o in zip(result, out)])
+def _formatted_one(result: Tensor, out: Output) -> Tensor:
     return in_format(result, out.channels_last)
 
 
-def _dispatcher_needed(args) -> bool:
+def _formatted_many(results: tuple, outs: tuple) -> tuple:
+    return tuple([in_format(r, o.channels_last) for r, o in zip(results, outs)])
+
+
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def _dispatcher_needed(tensors: list) -> bool:
     """Whether something below Python must see the operator itself: a dispatch mode (fake tensors, a
     FLOP counter, a recorder) or a tensor that is not a plain tensor with data."""
     if torch._C._len_torch_dispatch_stack():  # private: no public way to ask whether a dispatch mode is on
         return True
-    return any(isinstance(a, Tensor) and (type(a) not in (Tensor, torch.nn.Parameter) or a.is_meta) for a in args)
+    for t in tensors:
+        if t is not None and (type(t) not in _PLAIN or t.is_meta):
+            return True
+    return False
+
+
+def _grad_wanted(tensors: list) -> bool:
+    """Whether autograd must record the call: gradients on and an argument that wants one."""
+    if torch.is_grad_enabled():
+        for t in tensors:
+            if t is not None and t.requires_grad:
+                return True
+    return False
 
 
 class _Leaf:
@@ -300,7 +326,7 @@ def _functions(op: Operator) -> tuple[type, type]:
     doc = f"``torch.ops.cnnzoo.{short}`` as an autograd.Function (see ``cnnzoo.ops.declare``)."
 
     def eager_forward(ctx, *args):
-        if _dispatcher_needed(args):
+        if _dispatcher_needed([args[i] for i in op.tensors]):
             output, out = op.overload(*args), None
         else:
             out = op.rule(*args)

@@ -7,25 +7,30 @@ The formulas are written with these same operators, so every order of derivative
 conv2d, its input gradient and its weight gradient are each other's gradients, and a pooling backward
 is linear, so its gradient is the pooling again (a gather for max pooling).
 
+The references are looked up in their modules at each call (hence the lambdas), so that a test can
+replace one and see which implementation ran; the compiled implementations have the operators' own
+signatures (``compiled.py``).
+
 Memory format follows torch: an output and the gradients are channels_last when the input (or, for
 conv2d, the input or the weight) is. The backward operators take that choice as ``channels_last``.
 """
 
 from collections.abc import Callable, Sequence
 
-import torch
-from torch import Tensor
+from torch import Tensor, int64
 
 from . import compiled
 from . import conv as reference_conv
 from . import pool as reference_pool
 from ._args import (
-    adaptive_output_size,
+    adaptive_plane,
+    avg_pool2d_plane,
     check_4d,
-    check_divisor,
-    check_float,
+    check_conv2d_grad,
+    check_pool2d_grad,
     check_same_kind,
     check_size,
+    check_weight,
     conv2d_output_size,
     conv_transpose2d_output_size,
     ints,
@@ -40,11 +45,6 @@ Ints = Sequence[int]  # sizes, strides, paddings: a list of ints in the schema
 def operator(reference: Callable, saves: Sequence[str] = (), outputs: Sequence[str] = ("output",), no_grad=()):
     """Decorator: declare the operator whose output rule this is (see ``declare.Operator``)."""
     return lambda rule: Operator(rule, reference, saves, outputs, no_grad)
-
-
-def _sum(*terms: Tensor | None) -> Tensor | None:
-    present = [t for t in terms if t is not None]
-    return sum(present[1:], present[0]) if present else None
 
 
 def _cl(*tensors: Tensor) -> bool:
@@ -68,28 +68,6 @@ def _large_pointwise(weight_size, stride, padding, input_size) -> bool:
     the reference's matrix products."""
     pointwise = reference_conv.pointwise(weight_size[2:], stride, padding)
     return pointwise and input_size[2] * input_size[3] > POINTWISE_COMPILED_PIXELS
-
-
-def _check_conv2d_grad(fn, grad_output, other: tuple[str, Tensor], input_size, weight_size, conf) -> None:
-    """A gradient operator's arguments: ``other`` is ``('weight', weight)`` or ``('input', input)``."""
-    check_4d(grad_output, "grad_output", fn)
-    check_4d(other[1], other[0], fn)
-    ints(input_size, 4, "input_size", fn)
-    ints(weight_size, 4, "weight_size", fn)
-    check_same_kind(fn, ("grad_output", grad_output), other)
-    out = conv2d_output_size(fn, input_size, weight_size, *conf)
-    check_size(grad_output, out, "grad_output", fn)
-
-
-def _check_weight(fn: str, weight: Tensor, bias: Tensor | None, bias_size: int, layout: str) -> None:
-    if weight.dim() != 4:
-        raise ValueError(f"{fn}: weight must be a 4D tensor ({layout}), got {list(weight.shape)}")
-    check_float(weight, "weight", fn)
-    if bias is not None and tuple(bias.shape) != (bias_size,):
-        raise ValueError(
-            f"{fn}: bias must be 1D with {bias_size} elements for weight of size "
-            f"{list(weight.shape)}, got {list(bias.shape)}"
-        )
 
 
 def _stacked_weights(op: Operator) -> Callable:
@@ -119,37 +97,29 @@ def conv2d(
 ) -> Tensor:
     """2-D convolution of a batched input; ``padding`` is ``(top, bottom, left, right)``."""
     check_4d(input, "input", "conv2d")
-    _check_weight("conv2d", weight, bias, weight.shape[0], "out_channels, in_channels/groups, kH, kW")
+    check_weight("conv2d", weight, bias, weight.shape[0], "out_channels, in_channels/groups, kH, kW")
     check_same_kind("conv2d", ("input", input), ("weight", weight), ("bias", bias))
     size = conv2d_output_size("conv2d", input.shape, weight.shape, stride, padding, dilation, groups)
     return Output(size, _cl(input, weight))
 
 
 conv2d.implement(
-    compiled,
-    lambda x, w, b, *conf, out: compiled.conv2d_forward(x, w, b, *conf, out.channels_last),
-    unless=lambda x, w, b, stride, padding, *_: _large_pointwise(w.shape, stride, padding, x.shape),
+    compiled, unless=lambda x, w, b, stride, padding, *_: _large_pointwise(w.shape, stride, padding, x.shape)
 )
 conv2d.grad("input")(lambda a, g: conv2d_input_grad(g, a.weight, a.input.shape, *_conv(a), a.out.channels_last))
 conv2d.grad("weight")(lambda a, g: conv2d_weight_grad(a.input, g, a.weight.shape, *_conv(a), a.out.channels_last))
 conv2d.grad("bias")(lambda a, g: g.sum((0, 2, 3)))
 conv2d.linear_in("input", "weight")
 conv2d.tangent("bias")(lambda a, t: t.view(1, -1, 1, 1))
-
-
 conv2d.vmap(_stacked_weights(conv2d))
 
 
 # --- conv2d_input_grad --------------------------------------------------------------------------
 
 
-def _input_grad_reference(grad_output, weight, input_size, stride, padding, dilation, groups, channels_last=False):
-    return reference_conv.conv2d_input_grad(
-        grad_output, weight, torch.Size(input_size), stride, padding, dilation, groups
-    )
-
-
-@operator(_input_grad_reference, saves=("grad_output", "weight"))
+@operator(
+    lambda gy, w, size, *conf: reference_conv.conv2d_input_grad(gy, w, size, *conf[:4]), saves=("grad_output", "weight")
+)
 def conv2d_input_grad(
     grad_output: Tensor,
     weight: Tensor,
@@ -162,22 +132,18 @@ def conv2d_input_grad(
 ) -> Tensor:
     """The gradient of conv2d with respect to an input of ``input_size``: col2im of ``weight^T @ grad_output``."""
     conf = (stride, padding, dilation, groups)
-    _check_conv2d_grad("conv2d_input_grad", grad_output, ("weight", weight), input_size, weight.shape, conf)
+    check_conv2d_grad("conv2d_input_grad", grad_output, ("weight", weight), input_size, weight.shape, conf)
     return Output(input_size, channels_last)
 
 
 conv2d_input_grad.implement(
-    compiled,
-    compiled.conv2d_input_grad,
-    unless=lambda gy, w, size, stride, padding, *_: _large_pointwise(w.shape, stride, padding, size),
+    compiled, unless=lambda gy, w, size, stride, padding, *_: _large_pointwise(w.shape, stride, padding, size)
 )
 conv2d_input_grad.grad("grad_output")(lambda a, g: conv2d(g, a.weight, None, *_conv(a)))
 conv2d_input_grad.grad("weight")(
     lambda a, g: conv2d_weight_grad(g, a.grad_output, a.weight.shape, *_conv(a), _cl(a.grad_output, a.weight))
 )
 conv2d_input_grad.linear_in("grad_output", "weight")
-
-
 _input_grad_batch = batch_rule(conv2d_input_grad, ("grad_output",), size="input_size")
 
 
@@ -188,17 +154,10 @@ def _(info, in_dims, grad_output, weight, input_size, stride, padding, dilation,
         return _input_grad_batch(
             info, in_dims, grad_output, weight, input_size, stride, padding, dilation, groups, channels_last
         )
-    b = info.batch_size
-    n, c, h, w = input_size
+    b, (n, c, h, w) = info.batch_size, input_size  # a stack of B weights: B times the groups
+    gy, weight = into_groups(grad_output, gy_dim, b), front(weight, w_dim, b).flatten(0, 1)
     grad = conv2d_input_grad.overload(
-        into_groups(grad_output, gy_dim, b),
-        front(weight, w_dim, b).flatten(0, 1),
-        [n, b * c, h, w],
-        stride,
-        padding,
-        dilation,
-        groups * b,
-        channels_last,
+        gy, weight, [n, b * c, h, w], stride, padding, dilation, groups * b, channels_last
     )
     return out_of_groups(grad, b), 0
 
@@ -206,13 +165,9 @@ def _(info, in_dims, grad_output, weight, input_size, stride, padding, dilation,
 # --- conv2d_weight_grad -------------------------------------------------------------------------
 
 
-def _weight_grad_reference(input, grad_output, weight_size, stride, padding, dilation, groups, channels_last=False):
-    return reference_conv.conv2d_weight_grad(
-        input, grad_output, torch.Size(weight_size), stride, padding, dilation, groups
-    )
-
-
-@operator(_weight_grad_reference, saves=("input", "grad_output"))
+@operator(
+    lambda x, gy, size, *conf: reference_conv.conv2d_weight_grad(x, gy, size, *conf[:4]), saves=("input", "grad_output")
+)
 def conv2d_weight_grad(
     input: Tensor,
     grad_output: Tensor,
@@ -225,14 +180,12 @@ def conv2d_weight_grad(
 ) -> Tensor:
     """The gradient of conv2d with respect to a weight of ``weight_size``: ``grad_output`` times the columns."""
     conf = (stride, padding, dilation, groups)
-    _check_conv2d_grad("conv2d_weight_grad", grad_output, ("input", input), input.shape, weight_size, conf)
+    check_conv2d_grad("conv2d_weight_grad", grad_output, ("input", input), input.shape, weight_size, conf)
     return Output(weight_size, channels_last)
 
 
 conv2d_weight_grad.implement(
-    compiled,
-    compiled.conv2d_weight_grad,
-    unless=lambda x, gy, size, stride, padding, *_: _large_pointwise(size, stride, padding, x.shape),
+    compiled, unless=lambda x, gy, size, stride, padding, *_: _large_pointwise(size, stride, padding, x.shape)
 )
 conv2d_weight_grad.grad("input")(
     lambda a, g: conv2d_input_grad(a.grad_output, g, a.input.shape, *_conv(a), _cl(a.input, a.grad_output))
@@ -243,30 +196,16 @@ conv2d_weight_grad.linear_in("input", "grad_output")
 
 @conv2d_weight_grad.vmap
 def _(info, in_dims, x, grad_output, weight_size, stride, padding, dilation, groups, channels_last=False):
-    b = info.batch_size  # one weight gradient per vmapped slice: B times the groups
-    o, c, kh, kw = weight_size
-    grad = conv2d_weight_grad.overload(
-        into_groups(x, in_dims[0], b),
-        into_groups(grad_output, in_dims[1], b),
-        [b * o, c, kh, kw],
-        stride,
-        padding,
-        dilation,
-        groups * b,
-        channels_last,
-    )
+    b, (o, c, kh, kw) = info.batch_size, weight_size  # one weight gradient per vmapped slice: B times the groups
+    x, gy = into_groups(x, in_dims[0], b), into_groups(grad_output, in_dims[1], b)
+    grad = conv2d_weight_grad.overload(x, gy, [b * o, c, kh, kw], stride, padding, dilation, groups * b, channels_last)
     return grad.unflatten(0, (b, o)), 0
 
 
 # --- conv_transpose2d: the input gradient of conv2d, as a layer of its own -------------------------
 
 
-def _transpose_reference(input, weight, bias, stride, padding, output_padding, groups, dilation, out):
-    grad = reference_conv.conv2d_input_grad(input, weight, torch.Size(out.size), stride, padding, dilation, groups)
-    return grad if bias is None else grad.add_(bias.view(1, -1, 1, 1))
-
-
-@operator(_transpose_reference, saves=("input", "weight"))
+@operator(lambda *args: reference_conv.conv_transpose2d(*args), saves=("input", "weight"))
 def conv_transpose2d(
     input: Tensor,
     weight: Tensor,
@@ -280,7 +219,7 @@ def conv_transpose2d(
     """2-D transposed convolution of a batched input; ``padding`` is ``(top, bottom, left, right)``."""
     fn = "conv_transpose2d"
     check_4d(input, "input", fn)
-    _check_weight(fn, weight, bias, weight.shape[1] * groups, "in_channels, out_channels/groups, kH, kW")
+    check_weight(fn, weight, bias, weight.shape[1] * groups, "in_channels, out_channels/groups, kH, kW")
     check_same_kind(fn, ("input", input), ("weight", weight), ("bias", bias))
     size = conv_transpose2d_output_size(
         fn, input.shape, weight.shape, stride, padding, output_padding, dilation, groups
@@ -288,15 +227,8 @@ def conv_transpose2d(
     return Output(size, _cl(input, weight))
 
 
-def _transpose_compiled(input, weight, bias, stride, padding, output_padding, groups, dilation, out):
-    grad = compiled.conv2d_input_grad(input, weight, out.size, stride, padding, dilation, groups, out.channels_last)
-    return grad if bias is None else grad.add_(bias.view(1, -1, 1, 1))
-
-
 conv_transpose2d.implement(
-    compiled,
-    _transpose_compiled,
-    unless=lambda x, w, b, stride, padding, *_: _large_pointwise(w.shape, stride, padding, x.shape),
+    compiled, unless=lambda x, w, b, stride, padding, *_: _large_pointwise(w.shape, stride, padding, x.shape)
 )
 conv_transpose2d.grad("input")(lambda a, g: conv2d(g, a.weight, None, *_conv(a)))
 conv_transpose2d.grad("weight")(
@@ -305,19 +237,18 @@ conv_transpose2d.grad("weight")(
 conv_transpose2d.grad("bias")(lambda a, g: g.sum((0, 2, 3)))
 conv_transpose2d.linear_in("input", "weight")
 conv_transpose2d.tangent("bias")(lambda a, t: t.view(1, -1, 1, 1))
-
-
 conv_transpose2d.vmap(_stacked_weights(conv_transpose2d))
 
 
 # --- max_pool2d ---------------------------------------------------------------------------------
 
 
-def _max_pool2d_reference(input, kernel_size, stride, padding, dilation, ceil_mode, out):
-    return reference_pool.max_pool2d_forward(input, kernel_size, stride, padding, dilation, out[0].size[2:])
-
-
-@operator(_max_pool2d_reference, saves=("indices",), outputs=("values", "indices"), no_grad=("indices",))
+@operator(
+    lambda x, k, s, p, d, ceil_mode, out: reference_pool.max_pool2d_forward(x, k, s, p, d, out[0].size[2:]),
+    saves=("indices",),
+    outputs=("values", "indices"),
+    no_grad=("indices",),
+)
 def max_pool2d(
     input: Tensor, kernel_size: Ints, stride: Ints, padding: Ints, dilation: Ints, ceil_mode: bool
 ) -> tuple[Tensor, Tensor]:
@@ -325,59 +256,35 @@ def max_pool2d(
     check_4d(input, "input", "max_pool2d")
     plane = pool2d_output_size("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
     size, channels_last = (*input.shape[:2], *plane), is_channels_last(input)
-    return Output(size, channels_last), Output(size, channels_last, torch.int64)
+    return Output(size, channels_last), Output(size, channels_last, int64)
 
 
-max_pool2d.implement(
-    compiled, lambda x, k, s, p, d, ceil_mode, out: compiled.max_pool2d_forward(x, k, s, p, d, out[0].size[2:])
-)
+max_pool2d.implement(compiled)
 max_pool2d.grad("input")(lambda a, g: max_pool2d_backward(g, a.indices, a.input.shape))
-max_pool2d.tangent("input")(lambda a, t: max_pool2d_gather(t, a.indices))
+max_pool2d.tangent("input")(lambda a, t: reference_pool.max_pool2d_gather(t, a.indices))
 max_pool2d.vmap(batch_rule(max_pool2d, ("input",)))
 
 
-def max_pool2d_gather(grad_input: Tensor, indices: Tensor) -> Tensor:
-    """The adjoint of ``max_pool2d_backward``: each output reads the pixel its maximum came from (a
-    window of padding only, whose index lies past the plane, reads zero)."""
-    plane = grad_input.shape[2] * grad_input.shape[3]
-    flat = indices.flatten(2)
-    inside = flat < plane
-    taken = grad_input.flatten(2).gather(2, torch.where(inside, flat, 0))
-    return torch.where(inside, taken, 0).view(indices.shape)
-
-
-@operator(
-    lambda grad_output, indices, input_size: reference_pool.max_pool2d_backward(grad_output, indices, input_size),
-    saves=("indices",),
-)
+@operator(lambda *args: reference_pool.max_pool2d_backward(*args), saves=("indices",))
 def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: Ints) -> Tensor:
     """Each output's gradient added onto the input pixel its maximum came from."""
     fn = "max_pool2d_backward"
     check_4d(grad_output, "grad_output", fn)
     ints(input_size, 4, "input_size", fn)
-    if indices.dtype != torch.int64:
+    if indices.dtype != int64:
         raise TypeError(f"{fn}: indices must be int64, got {indices.dtype}")
     check_size(indices, grad_output.shape, "indices", fn)
-    if tuple(grad_output.shape[:2]) != tuple(input_size[:2]) or any(s == 0 for s in input_size[1:]):
-        raise ValueError(
-            f"{fn}: grad_output of size {list(grad_output.shape)} does not pool an input of size {list(input_size)}"
-        )
+    check_pool2d_grad(fn, grad_output, input_size)
     return Output(input_size, is_channels_last(indices))
 
 
-max_pool2d_backward.implement(compiled, compiled.max_pool2d_backward)
-max_pool2d_backward.grad("grad_output")(lambda a, g: max_pool2d_gather(g, a.indices))
+max_pool2d_backward.implement(compiled)
+max_pool2d_backward.grad("grad_output")(lambda a, g: reference_pool.max_pool2d_gather(g, a.indices))
 max_pool2d_backward.linear_in("grad_output")
 max_pool2d_backward.vmap(batch_rule(max_pool2d_backward, ("grad_output", "indices"), size="input_size"))
 
 
 # --- avg_pool2d ---------------------------------------------------------------------------------
-
-
-def _avg_window(fn, t, input_size, kernel_size, stride, padding, ceil_mode, divisor_override) -> tuple[int, int]:
-    check_4d(t, "input" if fn == "avg_pool2d" else "grad_output", fn)
-    check_divisor(divisor_override, fn)
-    return pool2d_output_size(fn, input_size, kernel_size, stride, padding, (1, 1), ceil_mode)
 
 
 @operator(lambda x, k, s, p, _, cip, div, out: reference_pool.avg_pool2d_forward(x, k, s, p, out.size[2:], cip, div))
@@ -391,7 +298,8 @@ def avg_pool2d(
     divisor_override: int | None,
 ) -> Tensor:
     """Average pooling of a batched input."""
-    plane = _avg_window("avg_pool2d", input, input.shape, kernel_size, stride, padding, ceil_mode, divisor_override)
+    args = (kernel_size, stride, padding, ceil_mode, divisor_override)
+    plane = avg_pool2d_plane("avg_pool2d", input, input.shape, *args)
     return Output((*input.shape[:2], *plane), is_channels_last(input))
 
 
@@ -399,17 +307,13 @@ def _avg_args(a: Saved) -> tuple:
     return a.kernel_size, a.stride, a.padding, a.ceil_mode, a.count_include_pad, a.divisor_override
 
 
-avg_pool2d.implement(
-    compiled, lambda x, k, s, p, _, cip, div, out: compiled.avg_pool2d_forward(x, k, s, p, out.size[2:], cip, div)
-)
+avg_pool2d.implement(compiled)
 avg_pool2d.grad("input")(lambda a, g: avg_pool2d_backward(g, a.input.shape, *_avg_args(a), a.out.channels_last))
 avg_pool2d.linear_in("input")
 avg_pool2d.vmap(batch_rule(avg_pool2d, ("input",)))
 
 
-@operator(
-    lambda gy, size, k, s, p, _, cip, div, cl=False: reference_pool.avg_pool2d_backward(gy, size, k, s, p, cip, div)
-)
+@operator(lambda gy, size, k, s, p, _, cip, div, *cl: reference_pool.avg_pool2d_backward(gy, size, k, s, p, cip, div))
 def avg_pool2d_backward(
     grad_output: Tensor,
     input_size: Ints,
@@ -424,14 +328,12 @@ def avg_pool2d_backward(
     """Every pixel of a window receives the window's gradient over its divisor."""
     fn = "avg_pool2d_backward"
     ints(input_size, 4, "input_size", fn)
-    plane = _avg_window(fn, grad_output, input_size, kernel_size, stride, padding, ceil_mode, divisor_override)
+    plane = avg_pool2d_plane(fn, grad_output, input_size, kernel_size, stride, padding, ceil_mode, divisor_override)
     check_size(grad_output, (*input_size[:2], *plane), "grad_output", fn)
     return Output(input_size, channels_last)
 
 
-avg_pool2d_backward.implement(
-    compiled, lambda gy, size, k, s, p, _, cip, div, cl=False: compiled.avg_pool2d_backward(gy, size, k, s, p, cip, div)
-)
+avg_pool2d_backward.implement(compiled)
 avg_pool2d_backward.grad("grad_output")(lambda a, g: avg_pool2d(g, *_avg_args(a)))
 avg_pool2d_backward.linear_in("grad_output")
 avg_pool2d_backward.vmap(batch_rule(avg_pool2d_backward, ("grad_output",), size="input_size"))
@@ -440,46 +342,30 @@ avg_pool2d_backward.vmap(batch_rule(avg_pool2d_backward, ("grad_output",), size=
 # --- adaptive_avg_pool2d ------------------------------------------------------------------------
 
 
-def _adaptive_check(fn, t, input_size, output_size) -> tuple[int, int]:
-    check_4d(t, "input" if fn == "adaptive_avg_pool2d" else "grad_output", fn)
-    return adaptive_output_size(fn, input_size, output_size)
-
-
-@operator(lambda input, output_size, out: reference_pool.adaptive_avg_pool2d_forward(input, out.size[2:]))
+@operator(lambda x, output_size, out: reference_pool.adaptive_avg_pool2d_forward(x, out.size[2:]))
 def adaptive_avg_pool2d(input: Tensor, output_size: Ints) -> Tensor:
     """Adaptive average pooling of a batched input to ``output_size`` (Ho, Wo)."""
-    plane = _adaptive_check("adaptive_avg_pool2d", input, input.shape, output_size)
+    plane = adaptive_plane("adaptive_avg_pool2d", input, input.shape, output_size)
     return Output((*input.shape[:2], *plane), is_channels_last(input))
 
 
-adaptive_avg_pool2d.implement(
-    compiled, lambda x, output_size, out: compiled.adaptive_avg_pool2d_forward(x, out.size[2:])
-)
+adaptive_avg_pool2d.implement(compiled)
 adaptive_avg_pool2d.grad("input")(lambda a, g: adaptive_avg_pool2d_backward(g, a.input.shape, a.out.channels_last))
 adaptive_avg_pool2d.linear_in("input")
 adaptive_avg_pool2d.vmap(batch_rule(adaptive_avg_pool2d, ("input",)))
 
 
-@operator(
-    lambda grad_output, input_size, channels_last=False: reference_pool.adaptive_avg_pool2d_backward(
-        grad_output, input_size
-    )
-)
+@operator(lambda gy, size, *cl: reference_pool.adaptive_avg_pool2d_backward(gy, size))
 def adaptive_avg_pool2d_backward(grad_output: Tensor, input_size: Ints, channels_last: bool = False) -> Tensor:
     """Each bin's gradient spread evenly over its pixels."""
     fn = "adaptive_avg_pool2d_backward"
     ints(input_size, 4, "input_size", fn)
-    _adaptive_check(fn, grad_output, input_size, grad_output.shape[2:])
-    if tuple(grad_output.shape[:2]) != tuple(input_size[:2]):
-        raise ValueError(
-            f"{fn}: grad_output of size {list(grad_output.shape)} does not pool an input of size {list(input_size)}"
-        )
+    adaptive_plane(fn, grad_output, input_size, grad_output.shape[2:])
+    check_pool2d_grad(fn, grad_output, input_size)
     return Output(input_size, channels_last)
 
 
-adaptive_avg_pool2d_backward.implement(
-    compiled, lambda gy, size, channels_last=False: compiled.adaptive_avg_pool2d_backward(gy, size)
-)
+adaptive_avg_pool2d_backward.implement(compiled)
 adaptive_avg_pool2d_backward.grad("grad_output")(lambda a, g: adaptive_avg_pool2d(g, a.grad_output.shape[2:]))
 adaptive_avg_pool2d_backward.linear_in("grad_output")
 adaptive_avg_pool2d_backward.vmap(batch_rule(adaptive_avg_pool2d_backward, ("grad_output",), size="input_size"))

@@ -119,6 +119,16 @@ def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, input_sha
     return grad.scatter_add(2, indices.flatten(2), grad_out.flatten(2)).view(n, c, h, w)
 
 
+def max_pool2d_gather(grad_input: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """The adjoint of ``max_pool2d_backward``: each output reads the pixel its maximum came from (a
+    window of padding only, whose index lies past the plane, reads zero)."""
+    plane = grad_input.shape[2] * grad_input.shape[3]
+    flat = indices.flatten(2)
+    inside = flat < plane
+    taken = grad_input.flatten(2).gather(2, torch.where(inside, flat, 0))
+    return torch.where(inside, taken, 0).view(indices.shape)
+
+
 def avg_divisor(
     input_hw,
     kernel,
