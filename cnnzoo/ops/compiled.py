@@ -202,7 +202,7 @@ def applies(*tensors: torch.Tensor | None) -> bool:
     """Whether the compiled kernels serve a call on these tensors: float32 (int64 for max pooling's
     indices) on the CPU, not empty, and the kernels wanted and built."""
     for t in tensors:
-        if t is not None and (t.dtype not in _DTYPES or t.device.type != "cpu" or t.numel() == 0):
+        if t is not None and (t.dtype not in _DTYPES or not t.is_cpu or t.numel() == 0):
             return False
     return library() is not None
 
@@ -254,22 +254,7 @@ class PoolGeometry(ctypes.Structure):
     _fields_ = [
         *(
             (name, ctypes.c_int64)
-            for name in (
-                "planes",
-                "H",
-                "W",
-                "OH",
-                "OW",
-                "kH",
-                "kW",
-                "sH",
-                "sW",
-                "padH",
-                "padW",
-                "dilH",
-                "dilW",
-                "divisor_override",
-            )
+            for name in "planes H W OH OW kH kW sH sW padH padW dilH dilW divisor_override".split()
         ),
         ("count_include_pad", ctypes.c_bool),
     ]

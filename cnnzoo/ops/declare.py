@@ -36,6 +36,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from types import ModuleType
 
 import torch
@@ -60,20 +61,21 @@ class Output:
         return empty(like, self.size, self.channels_last, self.dtype)
 
 
-class Saved:
+class Saved(list):
     """A call's arguments by name, for the formulas: non-tensors as given, the tensors the declaration
-    saves in full, every other tensor as a record of its shape; ``out`` is the output rule's answer."""
+    saves in full, every other tensor as a record of its shape; then the outputs by name, and ``out``,
+    the output rule's answer. A list of all these, read by name through one property per name, in a
+    subclass made per operator by :meth:`fields` (a formula reads several names per call, and a
+    property over ``itemgetter`` reads one in C)."""
 
-    __slots__ = ("values", "index", "out")
+    __slots__ = ()
 
-    def __init__(self, values: list, index: dict[str, int], out: Output | tuple[Output, ...]) -> None:
-        self.values, self.index, self.out = values, index, out
-
-    def __getattr__(self, name: str):  # only for the names that are not slots: the arguments
-        try:
-            return self.values[self.index[name]]
-        except KeyError:
-            raise AttributeError(name) from None
+    @staticmethod
+    def fields(names: Sequence[str]) -> type[Saved]:
+        if clash := set(names) & set(dir(list)):
+            raise ValueError(f"argument names that are list attributes: {sorted(clash)}")
+        properties = {name: property(itemgetter(i)) for i, name in enumerate((*names, "out"))}
+        return type("Saved", (Saved,), {"__slots__": (), **properties})
 
 
 class Shape(typing.NamedTuple):
@@ -118,9 +120,12 @@ class Operator:
         self.defaults = tuple(p.default for p in parameters if p.default is not p.empty)
         hints = typing.get_type_hints(rule)
         self.tensors = tuple(i for i, p in enumerate(self.params) if "Tensor" in str(hints[p]))
-        self.formatted = _formatted_many if len(self.outputs) > 1 else _formatted_one
-        self.index = {name: i for i, name in enumerate((*self.params, *self.outputs))}
-        self.saved_at = tuple(self.index[name] for name in self.saves)
+        self.many = len(self.outputs) > 1
+        self.saved_type = Saved.fields((*self.params, *self.outputs))
+        names = (*self.params, *self.outputs)
+        self.saved_at = tuple(names.index(name) for name in self.saves)
+        take = itemgetter(*self.saved_at) if self.saved_at else lambda _: ()
+        self.kept = take if len(self.saved_at) != 1 else lambda saved: (take(saved),)
         self.shapes_at = tuple(i for i in self.tensors if self.params[i] not in self.saves)
         self.implementations: list[_Implementation] = []
         self.grad_formulas: list[tuple[int, Callable]] = []  # (argument position, formula)
@@ -168,11 +173,12 @@ class Operator:
         itself with the tangent in that argument's place (and no other tensor that is not saved, such as
         a bias, whose tangent is its own)."""
         for name in names:
-            self.tangents[name] = functools.partial(self._linear_tangent, name)
+            self.tangents[name] = functools.partial(self._linear_tangent, self.params.index(name))
 
-    def _linear_tangent(self, name: str, saved: Saved, tangent: Tensor) -> Tensor:
-        args = [tangent if p == name else getattr(saved, p) for p in self.params]
-        return self(*[None if isinstance(a, Shape) else a for a in args])
+    def _linear_tangent(self, at: int, saved: Saved, tangent: Tensor) -> Tensor:
+        args = [None if isinstance(a, Shape) else a for a in saved[: len(self.params)]]
+        args[at] = tangent
+        return self(*args)
 
     def vmap(self, rule: Callable) -> Callable:
         """Decorator: ``rule(info, in_dims, *args)``, torch.library's vmap rule."""
@@ -191,16 +197,22 @@ class Operator:
         """``args`` with the defaults of the trailing arguments they leave out."""
         return (*args, *self.defaults[len(self.defaults) - (len(self.params) - len(args)) :])
 
-    def compute(self, args: tuple, out):
+    def compute(self, args: tuple, out, tensors: list | None = None):
         """The first implementation that serves the call (the reference if none does), its result in
-        the memory format the output rule gives."""
-        tensors = [args[i] for i in self.tensors]
+        the memory format the output rule gives. ``tensors``: the tensor arguments, if at hand."""
+        if tensors is None:
+            tensors = [args[i] for i in self.tensors]
         for backend, unless, kernel, takes_out in self.implementations:
             if backend.applies(*tensors) and (unless is None or not unless(*args)):
-                return self.formatted(kernel(*args, out=out) if takes_out else kernel(*args), out)
-        _, _, kernel, takes_out = self.reference
-        with outside_autocast(tensors[0]):
-            return self.formatted(kernel(*args, out=out) if takes_out else kernel(*args), out)
+                result = kernel(*args, out=out) if takes_out else kernel(*args)
+                break
+        else:
+            _, _, kernel, takes_out = self.reference
+            with outside_autocast(tensors[0]):
+                result = kernel(*args, out=out) if takes_out else kernel(*args)
+        if self.many:
+            return tuple([in_format(r, o.channels_last) for r, o in zip(result, out)])
+        return in_format(result, out.channels_last)
 
     def fake(self, *args):
         out = self.rule(*args)
@@ -211,25 +223,23 @@ class Operator:
 
     def setup_context(self, ctx, inputs: tuple, output, out=None) -> None:
         """Keep what the formulas read: the saved tensors for autograd, the rest in a :class:`Saved`."""
-        values = [*inputs, *(None,) * len(self.outputs)]
-        for i in self.shapes_at:  # the unsaved tensors: their shapes only
-            if values[i] is not None:
-                values[i] = Shape(values[i].shape)
         outputs = output if isinstance(output, tuple) else (output,)
         if self.integer_outputs:  # outputs without a gradient, such as max pooling's indices
             ctx.mark_non_differentiable(*[outputs[i] for i in self.integer_outputs])
-        everything = (*inputs, *outputs)
-        kept = tuple([everything[i] for i in self.saved_at])
+        saved = self.saved_type((*inputs, *outputs, self.rule(*inputs) if out is None else out))
+        kept = self.kept(saved)
         for i in self.saved_at:
-            values[i] = None  # autograd holds them (a reference here could keep an output alive in a cycle)
+            saved[i] = None  # autograd holds them (a reference here could keep an output alive in a cycle)
+        for i in self.shapes_at:  # the unsaved tensors: their shapes only
+            if saved[i] is not None:
+                saved[i] = Shape(saved[i].shape)
         ctx.save_for_backward(*kept)
-        ctx.to_save = kept
-        ctx.saved = Saved(values, self.index, self.rule(*inputs) if out is None else out)
+        ctx.to_save, ctx.saved = kept, saved
 
     def restore(self, ctx) -> Saved:
         saved = ctx.saved
         for i, t in zip(self.saved_at, ctx.saved_tensors):
-            saved.values[i] = t
+            saved[i] = t
         return saved
 
     def backward(self, ctx, grad, *_grads_of_other_outputs):
@@ -263,17 +273,9 @@ class Operator:
         if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
             return self.transformable.apply(*map(_Leaf.wrap, args))
         tensors = [args[i] for i in self.tensors]
-        if _grad_wanted(tensors) or _dispatcher_needed(tensors):
+        if _recorded(tensors):
             return self.eager.apply(*args)
-        return self.compute(args, self.rule(*args))  # inference, a first-order backward: no Function
-
-
-def _formatted_one(result: Tensor, out: Output) -> Tensor:
-    return in_format(result, out.channels_last)
-
-
-def _formatted_many(results: tuple, outs: tuple) -> tuple:
-    return tuple([in_format(r, o.channels_last) for r, o in zip(results, outs)])
+        return self.compute(args, self.rule(*args), tensors)  # inference, a first-order backward: no Function
 
 
 _PLAIN = (Tensor, torch.nn.Parameter)
@@ -290,12 +292,15 @@ def _dispatcher_needed(tensors: list) -> bool:
     return False
 
 
-def _grad_wanted(tensors: list) -> bool:
-    """Whether autograd must record the call: gradients on and an argument that wants one."""
-    if torch.is_grad_enabled():
-        for t in tensors:
-            if t is not None and t.requires_grad:
-                return True
+def _recorded(tensors: list) -> bool:
+    """Whether the call goes through the eager Function: for autograd to record (gradients on and an
+    argument that wants one), or for the dispatcher (see :func:`_dispatcher_needed`)."""
+    if torch._C._len_torch_dispatch_stack():
+        return True
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if t is not None and ((grad and t.requires_grad) or type(t) not in _PLAIN or t.is_meta):
+            return True
     return False
 
 

@@ -148,18 +148,13 @@ _input_grad_batch = batch_rule(conv2d_input_grad, ("grad_output",), size="input_
 
 
 @conv2d_input_grad.vmap
-def _(info, in_dims, grad_output, weight, input_size, stride, padding, dilation, groups, channels_last=False):
-    gy_dim, w_dim = in_dims[:2]
-    if w_dim is None:
-        return _input_grad_batch(
-            info, in_dims, grad_output, weight, input_size, stride, padding, dilation, groups, channels_last
-        )
-    b, (n, c, h, w) = info.batch_size, input_size  # a stack of B weights: B times the groups
-    gy, weight = into_groups(grad_output, gy_dim, b), front(weight, w_dim, b).flatten(0, 1)
-    grad = conv2d_input_grad.overload(
-        gy, weight, [n, b * c, h, w], stride, padding, dilation, groups * b, channels_last
-    )
-    return out_of_groups(grad, b), 0
+def _(info, in_dims, grad_output, weight, input_size, *conf):
+    if in_dims[1] is None:
+        return _input_grad_batch(info, in_dims, grad_output, weight, input_size, *conf)
+    b, (n, c, h, w), (stride, padding, dilation, groups, *cl) = info.batch_size, input_size, conf
+    gy, weight = into_groups(grad_output, in_dims[0], b), front(weight, in_dims[1], b).flatten(0, 1)
+    grad = conv2d_input_grad.overload(gy, weight, [n, b * c, h, w], stride, padding, dilation, groups * b, *cl)
+    return out_of_groups(grad, b), 0  # a stack of B weights ran as B times the groups
 
 
 # --- conv2d_weight_grad -------------------------------------------------------------------------
