@@ -4,6 +4,9 @@ vmap, forward-mode and torch.func rules against torch.nn.functional."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +14,8 @@ from torch.func import grad, hessian, jacfwd, jacrev, jvp, vmap
 
 from cnnzoo import ops
 from cnnzoo.ops import layout, library
+
+from . import test_ops_noncontiguous as noncontiguous
 
 # every test here runs with the reference kernels and with the compiled ones
 pytestmark = pytest.mark.usefixtures("kernels")
@@ -403,3 +408,33 @@ def test_trailing_defaults_may_be_left_out():
     assert torch.equal(library.conv2d_input_grad(gy, w, [2, 3, 5, 5], *CONF), full)
     gy.requires_grad_()
     assert torch.equal(library.conv2d_input_grad(gy, w, [2, 3, 5, 5], *CONF), full)
+
+
+# --- what autograd keeps: nothing that outlives the graph -------------------------------------------
+
+
+@pytest.fixture
+def gc_disabled():
+    """Reference cycles are left uncollected, so that anything kept alive only by a cycle shows."""
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
+
+
+@pytest.mark.usefixtures("kernels", "gc_disabled")
+@pytest.mark.parametrize("after", ["forward", "backward"])
+@pytest.mark.parametrize("name", list(noncontiguous.SAMPLES))
+def test_outputs_are_freed_with_their_graph(name, after):
+    """An operator's outputs die with the last reference to them, before or after the backward pass:
+    a ``ctx`` that held an output would keep it and its whole graph alive through a cycle (which, on
+    a training step, leaked every activation, each step)."""
+    op, args = noncontiguous.SAMPLES[name]
+    args = [a.detach().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a for a in args]
+    outputs = op(*args)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    if after == "backward":
+        outputs[0].sum().backward()
+    alive = [weakref.ref(t) for t in outputs]
+    del outputs
+    assert [ref() is None for ref in alive] == [True] * len(alive)

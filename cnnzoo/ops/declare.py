@@ -126,7 +126,11 @@ class Operator:
         self.saved_at = tuple(names.index(name) for name in self.saves)
         take = itemgetter(*self.saved_at) if self.saved_at else lambda _: ()
         self.kept = take if len(self.saved_at) != 1 else lambda saved: (take(saved),)
-        self.shapes_at = tuple(i for i in self.tensors if self.params[i] not in self.saves)
+        # the tensors not saved, inputs and outputs, are kept as their shapes: a reference to an output
+        # would keep it alive through a cycle (output -> grad_fn -> ctx -> output) that gc cannot see
+        self.shapes_at = tuple(
+            i for i in (*self.tensors, *range(len(self.params), len(names))) if names[i] not in self.saves
+        )
         self.implementations: list[_Implementation] = []
         self.grad_formulas: list[tuple[int, Callable]] = []  # (argument position, formula)
         self.tangents: dict[str, Callable] = {}
@@ -221,8 +225,9 @@ class Operator:
 
     # --- the formulas, as autograd wants them -------------------------------------------------
 
-    def setup_context(self, ctx, inputs: tuple, output, out=None) -> None:
-        """Keep what the formulas read: the saved tensors for autograd, the rest in a :class:`Saved`."""
+    def setup_context(self, ctx, inputs: tuple, output, out=None) -> tuple[Tensor, ...]:
+        """Keep what the formulas read: the saved tensors for autograd, the rest in a :class:`Saved`.
+        Returns the saved tensors (for ``save_for_forward``), which ``ctx`` must not hold itself."""
         outputs = output if isinstance(output, tuple) else (output,)
         if self.integer_outputs:  # outputs without a gradient, such as max pooling's indices
             ctx.mark_non_differentiable(*[outputs[i] for i in self.integer_outputs])
@@ -234,7 +239,8 @@ class Operator:
             if saved[i] is not None:
                 saved[i] = Shape(saved[i].shape)
         ctx.save_for_backward(*kept)
-        ctx.to_save, ctx.saved = kept, saved
+        ctx.saved = saved
+        return kept
 
     def restore(self, ctx) -> Saved:
         saved = ctx.saved
@@ -340,8 +346,7 @@ def _functions(op: Operator) -> tuple[type, type]:
         return output
 
     def transformable_setup_context(ctx, inputs, output):
-        op.setup_context(ctx, tuple(map(_Leaf.unwrap, inputs)), output)
-        ctx.save_for_forward(*ctx.to_save)
+        ctx.save_for_forward(*op.setup_context(ctx, tuple(map(_Leaf.unwrap, inputs)), output))
 
     eager = type(
         name,
