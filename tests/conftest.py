@@ -1,9 +1,18 @@
 """Fixtures shared by the test modules."""
 
-import pytest
+import os
 
-from cnnzoo.ops import compiled
-from cnnzoo.train import main as train
+import pytest
+import torch
+
+# Without a GPU, the Triton kernels run in Triton's CPU interpreter (tests/test_ops_triton.py). It must
+# be switched on before Triton is first imported (which importing cnnzoo.train does, through torch's
+# compiler): Triton's own library functions are decorated then.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from cnnzoo.ops import compiled  # noqa: E402  (after the interpreter's switch)
+from cnnzoo.train import main as train  # noqa: E402
 
 from .helpers import DEVICES
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor, int64
 
-from . import compiled
+from . import compiled, gpu
 from . import conv as reference_conv
 from . import pool as reference_pool
 from ._args import (
@@ -103,6 +103,7 @@ def conv2d(
     return Output(size, _cl(input, weight))
 
 
+conv2d.implement(gpu)
 conv2d.implement(
     compiled, unless=lambda x, w, b, stride, padding, *_: _large_pointwise(w.shape, stride, padding, x.shape)
 )
@@ -136,6 +137,7 @@ def conv2d_input_grad(
     return Output(input_size, channels_last)
 
 
+conv2d_input_grad.implement(gpu)
 conv2d_input_grad.implement(
     compiled, unless=lambda gy, w, size, stride, padding, *_: _large_pointwise(w.shape, stride, padding, size)
 )
@@ -179,6 +181,7 @@ def conv2d_weight_grad(
     return Output(weight_size, channels_last)
 
 
+conv2d_weight_grad.implement(gpu)
 conv2d_weight_grad.implement(
     compiled, unless=lambda x, gy, size, stride, padding, *_: _large_pointwise(size, stride, padding, x.shape)
 )
@@ -222,6 +225,7 @@ def conv_transpose2d(
     return Output(size, _cl(input, weight))
 
 
+conv_transpose2d.implement(gpu)
 conv_transpose2d.implement(
     compiled, unless=lambda x, w, b, stride, padding, *_: _large_pointwise(w.shape, stride, padding, x.shape)
 )
@@ -254,6 +258,7 @@ def max_pool2d(
     return Output(size, channels_last), Output(size, channels_last, int64)
 
 
+max_pool2d.implement(gpu)
 max_pool2d.implement(compiled)
 max_pool2d.grad("input")(lambda a, g: max_pool2d_backward(g, a.indices, a.input.shape))
 max_pool2d.tangent("input")(lambda a, t: reference_pool.max_pool2d_gather(t, a.indices))
@@ -273,6 +278,7 @@ def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: Ints) 
     return Output(input_size, is_channels_last(indices))
 
 
+max_pool2d_backward.implement(gpu, unless=lambda *_: gpu.deterministic())
 max_pool2d_backward.implement(compiled)
 max_pool2d_backward.grad("grad_output")(lambda a, g: reference_pool.max_pool2d_gather(g, a.indices))
 max_pool2d_backward.linear_in("grad_output")
@@ -302,6 +308,7 @@ def _avg_args(a: Saved) -> tuple:
     return a.kernel_size, a.stride, a.padding, a.ceil_mode, a.count_include_pad, a.divisor_override
 
 
+avg_pool2d.implement(gpu)
 avg_pool2d.implement(compiled)
 avg_pool2d.grad("input")(lambda a, g: avg_pool2d_backward(g, a.input.shape, *_avg_args(a), a.out.channels_last))
 avg_pool2d.linear_in("input")
@@ -328,6 +335,7 @@ def avg_pool2d_backward(
     return Output(input_size, channels_last)
 
 
+avg_pool2d_backward.implement(gpu)
 avg_pool2d_backward.implement(compiled)
 avg_pool2d_backward.grad("grad_output")(lambda a, g: avg_pool2d(g, *_avg_args(a)))
 avg_pool2d_backward.linear_in("grad_output")
@@ -344,6 +352,7 @@ def adaptive_avg_pool2d(input: Tensor, output_size: Ints) -> Tensor:
     return Output((*input.shape[:2], *plane), is_channels_last(input))
 
 
+adaptive_avg_pool2d.implement(gpu)
 adaptive_avg_pool2d.implement(compiled)
 adaptive_avg_pool2d.grad("input")(lambda a, g: adaptive_avg_pool2d_backward(g, a.input.shape, a.out.channels_last))
 adaptive_avg_pool2d.linear_in("input")
@@ -360,6 +369,7 @@ def adaptive_avg_pool2d_backward(grad_output: Tensor, input_size: Ints, channels
     return Output(input_size, channels_last)
 
 
+adaptive_avg_pool2d_backward.implement(gpu)
 adaptive_avg_pool2d_backward.implement(compiled)
 adaptive_avg_pool2d_backward.grad("grad_output")(lambda a, g: adaptive_avg_pool2d(g, a.grad_output.shape[2:]))
 adaptive_avg_pool2d_backward.linear_in("grad_output")
