@@ -12,7 +12,7 @@ STAMP := $(VENV)/.cnnzoo-installed
 
 RUN_DIR ?= runs/lenet5_digits-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: run validate test sanitize lint format bench clean-venv
+.PHONY: run validate test sanitize lint format bench gpu-check clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,12 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_ops.py
+
+# On a GPU machine: tests and timings of the CUDA path into $(OUT), in at most about 5 minutes. It uses
+# the Python that already has torch and Triton ($(PYTHON)); it creates no virtualenv and installs nothing.
+OUT ?= gpu-check.md
+gpu-check:
+	$(PYTHON) scripts/gpu_check.py $(OUT)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -115,3 +115,40 @@ def test_bench_explain_smoke():
     size, written, opened, wall = result.stdout.splitlines()[-1].split()[-4:]
     assert result.stdout.splitlines()[-1].startswith("lenet5") and 0 < float(size) < 20
     assert 0 < float(opened) <= float(wall)
+
+
+def test_gpu_check_without_a_gpu_writes_the_versions_and_skips(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: make gpu-check runs the whole check")
+    out = tmp_path / "gpu.md"
+    done = run_script("gpu_check.py", str(out))
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "| GPU | driver | CUDA | torch | Triton |" in text and torch.__version__ in text
+    assert "no CUDA device: every GPU part is skipped" in text
+
+
+def test_gpu_check_times_the_same_calls_on_both_sides(monkeypatch):
+    """The layer timings' calls (run here on the CPU): cnnzoo's input and weight gradients and aten's
+    convolution_backward compute the same thing, so the ratios compare like with like."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import gpu_check
+    from zoo_layers import Layer
+
+    monkeypatch.setattr(gpu_check, "DEVICE", "cpu")
+    layer = Layer("strided", "conv2d", (2, 4, 9, 9), (6, 2, 3, 3), {"stride": 2, "padding": 1, "groups": 2})
+    results = {}
+    for impl in ("cnnzoo", "cudnn"):
+        torch.manual_seed(0)
+        calls, work, _ = gpu_check.conv_calls(layer, torch.float64, impl)
+        results[impl] = [calls["fwd"](), calls["dgrad"](), calls["wgrad"]()]
+        assert work["fwd+bwd"] == 3 * work["fwd"] == 3 * 2 * 2 * 6 * 5 * 5 * 2 * 9
+    mine, theirs = results["cnnzoo"], results["cudnn"]
+    torch.testing.assert_close(mine[0], theirs[0])
+    torch.testing.assert_close(mine[1], theirs[1][0])
+    torch.testing.assert_close(mine[2], theirs[2][1])
+    torch.manual_seed(0)
+    pool, _, _ = gpu_check.pool_calls(
+        Layer("max", "max_pool2d", (2, 3, 8, 8), None, {"kernel_size": 2}), torch.float64, "cnnzoo"
+    )
+    pool["fwd+bwd"]()
