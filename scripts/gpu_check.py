@@ -43,6 +43,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 if __name__ == "__main__":
     os.environ.pop("TRITON_INTERPRET", None)  # the real kernels (before Triton is first imported)
+    # a fresh kernel cache, so that each layer's first call shows what compiling its kernels costs
+    os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="cnnzoo-triton-cache-")
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
@@ -246,6 +248,10 @@ def layers(report: Report, repeat: int, batch_scale: int) -> None:
             make = conv_calls if layer.op == "conv2d" else pool_calls
             mine, work, tensor_bytes = make(layer, dtype, "cnnzoo")
             theirs, _, _ = make(layer, dtype, "cudnn")
+            start = time.perf_counter()
+            mine["fwd+bwd"]()  # the first call: Triton compiles the layer's kernels (unless cached)
+            torch.cuda.synchronize()
+            first = time.perf_counter() - start
             with compiled.use("reference"):
                 old, _, _ = make(layer, dtype, "reference")
                 old_ms = gpu_ms(old["fwd+bwd"], max(3, repeat // 4))
@@ -259,13 +265,15 @@ def layers(report: Report, repeat: int, batch_scale: int) -> None:
                 extra = ""
                 if direction == "fwd+bwd":
                     (ratios if layer.op == "conv2d" else pool_ratios).append(ratio)
-                    extra = f"{old_ms:.3f} ({old_ms / t_mine:.1f}x)"
+                    extra = f"{old_ms:.3f} ({old_ms / t_mine:.1f}x), first call {first:.2f} s"
                     if old_ms < t_mine:
                         slower_than_reference.append(layer.name)
                 rows.append(
                     [layer.name, direction, f"{t_mine:.3f}", f"{t_theirs:.3f}", f"{ratio:.2f}", roofline, extra]
                 )
-        report.table(["layer", "direction", "triton", "cudnn", "ratio", "roofline", "reference (speed-up)"], rows)
+        report.table(
+            ["layer", "direction", "triton", "cudnn", "ratio", "roofline", "reference (speed-up), first call"], rows
+        )
         if ratios:
             geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
             report(

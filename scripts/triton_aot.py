@@ -73,19 +73,31 @@ def captured_launches(quick: bool) -> list[Launch]:
         ((2, 256, 7, 7), (64, 256, 1, 1), [1, 1], [0, 0, 0, 0], 1),  # pointwise
         ((2, 32, 8, 8), (32, 1, 3, 3), [2, 2], [1, 1, 1, 1], 32),  # depthwise
     ]
-    dtypes = [torch.bfloat16] if quick else [torch.bfloat16, torch.float32, torch.float16]
-    for dtype in dtypes:
+
+    def launch(layer, dtype):
+        x_shape, w_shape, stride, padding, groups = layer
+        x, w = torch.zeros(x_shape, dtype=dtype), torch.zeros(w_shape, dtype=dtype)
+        conf = (stride, padding, [1, 1], groups)
+        y = gpu.conv2d(x, w, torch.zeros(w_shape[0], dtype=dtype), *conf, out=library.conv2d.rule(x, w, None, *conf))
+        gpu.conv2d_input_grad(
+            y, w, list(x_shape), *conf, out=library.conv2d_input_grad.rule(y, w, list(x_shape), *conf)
+        )
+        gpu.conv2d_weight_grad(
+            x, y, list(w_shape), *conf, out=library.conv2d_weight_grad.rule(x, y, list(w_shape), *conf)
+        )
+
+    # quick: every tile entry on the first layer in bfloat16 and float32 (TF32), the other layers with
+    # the tiles the table gives them, in bfloat16; else every layer, tile entry and dtype
+    dtypes = [torch.bfloat16, torch.float32, torch.float16]
+    for dtype in dtypes[:2] if quick else dtypes:
         for tiles in gpu.TILES:
             with gpu.tiles(tiles):
-                for x_shape, w_shape, stride, padding, groups in layers:
-                    x, w = torch.zeros(x_shape, dtype=dtype), torch.zeros(w_shape, dtype=dtype)
-                    out = library.conv2d.rule(x, w, None, stride, padding, [1, 1], groups)
-                    y = gpu.conv2d(x, w, torch.zeros(w_shape[0], dtype=dtype), stride, padding, [1, 1], groups, out=out)
-                    conf = (stride, padding, [1, 1], groups)
-                    size_out = library.conv2d_input_grad.rule(y, w, list(x_shape), *conf)
-                    gpu.conv2d_input_grad(y, w, list(x_shape), *conf, out=size_out)
-                    w_out = library.conv2d_weight_grad.rule(x, y, list(w_shape), *conf)
-                    gpu.conv2d_weight_grad(x, y, list(w_shape), *conf, out=w_out)
+                for layer in layers[:1] if quick else layers:
+                    launch(layer, dtype)
+    for dtype in dtypes[:1] if quick else []:
+        for layer in layers[1:]:
+            launch(layer, dtype)
+    for dtype in dtypes[:1] if quick else dtypes:
         x = torch.zeros(2, 16, 9, 9, dtype=dtype)
         values, indices = gpu.max_pool2d(
             x,
@@ -104,7 +116,7 @@ def captured_launches(quick: bool) -> list[Launch]:
         gpu.adaptive_avg_pool2d_backward(
             y, list(x.shape), out=library.adaptive_avg_pool2d_backward.rule(y, list(x.shape))
         )
-    unique = {launch.key(): launch for launch in launches}
+    unique = {captured.key(): captured for captured in launches}
     return list(unique.values())
 
 
@@ -135,7 +147,7 @@ def compile_launch(launch: Launch, arch: int):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", type=int, nargs="+", default=[80, 90], choices=sorted(SHARED_LIMIT))
-    parser.add_argument("--quick", action="store_true", help="bfloat16 only")
+    parser.add_argument("--quick", action="store_true", help="each tile entry once per dtype, not per layer")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("triton_aot.py: unset TRITON_INTERPRET (the interpreter's kernels cannot be compiled)", file=sys.stderr)

@@ -128,10 +128,15 @@ class Tiles(NamedTuple):
 
 
 # The heuristic table, by the size of the product's column dimension (output channels for the forward
-# pass, input channels for the input gradient, taps x channels for the weight gradient) and rows.
+# pass, input channels for the input gradient, taps x channels for the weight gradient) and rows, and
+# by the operands' width: half-precision operands take a reduction step of 64 (128 bytes a row, what
+# the tensor cores' loads want), float32 ones 32. Largest: 128 x 128 x 64 x 2 bytes x 3 stages = 96 KiB
+# of shared memory, within an A100's 163 KiB and an H100's 227 KiB (tests/test_ops_triton.py checks).
 TILES = {
     "wide": Tiles(128, 128, 32, 8, 3),
+    "wide-16bit": Tiles(128, 128, 64, 8, 3),
     "medium": Tiles(128, 64, 32, 4, 3),
+    "medium-16bit": Tiles(128, 64, 64, 4, 3),
     "narrow": Tiles(64, 32, 32, 4, 3),
     "thin": Tiles(32, 16, 16, 2, 2),
 }
@@ -151,15 +156,16 @@ def tiles(name: str) -> Iterator[None]:
         _forced = previous
 
 
-def choose(rows: int, cols: int) -> Tiles:
-    """The table's tile for a product of ``rows`` x ``cols`` (per group)."""
+def choose(rows: int, cols: int, reduction: int, dtype: torch.dtype) -> Tiles:
+    """The table's tile for a product of ``rows`` x ``cols`` (per group) summed over ``reduction``."""
     if _forced is not None:
         return TILES[_forced]
     if cols <= 16:
         return TILES["thin"]
     if cols <= 32 or rows <= 2048:
         return TILES["narrow"]
-    return TILES["medium"] if cols <= 64 else TILES["wide"]
+    name = "medium" if cols <= 64 else "wide"
+    return TILES[f"{name}-16bit"] if dtype.itemsize == 2 and reduction >= 64 else TILES[name]
 
 
 # Few channels per group: below this, the forward pass reduces over taps and channels flattened
@@ -210,7 +216,7 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups: int, *, out) -> t
     ho, wo = y.shape[2:]
     og = o // groups
     flat = cg < FLAT_CHANNELS
-    t = choose(n * ho * wo, og)
+    t = choose(n * ho * wo, og, cg * kh * kw if flat else cg, x.dtype)  # (summed per tap, unless flat)
     grid = (cdiv(n * ho * wo, t.rows), cdiv(og, t.cols), groups)
     conv.conv2d_forward[grid](
         x,
@@ -259,7 +265,7 @@ def conv2d_input_grad(
     ho, wo = grad_out.shape[2:]
     (sh, sw), og = stride, o // groups
     rows = n * cdiv(h, sh) * cdiv(w, sw)  # the most pixels of one stride phase
-    t = choose(rows, cg)
+    t = choose(rows, cg, og, grad_out.dtype)  # (summed per tap)
     grid = (cdiv(rows, t.rows), cdiv(cg, t.cols), groups * sh * sw)
     conv.conv2d_input_grad[grid](
         grad_out,
@@ -302,7 +308,7 @@ def conv2d_weight_grad(
     o, cg, kh, kw = weight_size
     ho, wo = grad_out.shape[2:]
     og, taps, pixels = o // groups, cg * kh * kw, n * ho * wo
-    t = choose(og, taps)
+    t = choose(og, taps, pixels, x.dtype)
     tiles_per_chunk = cdiv(og, t.rows) * cdiv(taps, t.cols) * groups
     chunks = weight_grad_split(pixels, tiles_per_chunk, t.step, x.device)
     chunk = cdiv(cdiv(pixels, chunks), t.step) * t.step

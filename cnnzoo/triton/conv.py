@@ -8,7 +8,8 @@ either need no copy.
 
 * **forward** (``conv.conv2d_forward``): rows are the output pixels ``N*Ho*Wo``, columns the output
   channels of one group. The reduction runs over the kernel taps, and within a tap over blocks of
-  input channels (``TAPS``): one address computation per tap, channels contiguous in channels_last.
+  input channels (``TAPS``), as one loop over (tap, channel block) so that the software pipeline
+  runs across taps; channels are contiguous in channels_last.
   With few channels per group (the RGB stems, depthwise layers) a block of 16 channels would be mostly
   padding, so the reduction runs instead over the taps and channels flattened into one index
   (``FLAT``), ``k = (r * KW + s) * Cg + c``. A 1x1 unpadded kernel (``POINTWISE``) skips the bounds
@@ -133,23 +134,26 @@ def conv2d_forward(
             b = tl.load(b_ptr, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
             acc = _mma(a, b, acc, PRECISION, UPCAST)
     else:
-        for r in tl.static_range(KH):
-            for s in tl.static_range(KW):
-                if POINTWISE:  # 1x1, unpadded: every tap is inside the input
-                    pix = x_img + oh * SH * sxh + ow * SW * sxw
-                    p_ok = m_ok
-                else:
-                    ih = oh * SH - PT + r * DH
-                    iw = ow * SW - PL + s * DW
-                    pix = x_img + ih * sxh + iw * sxw
-                    p_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-                w_tap = w_out + r * swh + s * sww
-                for c0 in range(0, CG, BK):
-                    rc = c0 + tl.arange(0, BK)
-                    c_ok = rc < CG
-                    a = tl.load(pix[:, None] + rc[None, :] * sxc, mask=p_ok[:, None] & c_ok[None, :], other=0.0)
-                    b = tl.load(w_tap[None, :] + rc[:, None] * swc, mask=c_ok[:, None] & n_ok[None, :], other=0.0)
-                    acc = _mma(a, b, acc, PRECISION, UPCAST)
+        # one loop over (tap, channel block), so that the software pipeline runs across the taps too
+        blocks = tl.cdiv(CG, BK)
+        for it in range(KH * KW * blocks):
+            tap = it // blocks
+            rc = (it % blocks) * BK + tl.arange(0, BK)
+            r = tap // KW
+            s = tap % KW
+            if POINTWISE:  # 1x1, unpadded: every tap is inside the input
+                pix = x_img + oh * SH * sxh + ow * SW * sxw
+                p_ok = m_ok
+            else:
+                ih = oh * SH - PT + r * DH
+                iw = ow * SW - PL + s * DW
+                pix = x_img + ih * sxh + iw * sxw
+                p_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            c_ok = rc < CG
+            a = tl.load(pix[:, None] + rc[None, :] * sxc, mask=p_ok[:, None] & c_ok[None, :], other=0.0)
+            b_ptr = w_out[None, :] + rc[:, None] * swc + r * swh + s * sww
+            b = tl.load(b_ptr, mask=c_ok[:, None] & n_ok[None, :], other=0.0)
+            acc = _mma(a, b, acc, PRECISION, UPCAST)
     if HAS_BIAS:
         acc += tl.load(bias + o * sb, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     y_ptr = y + n[:, None] * syn + o[None, :] * syc + oh[:, None] * syh + ow[:, None] * syw
