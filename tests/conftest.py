@@ -10,6 +10,11 @@ import torch
 # compiler): Triton's own library functions are decorated then.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+else:  # the tests hold float32 to 1e-4: full precision on both sides (TF32 is timed by make gpu-check)
+    try:
+        torch.backends.cudnn.conv.fp32_precision = torch.backends.cuda.matmul.fp32_precision = "ieee"
+    except AttributeError:  # a torch before the fp32_precision settings
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
 
 from cnnzoo.ops import compiled  # noqa: E402  (after the interpreter's switch)
 from cnnzoo.train import main as train  # noqa: E402

@@ -185,6 +185,7 @@ def split(chunks: int) -> Iterator[None]:
         _forced_split = previous
 
 
+@functools.lru_cache(maxsize=16)
 def processors(device: torch.device) -> int:
     """The device's streaming multiprocessors (a nominal 8 on the CPU, for the interpreter)."""
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
