@@ -142,9 +142,12 @@ def test_int64_offsets_give_the_same_results(monkeypatch):
     values.sum().backward()
 
 
-def test_big_is_decided_by_element_count():
+def test_big_is_decided_by_reach():
+    """int64 offsets for 2^31 elements, or for a view whose strides reach that far (a channel slice of
+    a large tensor has few elements but large offsets)."""
     small, huge = torch.empty(4), torch.empty(2**31, dtype=torch.bool, device="meta")
-    assert not gpu.big(small) and gpu.big(small, huge)
+    sliced = torch.empty_strided((3, 3, 4, 4), (2**30, 16, 4, 1), device="meta")  # 48 elements
+    assert not gpu.big(small) and gpu.big(small, huge) and gpu.big(sliced)
 
 
 # --- pooling ------------------------------------------------------------------------------------

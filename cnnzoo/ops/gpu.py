@@ -71,12 +71,34 @@ def applies(*tensors: torch.Tensor | None) -> bool:
     """Whether the Triton kernels serve a call on these tensors: float32, float16 or bfloat16 (int64
     for max pooling's indices) on CUDA (on the CPU inside :func:`on_cpu`), not empty. The first
     tensor is asked first, so that a call on the CPU costs one attribute read."""
-    if not (tensors[0].is_cuda or _on_cpu):
+    first = tensors[0]
+    if not (first.is_cuda or _on_cpu):
         return False
     for t in tensors:
         if t is not None and (t.dtype not in _DTYPES or t.numel() == 0 or not (t.is_cuda or (_on_cpu and t.is_cpu))):
             return False
-    return available() and compiled.mode() != "reference"
+    return available() and compiled.mode() != "reference" and (not first.is_cuda or capable(first.device))
+
+
+@functools.lru_cache(maxsize=16)
+def capable(device: torch.device) -> bool:
+    """Whether the kernels compile for this GPU: compute capability 8.0 (Ampere) or later, which has
+    the bfloat16 and TF32 tensor cores they use; older GPUs keep the reference."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def on_device(launcher):
+    """Decorator: run ``launcher`` with its first tensor's GPU current (Triton launches on the current
+    device, whichever the tensors are on)."""
+
+    @functools.wraps(launcher)
+    def launch(first, *args, **kwargs):
+        if first.is_cuda and first.device.index != torch.cuda.current_device():
+            with torch.cuda.device(first.device):
+                return launcher(first, *args, **kwargs)
+        return launcher(first, *args, **kwargs)
+
+    return launch
 
 
 def deterministic() -> bool:
@@ -99,15 +121,24 @@ def tf32(dtype: torch.dtype) -> str:
     cuDNN convolutions would use TF32, else ``"ieee"``."""
     if dtype != torch.float32 or interpreting():
         return "ieee"
-    precision = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
-    if precision is None or precision == "none":  # an older torch, or inherited: the legacy flag decides
-        return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
-    return "tf32" if precision == "tf32" else "ieee"
+    # torch >= 2.9: cudnn.conv's setting, "none" inheriting cudnn's, then the global one
+    for holder in (getattr(torch.backends.cudnn, "conv", None), torch.backends.cudnn, torch.backends):
+        precision = getattr(holder, "fp32_precision", None)
+        if precision not in (None, "none"):
+            return "tf32" if precision == "tf32" else "ieee"
+    if hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision"):
+        return "ieee"  # every level "none": torch's default for convolutions under the new settings
+    return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"  # an older torch
 
 
 def big(*tensors: torch.Tensor) -> bool:
-    """Whether offsets into these tensors can pass int32 (the kernels then compute them in int64)."""
-    return any(t.numel() > INT32_LIMIT for t in tensors)
+    """Whether offsets into these tensors can pass int32 (the kernels then compute them in int64): a
+    tensor of 2^31 elements or more, or a view whose strides reach that far into its storage."""
+    for t in tensors:
+        reach = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()))
+        if t.numel() > INT32_LIMIT or reach >= INT32_LIMIT:
+            return True
+    return False
 
 
 def cdiv(a: int, b: int) -> int:
@@ -208,6 +239,7 @@ def _launch_options(t: Tiles) -> dict:
     return {"num_warps": t.warps, "num_stages": t.stages}
 
 
+@on_device
 def conv2d(x, weight, bias, stride, padding, dilation, groups: int, *, out) -> torch.Tensor:
     """``conv.conv2d_forward`` (``triton/conv.py: conv2d_forward``)."""
     conv, _ = kernels()
@@ -218,13 +250,14 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups: int, *, out) -> t
     og = o // groups
     flat = cg < FLAT_CHANNELS
     t = choose(n * ho * wo, og, cg * kh * kw if flat else cg, x.dtype)  # (summed per tap, unless flat)
-    grid = (cdiv(n * ho * wo, t.rows), cdiv(og, t.cols), groups)
-    conv.conv2d_forward[grid](
+    blocks = cdiv(n * ho * wo, t.rows)
+    conv.conv2d_forward[(groups * blocks, cdiv(og, t.cols))](
         x,
         weight,
         y if bias is None else bias,  # (any pointer where there is no bias: it is not read)
         y,
-        n,
+        n * ho * wo,
+        blocks,
         h,
         w,
         ho,
@@ -244,7 +277,7 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups: int, *, out) -> t
         HAS_BIAS=bias is not None,
         FLAT=flat,
         POINTWISE=not flat and kh == kw == 1 and not any(padding),
-        BIG=big(x, y),
+        BIG=big(x, weight, y),
         PRECISION=tf32(x.dtype),
         UPCAST=interpreting(),
         BM=t.rows,
@@ -255,6 +288,7 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups: int, *, out) -> t
     return y
 
 
+@on_device
 def conv2d_input_grad(
     grad_out, weight, input_size, stride, padding, dilation, groups: int, channels_last=False, *, out
 ) -> torch.Tensor:
@@ -267,12 +301,13 @@ def conv2d_input_grad(
     (sh, sw), og = stride, o // groups
     rows = n * cdiv(h, sh) * cdiv(w, sw)  # the most pixels of one stride phase
     t = choose(rows, cg, og, grad_out.dtype)  # (summed per tap)
-    grid = (cdiv(rows, t.rows), cdiv(cg, t.cols), groups * sh * sw)
-    conv.conv2d_input_grad[grid](
+    blocks = cdiv(rows, t.rows)
+    conv.conv2d_input_grad[(groups * sh * sw * blocks, cdiv(cg, t.cols))](
         grad_out,
         weight,
         dx,
         n,
+        blocks,
         h,
         w,
         ho,
@@ -289,7 +324,7 @@ def conv2d_input_grad(
         SW=sw,
         KH=kh,
         KW=kw,
-        BIG=big(grad_out, dx),
+        BIG=big(grad_out, weight, dx),
         PRECISION=tf32(grad_out.dtype),
         UPCAST=interpreting(),
         BM=t.rows,
@@ -300,6 +335,7 @@ def conv2d_input_grad(
     return dx
 
 
+@on_device
 def conv2d_weight_grad(
     x, grad_out, weight_size, stride, padding, dilation, groups: int, channels_last=False, *, out
 ) -> torch.Tensor:
@@ -315,12 +351,13 @@ def conv2d_weight_grad(
     chunk = cdiv(cdiv(pixels, chunks), t.step) * t.step
     chunks = cdiv(pixels, chunk)
     workspace = torch.empty((chunks, o, taps), dtype=torch.float32, device=x.device)
-    grid = (cdiv(og, t.rows), cdiv(taps, t.cols), groups * chunks)
-    conv.conv2d_weight_grad[grid](
+    blocks = cdiv(og, t.rows)
+    conv.conv2d_weight_grad[(groups * chunks * blocks, cdiv(taps, t.cols))](
         x,
         grad_out,
         workspace,
-        n,
+        pixels,
+        blocks,
         h,
         w,
         ho,
@@ -338,7 +375,7 @@ def conv2d_weight_grad(
         chunks,
         KH=kh,
         KW=kw,
-        BIG=big(x, grad_out),
+        BIG=big(x, grad_out, workspace),
         PRECISION=tf32(x.dtype),
         UPCAST=interpreting(),
         BM=t.rows,
@@ -366,6 +403,7 @@ def _pool_grid(size) -> tuple[int]:
     return (cdiv(size[0] * size[1] * size[2] * size[3], POOL_BLOCK),)
 
 
+@on_device
 def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode: bool, *, out) -> tuple[torch.Tensor, torch.Tensor]:
     """``pool.max_pool2d_forward`` (``triton/pool.py: max_pool2d_forward``)."""
     _, pool = kernels()
@@ -374,7 +412,8 @@ def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode: bool, *, ou
         x,
         values,
         indices,
-        *x.shape,
+        values.numel(),
+        *x.shape[1:],
         *values.shape[2:],
         *x.stride(),
         *values.stride(),
@@ -391,6 +430,7 @@ def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode: bool, *, ou
     return values, indices
 
 
+@on_device
 def max_pool2d_backward(grad_out, indices, input_size) -> torch.Tensor:
     """``pool.max_pool2d_backward`` (``triton/pool.py: max_pool2d_backward``, float32 atomic adds)."""
     _, pool = kernels()
@@ -399,7 +439,8 @@ def max_pool2d_backward(grad_out, indices, input_size) -> torch.Tensor:
         grad_out,
         indices,
         grad,
-        *input_size,
+        grad_out.numel(),
+        *input_size[1:],
         *grad_out.shape[2:],
         *grad_out.stride(),
         *indices.stride(),
@@ -412,6 +453,7 @@ def max_pool2d_backward(grad_out, indices, input_size) -> torch.Tensor:
     return grad.to(grad_out.dtype)
 
 
+@on_device
 def avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad: bool, divisor_override, *, out):
     """``pool.avg_pool2d_forward`` (``triton/pool.py: avg_pool2d_forward``)."""
     _, pool = kernels()
@@ -419,7 +461,8 @@ def avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad: bo
     pool.avg_pool2d_forward[_pool_grid(y.shape)](
         x,
         y,
-        *x.shape,
+        y.numel(),
+        *x.shape[1:],
         *y.shape[2:],
         *x.stride(),
         *y.stride(),
@@ -437,6 +480,7 @@ def avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad: bo
     return y
 
 
+@on_device
 def avg_pool2d_backward(
     grad_out,
     input_size,
@@ -456,7 +500,8 @@ def avg_pool2d_backward(
     pool.avg_pool2d_backward[_pool_grid(grad.shape)](
         grad_out,
         grad,
-        *input_size,
+        grad.numel(),
+        *input_size[1:],
         *grad_out.shape[2:],
         *grad_out.stride(),
         *grad.stride(),
@@ -485,6 +530,7 @@ def adaptive_bins(size: int, out: int) -> tuple[int, int]:
     return largest, sharing
 
 
+@on_device
 def adaptive_avg_pool2d(x, output_size, *, out) -> torch.Tensor:
     """``pool.adaptive_avg_pool2d_forward`` (``triton/pool.py: adaptive_avg_pool2d_forward``)."""
     _, pool = kernels()
@@ -493,7 +539,8 @@ def adaptive_avg_pool2d(x, output_size, *, out) -> torch.Tensor:
     pool.adaptive_avg_pool2d_forward[_pool_grid(y.shape)](
         x,
         y,
-        *x.shape,
+        y.numel(),
+        *x.shape[1:],
         ho,
         wo,
         *x.stride(),
@@ -508,6 +555,7 @@ def adaptive_avg_pool2d(x, output_size, *, out) -> torch.Tensor:
     return y
 
 
+@on_device
 def adaptive_avg_pool2d_backward(grad_out, input_size, channels_last=False, *, out) -> torch.Tensor:
     """``pool.adaptive_avg_pool2d_backward`` (``triton/pool.py: adaptive_avg_pool2d_backward``)."""
     _, pool = kernels()
@@ -516,7 +564,8 @@ def adaptive_avg_pool2d_backward(grad_out, input_size, channels_last=False, *, o
     pool.adaptive_avg_pool2d_backward[_pool_grid(grad.shape)](
         grad_out,
         grad,
-        *input_size,
+        grad.numel(),
+        *input_size[1:],
         ho,
         wo,
         *grad_out.stride(),

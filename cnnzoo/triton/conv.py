@@ -25,8 +25,10 @@ either need no copy.
   each program writing its partial sum into a float32 workspace; the chunks are then summed in a
   fixed order (``workspace.sum(0)``), so the result is deterministic.
 
-Offsets are int32 unless a tensor has 2^31 elements or more (``BIG``), when the image index, the one
-factor that can carry an offset past 2^31, is taken as int64 first.
+Offsets are int32 unless one can reach 2^31 (``BIG``: a tensor of 2^31 elements, or a view whose
+strides reach that far); then every index is int64, and the pixel counts come from the host, where
+they are computed exactly. The group, phase or chunk of a program rides on grid axis 0 with its
+block of rows (axes 1 and 2 stop at 65535; many groups, as vmap makes, would pass that).
 
 float32 operands go through ``tl.dot`` with ``PRECISION`` (``"tf32"`` where torch's own convolution
 would use TF32, else ``"ieee"``); half and bfloat16 operands go as they are, accumulating in float32.
@@ -52,11 +54,24 @@ def _mma(a, b, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _rows(pid, BM: tl.constexpr, HO, WO, BIG: tl.constexpr):
-    """A block of output pixels (image, row, column), the image index in int64 when ``BIG``."""
+def _wide(v, BIG: tl.constexpr):
+    """``v`` in int64 when ``BIG`` (offsets that can pass 2^31), else as it is (int32)."""
     if BIG:
-        pid = pid.to(tl.int64)
-    rm = pid * BM + tl.arange(0, BM)
+        return v.to(tl.int64)
+    else:
+        return v
+
+
+@triton.jit
+def _span(block, SIZE: tl.constexpr, BIG: tl.constexpr):
+    """The indices of block ``block`` of ``SIZE``: block * SIZE + [0, SIZE)."""
+    return _wide(block, BIG) * SIZE + tl.arange(0, SIZE)
+
+
+@triton.jit
+def _rows(block, BM: tl.constexpr, HO, WO, BIG: tl.constexpr):
+    """A block of output pixels: their flat index and (image, row, column)."""
+    rm = _span(block, BM, BIG)
     ow = rm % WO
     t = rm // WO
     return rm, t // HO, t % HO, ow
@@ -68,7 +83,8 @@ def conv2d_forward(
     w,
     bias,
     y,
-    N,
+    M,
+    MB,
     H,
     W,
     HO,
@@ -106,11 +122,12 @@ def conv2d_forward(
     BN: tl.constexpr,
     BK: tl.constexpr,
 ):
-    """``conv.conv2d_forward``: y[n, o, oh, ow] = bias[o] + sum_{c, r, s} x[n, c, ih, iw] w[o, c, r, s]."""
-    g = tl.program_id(2)
-    rm, n, oh, ow = _rows(tl.program_id(0), BM, HO, WO, BIG)
-    rn = tl.program_id(1) * BN + tl.arange(0, BN)
-    m_ok = rm < N * HO * WO
+    """``conv.conv2d_forward``: y[n, o, oh, ow] = bias[o] + sum_{c, r, s} x[n, c, ih, iw] w[o, c, r, s].
+    Program axis 0 is (group, block of the M = N * HO * WO rows), MB blocks a group."""
+    g = _wide(tl.program_id(0) // MB, BIG)
+    rm, n, oh, ow = _rows(tl.program_id(0) % MB, BM, HO, WO, BIG)
+    rn = _span(tl.program_id(1), BN, BIG)
+    m_ok = rm < M
     n_ok = rn < OG
     o = g * OG + rn
     x_img = x + n * sxn + g * CG * sxc  # (BM,) pointers: each row's image and group
@@ -119,7 +136,7 @@ def conv2d_forward(
     if FLAT:
         taps = CG * KH * KW
         for k0 in range(0, taps, BK):
-            rk = k0 + tl.arange(0, BK)
+            rk = _wide(k0 + tl.arange(0, BK), BIG)
             k_ok = rk < taps
             c = rk % CG
             tap = rk // CG
@@ -138,7 +155,7 @@ def conv2d_forward(
         blocks = tl.cdiv(CG, BK)
         for it in range(KH * KW * blocks):
             tap = it // blocks
-            rc = (it % blocks) * BK + tl.arange(0, BK)
+            rc = _span(it % blocks, BK, BIG)
             r = tap // KW
             s = tap % KW
             if POINTWISE:  # 1x1, unpadded: every tap is inside the input
@@ -166,6 +183,7 @@ def conv2d_input_grad(
     w,
     dx,
     N,
+    MB,
     H,
     W,
     HO,
@@ -201,18 +219,19 @@ def conv2d_input_grad(
 ):
     """``conv.conv2d_input_grad``: dx[n, c, ih, iw] = sum over the taps (r, s) and output pixels
     (oh, ow) with ih = oh * SH - PT + r * DH (and alike for iw) of gy[n, o, oh, ow] w[o, c, r, s].
-    Program axis 2 is (group, row phase, column phase); the phase's pixels are ih = pa + i * SH."""
-    z = tl.program_id(2)
-    g = z // (SH * SW)
+    Program axis 0 is (group, row phase, column phase, block of the phase's pixels), MB blocks a
+    phase; the phase's pixels are ih = pa + i * SH."""
+    z = tl.program_id(0) // MB
+    g = _wide(z // (SH * SW), BIG)
     pa = z % (SH * SW) // SW
     pb = z % SW
-    hp = (H - pa + SH - 1) // SH  # this phase's rows and columns (none where pa >= H)
+    hp = _wide((H - pa + SH - 1) // SH, BIG)  # this phase's rows and columns (none where pa >= H)
     wp = (W - pb + SW - 1) // SW
-    rm, n, ip, jp = _rows(tl.program_id(0), BM, tl.maximum(hp, 1), tl.maximum(wp, 1), BIG)
-    m_ok = rm < N * hp * wp
+    rm, n, ip, jp = _rows(tl.program_id(0) % MB, BM, tl.maximum(hp, 1), tl.maximum(wp, 1), BIG)
+    m_ok = rm < hp * wp * N
     ih = pa + ip * SH
     iw = pb + jp * SW
-    rc = tl.program_id(1) * BN + tl.arange(0, BN)
+    rc = _span(tl.program_id(1), BN, BIG)
     c_ok = rc < CG
     c = g * CG + rc
     acc = tl.zeros((BM, BN), dtype=tl.float32)
@@ -230,7 +249,7 @@ def conv2d_input_grad(
                     pix = gy + n * sgn + g * OG * sgc + oh * sgh + ow * sgw
                     w_tap = w + rc * swc + r * swh + s * sww
                     for o0 in range(0, OG, BK):
-                        ro = o0 + tl.arange(0, BK)
+                        ro = _wide(o0 + tl.arange(0, BK), BIG)
                         o_ok = ro < OG
                         a = tl.load(pix[:, None] + ro[None, :] * sgc, mask=ok[:, None] & o_ok[None, :], other=0.0)
                         b_ptr = w_tap[None, :] + (g * OG + ro)[:, None] * swo
@@ -245,7 +264,8 @@ def conv2d_weight_grad(
     x,
     gy,
     ws,
-    N,
+    M,
+    MB,
     H,
     W,
     HO,
@@ -280,14 +300,15 @@ def conv2d_weight_grad(
 ):
     """``conv.conv2d_weight_grad``, one chunk of the sum: ws[split, o, (r * KW + s) * Cg + c] = sum
     over the output pixels m = (n, oh, ow) of the chunk of gy[n, o, oh, ow] x[n, c, ih, iw]. Program
-    axis 2 is (group, chunk); ``ws`` is (SPLIT, O, KH * KW * Cg), contiguous."""
-    z = tl.program_id(2)
-    g = z // SPLIT
-    split = z % SPLIT
-    ro = tl.program_id(0) * BM + tl.arange(0, BM)
+    axis 0 is (group, chunk, block of output channels), MB blocks a chunk; ``ws`` is
+    (SPLIT, O, KH * KW * Cg), contiguous."""
+    z = tl.program_id(0) // MB
+    g = _wide(z // SPLIT, BIG)
+    split = _wide(z % SPLIT, BIG)
+    ro = _span(tl.program_id(0) % MB, BM, BIG)
     o_ok = ro < OG
     taps = CG * KH * KW
-    rk = tl.program_id(1) * BN + tl.arange(0, BN)
+    rk = _span(tl.program_id(1), BN, BIG)
     k_ok = rk < taps
     c = rk % CG
     tap = rk // CG
@@ -296,17 +317,15 @@ def conv2d_weight_grad(
     x_col = x + (g * CG + c) * sxc  # (BN,) pointers
     gy_row = gy + (g * OG + ro) * sgc  # (BM,) pointers
     start = split * CHUNK
-    end = tl.minimum(start + CHUNK, N * HO * WO)
+    end = tl.minimum(start + CHUNK, M)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     for m0 in range(start, end, BK):
-        rp = m0 + tl.arange(0, BK)
+        rp = _wide(m0 + tl.arange(0, BK), BIG)
         p_ok = rp < end
         ow = rp % WO
         t = rp // WO
         oh = t % HO
         n = t // HO
-        if BIG:
-            n = n.to(tl.int64)
         a_ptr = gy_row[:, None] + (n * sgn + oh * sgh + ow * sgw)[None, :]
         a = tl.load(a_ptr, mask=o_ok[:, None] & p_ok[None, :], other=0.0)
         ih = oh[:, None] * SH - PT + r[None, :] * DH

@@ -24,13 +24,14 @@ import triton.language as tl
 
 
 @triton.jit
-def _elements(BLOCK: tl.constexpr, N, C, H, W, CL: tl.constexpr, BIG: tl.constexpr):
-    """A block of a (N, C, H, W) tensor's elements, counted in NCHW order or, if ``CL``, in NHWC."""
+def _elements(BLOCK: tl.constexpr, TOTAL, C, H, W, CL: tl.constexpr, BIG: tl.constexpr):
+    """A block of the ``TOTAL`` elements of a (N, C, H, W) tensor (the host counts them, exactly),
+    counted in NCHW order or, if ``CL``, in NHWC."""
     pid = tl.program_id(0)
     if BIG:
         pid = pid.to(tl.int64)
     i = pid * BLOCK + tl.arange(0, BLOCK)
-    ok = i < N * C * H * W
+    ok = i < TOTAL
     if CL:
         c = i % C
         t = i // C
@@ -71,7 +72,7 @@ def max_pool2d_forward(
     x,
     y,
     idx,
-    N,
+    TOTAL,
     C,
     H,
     W,
@@ -99,7 +100,7 @@ def max_pool2d_forward(
 ):
     """``pool.max_pool2d_forward``: each window's first maximum (or its NaN) and its flat index
     ``ih * W + iw``; ``y`` and ``idx`` have the same strides."""
-    ok, n, c, oh, ow = _elements(BLOCK, N, C, HO, WO, CL, BIG)
+    ok, n, c, oh, ow = _elements(BLOCK, TOTAL, C, HO, WO, CL, BIG)
     plane = x + n * sxn + c * sxc
     best = tl.full((BLOCK,), float("-inf"), tl.float32)
     where = tl.full((BLOCK,), -1, tl.int64)
@@ -122,7 +123,7 @@ def max_pool2d_backward(
     gy,
     idx,
     dx,
-    N,
+    TOTAL,
     C,
     H,
     W,
@@ -146,7 +147,7 @@ def max_pool2d_backward(
 ):
     """``pool.max_pool2d_backward``: dx[n, c].flat[idx[n, c, oh, ow]] += gy[n, c, oh, ow], into a
     zeroed float32 ``dx``."""
-    ok, n, c, oh, ow = _elements(BLOCK, N, C, HO, WO, CL, BIG)
+    ok, n, c, oh, ow = _elements(BLOCK, TOTAL, C, HO, WO, CL, BIG)
     g = tl.load(gy + n * sgn + c * sgc + oh * sgh + ow * sgw, mask=ok, other=0.0).to(tl.float32)
     i = tl.load(idx + n * sin + c * sic + oh * sih + ow * siw, mask=ok, other=0)
     target = dx + n * sdn + c * sdc + (i // W) * sdh + (i % W) * sdw
@@ -157,7 +158,7 @@ def max_pool2d_backward(
 def avg_pool2d_forward(
     x,
     y,
-    N,
+    TOTAL,
     C,
     H,
     W,
@@ -184,7 +185,7 @@ def avg_pool2d_forward(
     BLOCK: tl.constexpr,
 ):
     """``pool.avg_pool2d_forward``: each window's sum over ``pool.avg_divisor``."""
-    ok, n, c, oh, ow = _elements(BLOCK, N, C, HO, WO, CL, BIG)
+    ok, n, c, oh, ow = _elements(BLOCK, TOTAL, C, HO, WO, CL, BIG)
     plane = x + n * sxn + c * sxc
     total = tl.zeros((BLOCK,), tl.float32)
     for r in tl.static_range(KH):
@@ -201,7 +202,7 @@ def avg_pool2d_forward(
 def avg_pool2d_backward(
     gy,
     dx,
-    N,
+    TOTAL,
     C,
     H,
     W,
@@ -231,7 +232,7 @@ def avg_pool2d_backward(
 ):
     """``pool.avg_pool2d_backward``: each input pixel gathers gy / divisor from the (at most
     ``SPAN_H x SPAN_W``) windows that contain it."""
-    ok, n, c, ih, iw = _elements(BLOCK, N, C, H, W, CL, BIG)
+    ok, n, c, ih, iw = _elements(BLOCK, TOTAL, C, H, W, CL, BIG)
     plane = gy + n * sgn + c * sgc
     total = tl.zeros((BLOCK,), tl.float32)
     for a in tl.static_range(SPAN_H):
@@ -250,7 +251,7 @@ def avg_pool2d_backward(
 def adaptive_avg_pool2d_forward(
     x,
     y,
-    N,
+    TOTAL,
     C,
     H,
     W,
@@ -272,7 +273,7 @@ def adaptive_avg_pool2d_forward(
 ):
     """``pool.adaptive_avg_pool2d_forward``: the mean of bin [floor(i * H / Ho), ceil((i + 1) * H / Ho))
     along each axis; ``BIN_H x BIN_W`` bounds every bin."""
-    ok, n, c, oh, ow = _elements(BLOCK, N, C, HO, WO, CL, BIG)
+    ok, n, c, oh, ow = _elements(BLOCK, TOTAL, C, HO, WO, CL, BIG)
     h0 = oh * H // HO
     h1 = ((oh + 1) * H + HO - 1) // HO
     w0 = ow * W // WO
@@ -293,7 +294,7 @@ def adaptive_avg_pool2d_forward(
 def adaptive_avg_pool2d_backward(
     gy,
     dx,
-    N,
+    TOTAL,
     C,
     H,
     W,
@@ -315,7 +316,7 @@ def adaptive_avg_pool2d_backward(
 ):
     """``pool.adaptive_avg_pool2d_backward``: each input pixel gathers gy / bin area from the bins
     that contain it, oh in [floor(ih * Ho / H), ceil((ih + 1) * Ho / H)) (at most ``SPAN_H`` of them)."""
-    ok, n, c, ih, iw = _elements(BLOCK, N, C, H, W, CL, BIG)
+    ok, n, c, ih, iw = _elements(BLOCK, TOTAL, C, H, W, CL, BIG)
     oh0 = ih * HO // H
     oh1 = ((ih + 1) * HO + H - 1) // H
     ow0 = iw * WO // W
