@@ -25,10 +25,12 @@ GPU it writes the versions and "no CUDA device" and exits 0: every other part is
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -82,7 +84,8 @@ class Report:
         self("| " + " | ".join(header) + " |")
         self("|" + "---|" * len(header))
         for row in rows:
-            self("| " + " | ".join(str(v) for v in row) + " |")
+            cells = (str(v).replace("\n", " ").replace("|", "\\|") for v in row)
+            self("| " + " | ".join(cells) + " |")
         self()
 
     def time_left(self) -> float:
@@ -127,29 +130,33 @@ def cuda_tests(report: Report) -> None:
         report("skipped: pytest is not installed for this Python")
         report()
         return
-    modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_ops_*.py"))
-    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", "cuda", *modules]
-    try:
-        done = subprocess.run(
-            command, cwd=ROOT, capture_output=True, text=True, timeout=max(30, report.time_left() / 3)
-        )
-        tail = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
-        report(f"`{' '.join(command[2:])}`: exit {done.returncode}, {tail}")
-        if done.returncode != 0:
-            report("```")
-            report(done.stdout[-4000:] + done.stderr[-2000:])
-            report("```")
-    except subprocess.TimeoutExpired:
-        report("CUDA tests: stopped at the time limit")
+    # the Triton kernels' own tests (every tile entry, every case, on the GPU), then the operator tests'
+    # CUDA parameters
+    others = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_ops_*.py"))
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    for command in ([*pytest, "tests/test_ops_triton.py"], [*pytest, "-k", "cuda", *others]):
+        try:
+            done = subprocess.run(
+                command, cwd=ROOT, capture_output=True, text=True, timeout=max(30, report.time_left() / 4)
+            )
+            tail = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
+            report(f"`{' '.join(command[2:5])} ...`: exit {done.returncode}, {tail}")
+            if done.returncode != 0:
+                failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+                report("```")
+                report("\n".join(failed[:40]) + "\n" + done.stdout[-3000:] + done.stderr[-1500:])
+                report("```")
+        except subprocess.TimeoutExpired:
+            report(f"`{' '.join(command[2:5])} ...`: stopped at the time limit")
     report()
 
 
 # --- layers ---------------------------------------------------------------------------------------
 
 
-def gpu_ms(fn, repeat: int) -> float:
-    """The median time of ``fn`` in milliseconds, by CUDA events."""
-    for _ in range(3):
+def gpu_ms(fn, repeat: int, warmup: int = 3) -> float:
+    """The median time of ``fn`` in milliseconds, by CUDA events, after ``warmup`` calls."""
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeat):
@@ -224,7 +231,7 @@ def pool_calls(layer, dtype, impl: str):
 
     def forward():
         with torch.no_grad():
-            fn(x, **layer.kwargs)
+            return fn(x, **layer.kwargs)
 
     def both():
         fn(x, **layer.kwargs).backward(gy)
@@ -239,49 +246,76 @@ def layers(report: Report, repeat: int, batch_scale: int) -> None:
     for dtype in (torch.bfloat16, torch.float32):
         precision = "bf16" if dtype == torch.bfloat16 else ("tf32" if gpu.tf32(dtype) == "tf32" else "fp32")
         report(f"## Layers, {precision} (channels_last, batch x{batch_scale}; ms, medians of {repeat})")
-        rows, ratios, pool_ratios, slower_than_reference = [], [], [], []
+        rows, ratios, pool_ratios, slower = [], [], [], []
         for layer in LAYERS:
             if report.time_left() < 60:
                 report(f"(stopped at {layer.name}: time budget)")
                 break
             layer = replace(layer, input_shape=(layer.input_shape[0] * batch_scale, *layer.input_shape[1:]))
-            make = conv_calls if layer.op == "conv2d" else pool_calls
-            mine, work, tensor_bytes = make(layer, dtype, "cnnzoo")
-            theirs, _, _ = make(layer, dtype, "cudnn")
-            start = time.perf_counter()
-            mine["fwd+bwd"]()  # the first call: Triton compiles the layer's kernels (unless cached)
-            torch.cuda.synchronize()
-            first = time.perf_counter() - start
-            with compiled.use("reference"):
-                old, _, _ = make(layer, dtype, "reference")
-                old_ms = gpu_ms(old["fwd+bwd"], max(3, repeat // 4))
-            for direction in mine:
-                t_mine, t_theirs = gpu_ms(mine[direction], repeat), gpu_ms(theirs[direction], repeat)
-                ratio = t_mine / t_theirs
-                roofline = ""
-                if peak is not None:
-                    ideal = max(work[direction] / peak[precision], tensor_bytes / peak["bandwidth"])
-                    roofline = f"{ideal / (t_mine / 1e3):.0%}"
-                extra = ""
-                if direction == "fwd+bwd":
-                    (ratios if layer.op == "conv2d" else pool_ratios).append(ratio)
-                    extra = f"{old_ms:.3f} ({old_ms / t_mine:.1f}x), first call {first:.2f} s"
-                    if old_ms < t_mine:
-                        slower_than_reference.append(layer.name)
-                rows.append(
-                    [layer.name, direction, f"{t_mine:.3f}", f"{t_theirs:.3f}", f"{ratio:.2f}", roofline, extra]
-                )
+            try:
+                rows.extend(layer_rows(layer, dtype, precision, peak, repeat, ratios, pool_ratios, slower))
+            except torch.cuda.OutOfMemoryError as e:
+                rows.append([layer.name, "", f"FAILED: {e}", "", "", "", "", ""])
+                torch.cuda.empty_cache()
+            except Exception as e:  # a failure is a finding; a CUDA error poisons the context, so stop
+                rows.append([layer.name, "", f"FAILED: {type(e).__name__}: {str(e)[:300]}", "", "", "", "", ""])
+                if "CUDA" in str(e):
+                    break
         report.table(
-            ["layer", "direction", "triton", "cudnn", "ratio", "roofline", "reference (speed-up), first call"], rows
+            ["layer", "direction", "triton", "cudnn", "ratio", "rel. error", "roofline", "reference (x), first call"],
+            rows,
         )
         if ratios:
             geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
             report(
                 f"**{precision} conv fwd+bwd: geomean {geomean:.2f}x cuDNN, worst {max(ratios):.2f}x; pooling "
                 f"worst {max(pool_ratios, default=float('nan')):.2f}x; slower than the reference: "
-                f"{', '.join(slower_than_reference) or 'none'}**"
+                f"{', '.join(slower) or 'none'}**"
             )
             report()
+        report.write()
+
+
+def relative_error(mine, theirs) -> float:
+    """max |mine - theirs| / max |theirs| (aten's backward returns a tuple: its first tensor)."""
+    if isinstance(theirs, tuple):
+        theirs = next(t for t in theirs if t is not None)
+    if isinstance(mine, tuple):
+        mine = mine[0]
+    return ((mine.float() - theirs.float()).abs().max() / theirs.float().abs().max().clamp_min(1e-30)).item()
+
+
+def layer_rows(layer, dtype, precision, peak, repeat, ratios, pool_ratios, slower) -> list[list]:
+    """One layer's rows: each direction timed on Triton and cuDNN, its result checked against cuDNN's."""
+    make = conv_calls if layer.op == "conv2d" else pool_calls
+    torch.manual_seed(0)
+    mine, work, tensor_bytes = make(layer, dtype, "cnnzoo")
+    torch.manual_seed(0)
+    theirs, _, _ = make(layer, dtype, "cudnn")
+    start = time.perf_counter()
+    mine["fwd+bwd"]()  # the first call: Triton compiles the layer's kernels (unless cached)
+    torch.cuda.synchronize()
+    first = time.perf_counter() - start
+    with compiled.use("reference"):
+        old, _, _ = make(layer, dtype, "reference")
+        old_ms = gpu_ms(old["fwd+bwd"], max(3, repeat // 4))
+    rows = []
+    for direction in mine:
+        error = "" if direction == "fwd+bwd" else f"{relative_error(mine[direction](), theirs[direction]()):.1e}"
+        t_mine, t_theirs = gpu_ms(mine[direction], repeat), gpu_ms(theirs[direction], repeat)
+        ratio = t_mine / t_theirs
+        roofline = ""
+        if peak is not None:
+            ideal = max(work[direction] / peak[precision], tensor_bytes / peak["bandwidth"])
+            roofline = f"{ideal / (t_mine / 1e3):.0%}"
+        extra = ""
+        if direction == "fwd+bwd":
+            (ratios if layer.op == "conv2d" else pool_ratios).append(ratio)
+            extra = f"{old_ms:.3f} ({old_ms / t_mine:.1f}x), {first:.2f} s"
+            if old_ms < t_mine:
+                slower.append(layer.name)
+        rows.append([layer.name, direction, f"{t_mine:.3f}", f"{t_theirs:.3f}", f"{ratio:.2f}", error, roofline, extra])
+    return rows
 
 
 # --- training steps -------------------------------------------------------------------------------
@@ -298,6 +332,8 @@ def train_steps(report: Report, repeat: int) -> None:
             times = {}
             try:
                 for backend in ("custom", "torch"):
+                    if report.time_left() < (60 if mode == "reduce-overhead" else 15):
+                        raise TimeoutError("time budget")
                     torch.manual_seed(0)
                     model = cnnzoo.create_model(name, backend=backend).cuda().to(memory_format=torch.channels_last)
                     x = torch.randn(batch, model.in_channels, size, size, device=DEVICE)
@@ -307,19 +343,24 @@ def train_steps(report: Report, repeat: int) -> None:
                     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
                     criterion = torch.nn.CrossEntropyLoss()
 
-                    def step(net=net, model=model, optimizer=optimizer, criterion=criterion, x=x, y=y):
+                    def step(net=net, model=model, optimizer=optimizer, criterion=criterion, x=x, y=y, mode=mode):
+                        if mode != "eager":  # a new CUDA-graph step (the last step's outputs may be overwritten)
+                            torch.compiler.cudagraph_mark_step_begin()
                         optimizer.zero_grad(set_to_none=True)
                         with torch.autocast("cuda", dtype=torch.bfloat16):
                             loss, _, _ = model.loss_and_logits(criterion, net(x), y)
                         loss.backward()
                         optimizer.step()
 
-                    times[backend] = gpu_ms(step, repeat)
+                    times[backend] = gpu_ms(step, repeat, warmup=3 if mode == "eager" else 6)
                 ratio = times["custom"] / times["torch"]
                 rows.append([name, batch, mode, f"{times['custom']:.2f}", f"{times['torch']:.2f}", f"{ratio:.2f}"])
+            except TimeoutError:
+                rows.append([name, batch, mode, "skipped: time budget", "", ""])
             except Exception as e:  # a failure is a finding: it goes in the table
                 rows.append([name, batch, mode, f"FAILED: {type(e).__name__}: {str(e)[:200]}", "", ""])
     report.table(["model", "batch", "mode", "cnnzoo ms", "torch ms", "ratio"], rows)
+    report.write()
 
 
 def default_run(report: Report) -> None:
@@ -346,7 +387,9 @@ def default_run(report: Report) -> None:
 def ddp_step(report: Report) -> None:
     report("## One DistributedDataParallel step (NCCL, one process)")
     try:
-        dist.init_process_group("nccl", init_method="tcp://127.0.0.1:29533", rank=0, world_size=1)
+        dist.init_process_group(
+            "nccl", init_method="tcp://127.0.0.1:29533", rank=0, world_size=1, timeout=datetime.timedelta(seconds=60)
+        )
         model = DistributedDataParallel(cnnzoo.create_model("resnet20").cuda())
         x, y = torch.randn(8, 3, 32, 32, device=DEVICE), torch.randint(0, 10, (8,), device=DEVICE)
         torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -371,13 +414,19 @@ def main(argv=None) -> int:
         print("gpu_check.py: --repeat, --budget and --batch-scale must be positive", file=sys.stderr)
         return 2
     report = Report(args.output, args.budget)
+    signal.signal(signal.SIGTERM, lambda *_: (report("stopped by SIGTERM"), report.write(), sys.exit(1)))
     try:
         if versions(report):
-            cuda_tests(report)
-            layers(report, args.repeat, args.batch_scale)
-            train_steps(report, max(5, args.repeat // 2))
-            default_run(report)
-            ddp_step(report)
+            sections = (
+                lambda: cuda_tests(report),
+                lambda: layers(report, args.repeat, args.batch_scale),
+                lambda: train_steps(report, max(5, args.repeat // 2)),
+                lambda: default_run(report),
+                lambda: ddp_step(report),
+            )
+            for section in sections:
+                section()
+                report.write()  # (a machine that stops the run keeps what was measured)
         report(f"gpu-check took {time.monotonic() - report.start:.0f} s")
     finally:
         report.write()

@@ -24,19 +24,26 @@ import cnnzoo.nn as cnn
 from cnnzoo import ops
 from cnnzoo.ops import gpu, library
 
+# With a GPU the same tests run the compiled kernels on it (make gpu-check runs this module there);
+# without one, the interpreter runs them on CPU tensors.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(
-    not gpu.interpreting() or not gpu.available(), reason="Triton's interpreter is off (a GPU runs the kernels)"
+    not gpu.available() or (DEVICE == "cpu" and not gpu.interpreting()), reason="neither a GPU nor Triton's interpreter"
 )
+interpreter_only = pytest.mark.skipif(DEVICE != "cpu", reason="about the interpreter's CPU route")
 
 
 @pytest.fixture(autouse=True)
 def triton_on_cpu():
+    if DEVICE != "cpu":
+        yield
+        return
     with gpu.on_cpu():
         yield
 
 
 def rand(*shape, dtype=torch.float64, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(DEVICE)
 
 
 def close(mine: torch.Tensor, ref: torch.Tensor, tol: float) -> None:
@@ -200,7 +207,7 @@ def test_pooling_half_precision(case, dtype):
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_max_pool_equals_torch_to_the_bit_with_nan_and_ties(layout):
-    x = torch.randint(0, 3, (2, 3, 9, 8)).float()  # many ties
+    x = torch.randint(0, 3, (2, 3, 9, 8)).float().to(DEVICE)  # many ties
     x[0, 0, 1, 1] = x[1, 2, 4, 4] = x[1, 2, 4, 6] = float("nan")
     x[0, 1] = float("-inf")  # a plane of -inf: the first tap of each window
     x = LAYOUTS[layout](x) if layout in LAYOUTS else x
@@ -214,10 +221,10 @@ def test_max_pool_equals_torch_to_the_bit_with_nan_and_ties(layout):
 
 def test_max_pool_backward_sums_overlapping_windows():
     """Four windows' gradients onto one pixel, by atomic adds from one block."""
-    x = torch.zeros(1, 1, 5, 5)
+    x = torch.zeros(1, 1, 5, 5, device=DEVICE)
     x[0, 0, 2, 2] = 1.0  # the maximum of all four 3x3/2 windows, which overlap there
     x.requires_grad_()
-    ops.max_pool2d(x, 3, 2).backward(torch.tensor([[[[1.0, 2.0], [4.0, 8.0]]]]))
+    ops.max_pool2d(x, 3, 2).backward(torch.tensor([[[[1.0, 2.0], [4.0, 8.0]]]], device=DEVICE))
     assert x.grad[0, 0, 2, 2] == 15.0 and x.grad.sum() == 15.0
 
 
@@ -261,6 +268,7 @@ def test_calls_reach_the_kernels(launched):
     assert sorted(launched) == ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]
 
 
+@interpreter_only
 def test_which_calls_the_kernels_serve(monkeypatch):
     """float32, float16 and bfloat16 (here on the CPU, inside on_cpu; else on CUDA); not float64, not
     empty tensors, not with ``CNNZOO_KERNELS=reference``, and no CPU tensor outside on_cpu."""
@@ -315,6 +323,7 @@ def test_opcheck_on_the_triton_implementations(op, args):
 # --- ahead-of-time compilation for real GPUs ------------------------------------------------------
 
 
+@interpreter_only
 def test_every_variant_compiles_for_ampere_and_hopper():
     """Every tile entry of every kernel in bfloat16 and float32 (TF32), and the taps, flat, pointwise
     and depthwise paths and the pooling kernels with the table's tiles, compiled for sm_80 and sm_90
@@ -357,7 +366,7 @@ def test_the_tile_heuristic():
 def test_a_compiled_model_reaches_the_kernels(launched):
     """torch.compile's graph calls the operators, which reach the Triton kernels (on a GPU, the
     CUDA-graph mode "reduce-overhead" captures these launches; make gpu-check runs it)."""
-    model = torch.nn.Sequential(cnn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), cnn.MaxPool2d(2))
+    model = torch.nn.Sequential(cnn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), cnn.MaxPool2d(2)).to(DEVICE)
     x = rand(2, 3, 8, 8).float()
     expected = model(x)
     launched.clear()

@@ -147,6 +147,8 @@ def test_gpu_check_times_the_same_calls_on_both_sides(monkeypatch):
     torch.testing.assert_close(mine[0], theirs[0])
     torch.testing.assert_close(mine[1], theirs[1][0])
     torch.testing.assert_close(mine[2], theirs[2][1])
+    assert all(gpu_check.relative_error(m, t) < 1e-12 for m, t in zip(mine, theirs))  # the table's column
+    assert gpu_check.relative_error(mine[2], theirs[2][1] * 1.5) > 0.3
     torch.manual_seed(0)
     pool, _, _ = gpu_check.pool_calls(
         Layer("max", "max_pool2d", (2, 3, 8, 8), None, {"kernel_size": 2}), torch.float64, "cnnzoo"
