@@ -12,6 +12,7 @@ from .config import Config, ConfigError
 from .data import dataset_shape
 from .models import create_model
 from .models.common import fit_input_size
+from .nn import set_algorithm
 
 
 def build_model(cfg: Config, pretrained: bool = True) -> tuple[nn.Module, int]:
@@ -31,6 +32,8 @@ def build_model(cfg: Config, pretrained: bool = True) -> tuple[nn.Module, int]:
         )
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit {cfg.model.name}: {e}") from None
+    if cfg.model.conv_algorithm != "auto":
+        set_algorithm(model, cfg.model.conv_algorithm)
     return model, input_size(cfg, native, model)
 
 

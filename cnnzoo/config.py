@@ -21,6 +21,7 @@ import yaml
 from .data import DATASETS
 from .errors import UserError, closest
 from .models import list_models
+from .ops.algorithms import ALGORITHMS
 
 
 class ConfigError(UserError):
@@ -53,6 +54,9 @@ class ModelConfig:
     # pretrained weights to start from: a torchvision weights name (DEFAULT, IMAGENET1K_V1, ...) or the
     # path of a state_dict or cnnzoo checkpoint (see cnnzoo/models/weights.py); not read when resuming
     weights: str | None = None
+    # how the convolutions compute (cnnzoo/ops/algorithms.py): each layer takes it where it applies,
+    # 'auto' elsewhere; summary.json lists what every layer ran
+    conv_algorithm: str = _rule("auto", choices=ALGORITHMS)
 
 
 @dataclass
@@ -281,6 +285,11 @@ def _check_consistency(cfg: Config) -> None:
         if key in cfg.model.kwargs:
             where = {"backend": "model.backend", "weights": "model.weights"}.get(key, "the dataset")
             raise ConfigError(f"model.kwargs.{key} is not allowed: it is set from {where}")
+    if cfg.model.conv_algorithm != "auto" and cfg.model.backend != "custom":
+        raise ConfigError(
+            f"model.conv_algorithm={cfg.model.conv_algorithm!r} needs model.backend=custom "
+            "(torch's convolutions choose their own algorithms)"
+        )
     if cfg.sched.warmup_epochs and cfg.sched.warmup_epochs >= cfg.train.epochs:
         raise ConfigError(
             f"sched.warmup_epochs ({cfg.sched.warmup_epochs}) must be less than train.epochs ({cfg.train.epochs})"

@@ -24,7 +24,7 @@ from .ops import pool as reference_pool
 aten = torch.ops.aten
 
 
-def _conv2d(x, weight, bias, stride, padding, dilation, groups):
+def _conv2d(x, weight, bias, stride, padding, dilation, groups, algorithm="auto"):
     top, bottom, left, right = padding
     if top != bottom or left != right:  # 'same' with an even kernel: ONNX Conv takes the uneven pads as they are
         x = aten.constant_pad_nd.default(x, [left, right, top, bottom], 0.0)

@@ -63,6 +63,7 @@ from .distributed import (
 )
 from .errors import Interrupted, UserError
 from .models.common import count_parameters
+from .nn import algorithms_in_use
 from .ops import compiled
 from .optim import build_optimizer, build_scheduler, load_optimizer_state
 
@@ -205,6 +206,8 @@ def train(
         f"{procs.device.type} x {procs.world}, output {out}",
     )
     about = {"model": cfg.model.name, "backend": cfg.model.backend, "dataset": source.name}
+    if cfg.model.backend == "custom":  # what each convolution ran, 'auto' resolved: enough to repeat the run
+        about["conv_algorithms"] = algorithms_in_use(model)
     shape = {"params": params, "device": str(procs.device), "processes": procs.world, "image_size": size}
     fit(
         t,

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import conv2d, conv_transpose2d
+from ..ops import algorithms, conv2d, conv_transpose2d
 from ..ops._args import IntPair
+from ..ops.algorithms import check as check_algorithm
 from ..ops.functional import resolve_padding
 
 
@@ -16,8 +17,11 @@ class Conv2d(nn.Conv2d):
     """``torch.nn.Conv2d`` whose computation is :func:`cnnzoo.ops.conv2d`: the same arguments, attributes,
     parameters, state_dict keys, initialisation and repr, and ``isinstance(layer, torch.nn.Conv2d)``
     holds, so tools that recognise torch's convolutions (fusion, pruning, per-sample gradient hooks)
-    take it. ``padding`` also accepts ``'full'`` (see :func:`cnnzoo.ops.conv2d`).
+    take it. ``padding`` also accepts ``'full'`` (see :func:`cnnzoo.ops.conv2d`), and ``algorithm``
+    chooses how the layer is computed (an attribute that may be changed; see :mod:`cnnzoo.ops.algorithms`).
     """
+
+    algorithm = "auto"  # (the class's: a torch.nn.Conv2d converted in place has no attribute of its own)
 
     def __init__(
         self,
@@ -32,6 +36,7 @@ class Conv2d(nn.Conv2d):
         padding_mode: str = "zeros",
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
+        algorithm: str = "auto",
     ) -> None:
         full = isinstance(padding, str) and padding == "full"  # torch.nn.Conv2d knows 'valid' and 'same' only
         super().__init__(
@@ -51,12 +56,41 @@ class Conv2d(nn.Conv2d):
             self.padding = "full"
             top, bottom, left, right = resolve_padding("full", self.kernel_size, self.stride, self.dilation)
             self._reversed_padding_repeated_twice = [left, right, top, bottom]
+        self.algorithm = algorithm
+        check_algorithm("Conv2d", algorithm, self.kernel_size, self.stride, self.dilation)
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text if self.algorithm == "auto" else f"{text}, algorithm={self.algorithm!r}"
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.padding_mode != "zeros":
             padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
-        return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            return conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups, algorithm=self.algorithm)
+        return conv2d(
+            input, weight, bias, self.stride, self.padding, self.dilation, self.groups, algorithm=self.algorithm
+        )
+
+
+def set_algorithm(model: nn.Module, algorithm: str) -> nn.Module:
+    """Every cnnzoo ``Conv2d`` of ``model`` computes with ``algorithm`` where it applies (see
+    :mod:`cnnzoo.ops.algorithms`); the layers it does not apply to (Winograd's strided or 1x1 layers)
+    compute with ``'auto'``. Returns ``model``."""
+    check_algorithm("set_algorithm", algorithm, (1, 1), (1, 1), (1, 1))  # a known name
+    for layer in model.modules():
+        if isinstance(layer, Conv2d):
+            fits = algorithms.unsuitable(algorithm, layer.kernel_size, layer.stride, layer.dilation) is None
+            layer.algorithm = algorithm if fits else "auto"
+    return model
+
+
+def algorithms_in_use(model: nn.Module) -> dict[str, str]:
+    """The algorithm each cnnzoo ``Conv2d`` of ``model`` runs, by layer name (``'auto'`` resolved)."""
+    return {
+        name: algorithms.resolve(layer.algorithm, layer.kernel_size, layer.stride, layer.dilation)
+        for name, layer in model.named_modules()
+        if isinstance(layer, Conv2d)
+    }
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):

@@ -11,7 +11,10 @@ A declaration gives:
   faster ones (:meth:`Operator.implement`) that serve the calls their backend ``applies`` to (the
   compiled C++ kernels: float32 on the CPU). Each is called with the operator's arguments and the
   rule's answer as ``out``, and returns the result; a result in another memory format is copied into
-  the rule's;
+  the rule's. An operator may also take a **route** argument (conv2d's ``algorithm``): a chooser
+  (:meth:`Operator.routes`) names the route of each call, only that route's implementations serve it,
+  and the kernels are called without that argument. The reference and the implementations declared
+  without a route make the default route, ``None``;
 * the **formulas**: one gradient and one tangent per differentiable input, by name (:meth:`Operator.grad`,
   :meth:`Operator.tangent`), and a vmap rule. A formula reads the call's arguments by name from a
   :class:`Saved` record: the tensors listed in ``saves`` in full, every other tensor as its shape.
@@ -89,14 +92,15 @@ class _Implementation(typing.NamedTuple):
     call, without a backend), except where ``unless(*args)`` holds. A kernel with an ``out`` parameter
     receives the output rule's answer."""
 
-    backend: ModuleType | None
+    backend: ModuleType | None  # None: every call, run as the reference is (outside autocast)
     unless: Callable[..., bool] | None
     kernel: Callable
     takes_out: bool
+    route: str | None
 
     @classmethod
-    def of(cls, backend: ModuleType | None, kernel: Callable, unless: Callable[..., bool] | None = None):
-        return cls(backend, unless, kernel, "out" in inspect.signature(kernel).parameters)
+    def of(cls, backend: ModuleType | None, kernel: Callable, unless=None, route: str | None = None):
+        return cls(backend, unless, kernel, "out" in inspect.signature(kernel).parameters, route)
 
 
 class Operator:
@@ -110,6 +114,7 @@ class Operator:
         saves: Sequence[str] = (),
         outputs: Sequence[str] = ("output",),
         no_grad: Sequence[str] = (),
+        route: str | None = None,
     ) -> None:
         self.rule, self.saves, self.outputs = rule, tuple(saves), tuple(outputs)
         self.integer_outputs = tuple(self.outputs.index(name) for name in no_grad)
@@ -132,6 +137,8 @@ class Operator:
             i for i in (*self.tensors, *range(len(self.params), len(names))) if names[i] not in self.saves
         )
         self.implementations: list[_Implementation] = []
+        self.route_at = None if route is None else self.params.index(route)  # the argument that names a route
+        self.chooser: Callable[..., str | None] = lambda *args: None
         self.grad_formulas: list[tuple[int, Callable]] = []  # (argument position, formula)
         self.tangents: dict[str, Callable] = {}
         schema = torch.library.infer_schema(rule, mutates_args=())
@@ -148,11 +155,20 @@ class Operator:
 
     # --- declaring ----------------------------------------------------------------------------
 
-    def implement(self, backend: ModuleType, kernel: Callable | None = None, *, unless=None) -> None:
-        """Run ``kernel`` (by default the backend's function named like the operator) for the calls
-        ``backend.applies`` to (all tensor arguments), except those for which ``unless(*args)`` holds."""
+    def implement(
+        self, backend: ModuleType | None, kernel: Callable | None = None, *, unless=None, route: str | None = None
+    ) -> None:
+        """Run ``kernel`` (by default the backend's function named like the operator) for the calls of
+        ``route`` that ``backend.applies`` to (all tensor arguments; every call, without a backend),
+        except those for which ``unless(*args)`` holds."""
         kernel = getattr(backend, self.name.split("::")[1]) if kernel is None else kernel
-        self.implementations.append(_Implementation.of(backend, kernel, unless))
+        self.implementations.append(_Implementation.of(backend, kernel, unless, route))
+
+    def routes(self, chooser: Callable[..., str | None]) -> None:
+        """``chooser(*args)`` names the route of a call (None: the default one)."""
+        if self.route_at is None:
+            raise ValueError(f"{self.name} was declared without a route argument")
+        self.chooser = chooser
 
     def grad(self, name: str) -> Callable:
         """Decorator: ``formula(saved, grad)`` is the gradient with respect to argument ``name``."""
@@ -206,14 +222,24 @@ class Operator:
         the memory format the output rule gives. ``tensors``: the tensor arguments, if at hand."""
         if tensors is None:
             tensors = [args[i] for i in self.tensors]
-        for backend, unless, kernel, takes_out in self.implementations:
-            if backend.applies(*tensors) and (unless is None or not unless(*args)):
-                result = kernel(*args, out=out) if takes_out else kernel(*args)
+        route, at = None, self.route_at
+        if at is not None:
+            route, args = self.chooser(*args), (*args[:at], *args[at + 1 :])
+        for impl in self.implementations:
+            if impl.route != route or (impl.backend is not None and not impl.backend.applies(*tensors)):
+                continue
+            if impl.unless is None or not impl.unless(*args):
                 break
         else:
-            _, _, kernel, takes_out = self.reference
+            if route is not None:
+                raise RuntimeError(f"{self.name}: no implementation serves route {route!r}")
+            impl = self.reference
+        kernel, takes_out = impl.kernel, impl.takes_out
+        if impl.backend is None:
             with outside_autocast(tensors[0]):
                 result = kernel(*args, out=out) if takes_out else kernel(*args)
+        else:
+            result = kernel(*args, out=out) if takes_out else kernel(*args)
         if self.many:
             return tuple([in_format(r, o.channels_last) for r, o in zip(result, out)])
         return in_format(result, out.channels_last)

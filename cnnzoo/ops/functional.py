@@ -73,11 +73,18 @@ def conv2d(
     padding: PaddingArg = 0,
     dilation: IntPair = 1,
     groups: int = 1,
+    *,
+    algorithm: str = "auto",
 ) -> torch.Tensor:
     """2-D cross-correlation with ``torch.nn.functional.conv2d``'s signature and semantics.
 
     ``padding`` also accepts ``'full'``: ``dilation * (k - 1)`` zeros on every side. A weight with zero
     input channels gives the bias, broadcast to every pixel (the empty sum is zero).
+
+    ``algorithm`` chooses how it is computed, for this call and its gradients: ``'direct'``,
+    ``'im2col'``, ``'winograd'`` (``'winograd_f4'``), ``'winograd_f2'``, ``'fft'``, or ``'auto'``, the
+    fastest that applies (see :mod:`cnnzoo.ops.algorithms`). One that does not apply to the call (Winograd
+    on a strided convolution) is a ValueError.
     """
     fn = "conv2d"
     unbatched = is_unbatched(input, fn)
@@ -86,7 +93,7 @@ def conv2d(
     groups = as_int(groups, "groups", fn)
     pads = resolve_padding(padding, weight.shape[2:], stride, dilation)
     x = input.unsqueeze(0) if unbatched else input
-    out = library.conv2d(x, weight, bias, stride, pads, dilation, groups)
+    out = library.conv2d(x, weight, bias, stride, pads, dilation, groups, algorithm)
     return out.squeeze(0) if unbatched else out
 
 

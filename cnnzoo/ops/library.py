@@ -15,11 +15,12 @@ Memory format follows torch: an output and the gradients are channels_last when 
 conv2d, the input or the weight) is. The backward operators take that choice as ``channels_last``.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 
 from torch import Tensor, int64
 
-from . import compiled, gpu
+from . import algorithms, compiled, fft, gpu, winograd
 from . import conv as reference_conv
 from . import pool as reference_pool
 from ._args import (
@@ -42,9 +43,9 @@ from .layout import is_channels_last
 Ints = Sequence[int]  # sizes, strides, paddings: a list of ints in the schema
 
 
-def operator(reference: Callable, saves: Sequence[str] = (), outputs: Sequence[str] = ("output",), no_grad=()):
+def operator(reference: Callable, saves=(), outputs=("output",), no_grad=(), route: str | None = None):
     """Decorator: declare the operator whose output rule this is (see ``declare.Operator``)."""
-    return lambda rule: Operator(rule, reference, saves, outputs, no_grad)
+    return lambda rule: Operator(rule, reference, saves, outputs, no_grad, route)
 
 
 def _cl(*tensors: Tensor) -> bool:
@@ -70,6 +71,23 @@ def _large_pointwise(weight_size, stride, padding, input_size) -> bool:
     return pointwise and input_size[2] * input_size[3] > POINTWISE_COMPILED_PIXELS
 
 
+def _route(algorithm: str, kernel: Ints, stride: Ints, dilation: Ints) -> str | None:
+    """A convolution's route: the algorithm that runs (see ``algorithms.py``), None for ``direct``."""
+    if algorithm == "direct":
+        return None
+    name = algorithms.resolve(algorithm, kernel, stride, dilation)
+    return None if name == "direct" else name
+
+
+def _algorithms(op: Operator, im2col: Callable, winograd_kernel: Callable, fft_kernel: Callable) -> None:
+    """Declare a convolution's routes: ``im2col`` (the reference), Winograd with both tile sizes
+    (``winograd_kernel(m, *args)``) and FFT, every one for every device and dtype."""
+    op.implement(None, im2col, route="im2col")
+    for m in (2, 4):
+        op.implement(None, functools.partial(winograd_kernel, m), route=f"winograd_f{m}")
+    op.implement(None, fft_kernel, route="fft")
+
+
 def _stacked_weights(op: Operator) -> Callable:
     """The vmap rule of a convolution ``op(input, weight, bias, ..., groups, ...)``: a vmapped input alone is
     folded into the batch; a stack of B weights is B convolutions side by side, as B times the groups."""
@@ -91,12 +109,21 @@ def _stacked_weights(op: Operator) -> Callable:
 # --- conv2d -------------------------------------------------------------------------------------
 
 
-@operator(lambda *args: reference_conv.conv2d_forward(*args), saves=("input", "weight"))
+@operator(lambda *args: reference_conv.conv2d_forward(*args), saves=("input", "weight"), route="algorithm")
 def conv2d(
-    input: Tensor, weight: Tensor, bias: Tensor | None, stride: Ints, padding: Ints, dilation: Ints, groups: int
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Ints,
+    padding: Ints,
+    dilation: Ints,
+    groups: int,
+    algorithm: str = "auto",
 ) -> Tensor:
-    """2-D convolution of a batched input; ``padding`` is ``(top, bottom, left, right)``."""
+    """2-D convolution of a batched input; ``padding`` is ``(top, bottom, left, right)``; ``algorithm``
+    one of ``algorithms.ALGORITHMS``."""
     check_4d(input, "input", "conv2d")
+    algorithms.check("conv2d", algorithm, weight.shape[2:], stride, dilation)
     check_weight("conv2d", weight, bias, weight.shape[0], "out_channels, in_channels/groups, kH, kW")
     check_same_kind("conv2d", ("input", input), ("weight", weight), ("bias", bias))
     size = conv2d_output_size("conv2d", input.shape, weight.shape, stride, padding, dilation, groups)
@@ -107,8 +134,21 @@ conv2d.implement(gpu)
 conv2d.implement(
     compiled, unless=lambda x, w, b, stride, padding, *_: _large_pointwise(w.shape, stride, padding, x.shape)
 )
-conv2d.grad("input")(lambda a, g: conv2d_input_grad(g, a.weight, a.input.shape, *_conv(a), a.out.channels_last))
-conv2d.grad("weight")(lambda a, g: conv2d_weight_grad(a.input, g, a.weight.shape, *_conv(a), a.out.channels_last))
+conv2d.routes(
+    lambda x, w, b, stride, padding, dilation, groups, algorithm: _route(algorithm, w.shape[2:], stride, dilation)
+)
+_algorithms(
+    conv2d,
+    reference_conv.conv2d_forward,
+    lambda m, x, w, b, stride, padding, dilation, groups: winograd.conv2d_forward(x, w, b, padding, groups, m),
+    fft.conv2d_forward,
+)
+conv2d.grad("input")(
+    lambda a, g: conv2d_input_grad(g, a.weight, a.input.shape, *_conv(a), a.out.channels_last, a.algorithm)
+)
+conv2d.grad("weight")(
+    lambda a, g: conv2d_weight_grad(a.input, g, a.weight.shape, *_conv(a), a.out.channels_last, a.algorithm)
+)
 conv2d.grad("bias")(lambda a, g: g.sum((0, 2, 3)))
 conv2d.linear_in("input", "weight")
 conv2d.tangent("bias")(lambda a, t: t.view(1, -1, 1, 1))
@@ -118,9 +158,11 @@ conv2d.vmap(_stacked_weights(conv2d))
 # --- conv2d_input_grad --------------------------------------------------------------------------
 
 
-@operator(
-    lambda gy, w, size, *conf: reference_conv.conv2d_input_grad(gy, w, size, *conf[:4]), saves=("grad_output", "weight")
-)
+def _input_grad_reference(gy, w, size, stride, padding, dilation, groups, channels_last=False):
+    return reference_conv.conv2d_input_grad(gy, w, size, stride, padding, dilation, groups)
+
+
+@operator(_input_grad_reference, saves=("grad_output", "weight"), route="algorithm")
 def conv2d_input_grad(
     grad_output: Tensor,
     weight: Tensor,
@@ -130,8 +172,10 @@ def conv2d_input_grad(
     dilation: Ints,
     groups: int,
     channels_last: bool = False,
+    algorithm: str = "auto",
 ) -> Tensor:
     """The gradient of conv2d with respect to an input of ``input_size``: col2im of ``weight^T @ grad_output``."""
+    algorithms.check("conv2d_input_grad", algorithm, weight.shape[2:], stride, dilation)
     conf = (stride, padding, dilation, groups)
     check_conv2d_grad("conv2d_input_grad", grad_output, ("weight", weight), input_size, weight.shape, conf)
     return Output(input_size, channels_last)
@@ -141,9 +185,26 @@ conv2d_input_grad.implement(gpu)
 conv2d_input_grad.implement(
     compiled, unless=lambda gy, w, size, stride, padding, *_: _large_pointwise(w.shape, stride, padding, size)
 )
-conv2d_input_grad.grad("grad_output")(lambda a, g: conv2d(g, a.weight, None, *_conv(a)))
+conv2d_input_grad.routes(
+    lambda gy, w, size, stride, padding, dilation, groups, cl, algorithm: _route(
+        algorithm, w.shape[2:], stride, dilation
+    )
+)
+_algorithms(
+    conv2d_input_grad,
+    _input_grad_reference,
+    lambda m, gy, w, size, stride, padding, dilation, groups, cl=False: winograd.conv2d_input_grad(
+        gy, w, size, padding, groups, m
+    ),
+    lambda gy, w, size, stride, padding, dilation, groups, cl=False: fft.conv2d_input_grad(
+        gy, w, size, stride, padding, dilation, groups
+    ),
+)
+conv2d_input_grad.grad("grad_output")(lambda a, g: conv2d(g, a.weight, None, *_conv(a), a.algorithm))
 conv2d_input_grad.grad("weight")(
-    lambda a, g: conv2d_weight_grad(g, a.grad_output, a.weight.shape, *_conv(a), _cl(a.grad_output, a.weight))
+    lambda a, g: conv2d_weight_grad(
+        g, a.grad_output, a.weight.shape, *_conv(a), _cl(a.grad_output, a.weight), a.algorithm
+    )
 )
 conv2d_input_grad.linear_in("grad_output", "weight")
 _input_grad_batch = batch_rule(conv2d_input_grad, ("grad_output",), size="input_size")
@@ -162,9 +223,11 @@ def _(info, in_dims, grad_output, weight, input_size, *conf):
 # --- conv2d_weight_grad -------------------------------------------------------------------------
 
 
-@operator(
-    lambda x, gy, size, *conf: reference_conv.conv2d_weight_grad(x, gy, size, *conf[:4]), saves=("input", "grad_output")
-)
+def _weight_grad_reference(x, gy, size, stride, padding, dilation, groups, channels_last=False):
+    return reference_conv.conv2d_weight_grad(x, gy, size, stride, padding, dilation, groups)
+
+
+@operator(_weight_grad_reference, saves=("input", "grad_output"), route="algorithm")
 def conv2d_weight_grad(
     input: Tensor,
     grad_output: Tensor,
@@ -174,8 +237,10 @@ def conv2d_weight_grad(
     dilation: Ints,
     groups: int,
     channels_last: bool = False,
+    algorithm: str = "auto",
 ) -> Tensor:
     """The gradient of conv2d with respect to a weight of ``weight_size``: ``grad_output`` times the columns."""
+    algorithms.check("conv2d_weight_grad", algorithm, weight_size[2:], stride, dilation)
     conf = (stride, padding, dilation, groups)
     check_conv2d_grad("conv2d_weight_grad", grad_output, ("input", input), input.shape, weight_size, conf)
     return Output(weight_size, channels_last)
@@ -185,18 +250,34 @@ conv2d_weight_grad.implement(gpu)
 conv2d_weight_grad.implement(
     compiled, unless=lambda x, gy, size, stride, padding, *_: _large_pointwise(size, stride, padding, x.shape)
 )
-conv2d_weight_grad.grad("input")(
-    lambda a, g: conv2d_input_grad(a.grad_output, g, a.input.shape, *_conv(a), _cl(a.input, a.grad_output))
+conv2d_weight_grad.routes(
+    lambda x, gy, size, stride, padding, dilation, groups, cl, algorithm: _route(algorithm, size[2:], stride, dilation)
 )
-conv2d_weight_grad.grad("grad_output")(lambda a, g: conv2d(a.input, g, None, *_conv(a)))
+_algorithms(
+    conv2d_weight_grad,
+    _weight_grad_reference,
+    lambda m, x, gy, size, stride, padding, dilation, groups, cl=False: winograd.conv2d_weight_grad(
+        x, gy, padding, groups, m
+    ),
+    lambda x, gy, size, stride, padding, dilation, groups, cl=False: fft.conv2d_weight_grad(
+        x, gy, size, stride, padding, dilation, groups
+    ),
+)
+conv2d_weight_grad.grad("input")(
+    lambda a, g: conv2d_input_grad(a.grad_output, g, a.input.shape, *_conv(a), _cl(a.input, a.grad_output), a.algorithm)
+)
+conv2d_weight_grad.grad("grad_output")(lambda a, g: conv2d(a.input, g, None, *_conv(a), a.algorithm))
 conv2d_weight_grad.linear_in("input", "grad_output")
 
 
 @conv2d_weight_grad.vmap
-def _(info, in_dims, x, grad_output, weight_size, stride, padding, dilation, groups, channels_last=False):
+def _(
+    info, in_dims, x, grad_output, weight_size, stride, padding, dilation, groups, channels_last=False, algorithm="auto"
+):
     b, (o, c, kh, kw) = info.batch_size, weight_size  # one weight gradient per vmapped slice: B times the groups
     x, gy = into_groups(x, in_dims[0], b), into_groups(grad_output, in_dims[1], b)
-    grad = conv2d_weight_grad.overload(x, gy, [b * o, c, kh, kw], stride, padding, dilation, groups * b, channels_last)
+    conf = (stride, padding, dilation, groups * b, channels_last, algorithm)
+    grad = conv2d_weight_grad.overload(x, gy, [b * o, c, kh, kw], *conf)
     return grad.unflatten(0, (b, o)), 0
 
 

@@ -98,7 +98,9 @@ def _input_tiles(x: torch.Tensor, padding, m: int, tiles: tuple[int, int]) -> to
 def _by_position(t: torch.Tensor, groups: int) -> torch.Tensor:
     """Transformed tiles (N, C, th, tw, a, a) as (G, a*a, C/G, N*th*tw): one matrix per tile position."""
     n, c, th, tw, a, _ = t.shape
-    return t.reshape(n, groups, c // groups, th * tw, a * a).permute(1, 4, 2, 0, 3).reshape(groups, a * a, c // groups, -1)
+    return (
+        t.reshape(n, groups, c // groups, th * tw, a * a).permute(1, 4, 2, 0, 3).reshape(groups, a * a, c // groups, -1)
+    )
 
 
 def conv2d_forward(x, weight, bias, padding, groups: int, m: int = 4) -> torch.Tensor:
