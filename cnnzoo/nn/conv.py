@@ -76,7 +76,7 @@ def set_algorithm(model: nn.Module, algorithm: str) -> nn.Module:
     """Every cnnzoo ``Conv2d`` of ``model`` computes with ``algorithm`` where it applies (see
     :mod:`cnnzoo.ops.algorithms`); the layers it does not apply to (Winograd's strided or 1x1 layers)
     compute with ``'auto'``. Returns ``model``."""
-    check_algorithm("set_algorithm", algorithm, (1, 1), (1, 1), (1, 1))  # a known name
+    algorithms.known("set_algorithm", algorithm)
     for layer in model.modules():
         if isinstance(layer, Conv2d):
             fits = algorithms.unsuitable(algorithm, layer.kernel_size, layer.stride, layer.dilation) is None

@@ -40,10 +40,15 @@ def unsuitable(algorithm: str, kernel: Sequence[int], stride: Sequence[int], dil
     return None
 
 
-def check(fn: str, algorithm, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> None:
-    """A clear error for an unknown algorithm, or one that does not apply to this call."""
+def known(fn: str, algorithm) -> None:
+    """A clear error for a name that is not an algorithm's."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"{fn}: unknown algorithm {algorithm!r}, expected one of {', '.join(map(repr, ALGORITHMS))}")
+
+
+def check(fn: str, algorithm, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> None:
+    """A clear error for an unknown algorithm, or one that does not apply to this call."""
+    known(fn, algorithm)
     if reason := unsuitable(algorithm, kernel, stride, dilation):
         raise ValueError(f"{fn}: algorithm={algorithm!r} does not apply to this convolution: {reason}")
 

@@ -66,6 +66,9 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation, groups: int) -> t
     size, w = xp.shape[2:], _dilated(weight.to(dtype), dilation)
     ho = (size[0] - w.shape[2]) // stride[0] + 1
     wo = (size[1] - w.shape[3]) // stride[1] + 1
+    if xp.numel() == 0 or w.numel() == 0:  # no images or no channels (oneMKL refuses empty transforms)
+        out = xp.new_zeros(xp.shape[0], w.shape[0], ho, wo)
+        return (out if bias is None else out + bias.to(dtype).view(1, -1, 1, 1)).to(x.dtype)
     X = _grouped(torch.fft.rfft2(xp), groups)  # (N, G, C/G, H, W/2 + 1)
     W = torch.fft.rfft2(w, s=size).unflatten(0, (groups, -1))  # (G, O/G, C/G, H, W/2 + 1)
     Y = torch.einsum("ngcuv,gocuv->ngouv", X, W.conj()).flatten(1, 2)
@@ -82,6 +85,8 @@ def conv2d_input_grad(grad_out, weight, input_size, stride, padding, dilation, g
     top, bottom, left, right = padding
     h, w = input_size[2:]
     size = (h + top + bottom, w + left + right)
+    if grad_out.numel() == 0 or weight.numel() == 0:
+        return grad_out.new_zeros(input_size)
     G = _grouped(torch.fft.rfft2(_spread(grad_out.to(dtype), stride, size)), groups)  # (N, G, O/G, ...)
     W = torch.fft.rfft2(_dilated(weight.to(dtype), dilation), s=size).unflatten(0, (groups, -1))
     grad = torch.fft.irfft2(torch.einsum("ngouv,gocuv->ngcuv", G, W).flatten(1, 2), s=size)
@@ -93,6 +98,8 @@ def conv2d_weight_grad(x, grad_out, weight_size, stride, padding, dilation, grou
     dtype = _compute_dtype(x.dtype)
     top, bottom, left, right = padding
     (kh, kw), (dh, dw) = weight_size[2:], dilation
+    if x.numel() == 0 or grad_out.numel() == 0:
+        return x.new_zeros(weight_size)
     xp = F.pad(x.to(dtype), (left, right, top, bottom))
     size = xp.shape[2:]
     X = _grouped(torch.fft.rfft2(xp), groups)  # (N, G, C/G, ...)

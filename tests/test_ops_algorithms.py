@@ -1,0 +1,268 @@
+"""The convolution algorithms (``algorithm=``): each against torch.nn.functional.conv2d, with its
+gradients, its transforms, its routing and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.library import opcheck
+
+from cnnzoo import nn as cnn
+from cnnzoo import ops
+from cnnzoo.ops import algorithms, library, winograd
+from cnnzoo.ops import fft as fft_module
+
+from .helpers import TOL, assert_matches
+from .test_ops_conv import SWEEP, f_conv2d_full
+
+NAMED = ["im2col", "winograd_f2", "winograd_f4", "fft"]
+# float32 tolerances, each from the algorithm's measured error on these inputs (outputs of size ~5)
+# with a margin: Winograd's transforms grow the rounding errors, F(4x4) more than F(2x2)
+FLOAT32_TOL = {"im2col": 1e-4, "winograd_f2": 1e-4, "winograd_f4": 5e-4, "fft": 1e-4}
+
+
+def applies(algorithm, kernel, stride, dilation) -> bool:
+    def pair(v):
+        return (v, v) if isinstance(v, int) else tuple(v)
+
+    return algorithms.unsuitable(algorithm, kernel, pair(stride), pair(dilation)) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("algorithm", NAMED)
+def test_sweep_matches_functional(algorithm, groups, dtype):
+    """The shapes of test_ops_conv's sweep (strides, paddings with 'same' and 'full', dilations, kernels),
+    every one an algorithm applies to, outputs and both gradients."""
+    gen = torch.Generator().manual_seed(99)
+    tol = TOL[dtype] if dtype == torch.float64 else FLOAT32_TOL[algorithm]
+    checked = 0
+    for stride, padding, dilation, kernel in SWEEP:
+        if not applies(algorithm, kernel, stride, dilation):
+            continue
+        dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
+        if padding == 0 and (9 < dh * (kernel[0] - 1) + 1 or 8 < dw * (kernel[1] - 1) + 1):
+            continue
+        x = torch.randn(2, 4, 9, 8, generator=gen, dtype=dtype)
+        w = torch.randn(6, 4 // groups, *kernel, generator=gen, dtype=dtype)
+        b = torch.randn(6, generator=gen, dtype=dtype)
+        kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        custom = lambda *t, **kw: ops.conv2d(*t, **kw, algorithm=algorithm)  # noqa: E731
+        assert_matches(custom, f_conv2d_full, [x, w, b], kwargs, tol=tol)
+        checked += 1
+    assert checked >= (6 if algorithm.startswith("winograd") else 150)
+
+
+@pytest.mark.parametrize("algorithm", NAMED)
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs",
+    [
+        ((1, 1, 5, 5), (1, 1, 3, 3), {}),
+        ((2, 8, 7, 5), (8, 2, 3, 3), dict(padding=1, groups=4)),
+        ((2, 6, 7, 7), (6, 1, 3, 3), dict(padding=1, groups=6)),  # depthwise
+        ((2, 3, 3, 3), (4, 3, 3, 3), {}),  # one output pixel: one partial tile
+        ((2, 3, 2, 2), (4, 3, 3, 3), dict(padding=(3, 2))),  # padding past the kernel: a crop in the input grad
+        ((0, 3, 6, 6), (4, 3, 3, 3), dict(padding=1)),  # empty batch
+        ((1, 3, 31, 29), (8, 3, 11, 11), dict(stride=4, padding=2)),  # AlexNet's stem, small
+        ((2, 6, 14, 14), (16, 6, 5, 5), {}),  # LeNet C3
+    ],
+)
+def test_named_shapes_match_functional(algorithm, x_shape, w_shape, kwargs):
+    if not applies(algorithm, w_shape[2:], kwargs.get("stride", 1), 1):
+        pytest.skip(f"{algorithm} does not apply")
+    x, w, b = (torch.randn(s, dtype=torch.float64) for s in (x_shape, w_shape, w_shape[:1]))
+    assert_matches(lambda *t, **kw: ops.conv2d(*t, **kw, algorithm=algorithm), F.conv2d, [x, w, b], kwargs)
+
+
+@pytest.mark.parametrize("algorithm", ["winograd_f2", "winograd_f4", "fft"])
+@pytest.mark.parametrize(
+    "kwargs", [dict(padding=1), dict(padding=(0, 2), groups=2), dict(stride=2, dilation=(1, 2), padding=1)]
+)
+def test_gradcheck_and_gradgradcheck(algorithm, kwargs):
+    if not applies(algorithm, (3, 3), kwargs.get("stride", 1), kwargs.get("dilation", 1)):
+        pytest.skip(f"{algorithm} does not apply")
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 4 // kwargs.get("groups", 1), 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w, b: ops.conv2d(x, w, b, **kwargs, algorithm=algorithm)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+@pytest.mark.parametrize("algorithm", ["winograd", "fft", "im2col"])
+def test_opcheck(algorithm):
+    x, w, b = torch.randn(2, 3, 6, 6), torch.randn(4, 3, 3, 3), torch.randn(4)
+    conf = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
+    opcheck(torch.ops.cnnzoo.conv2d, (x, w, b, *conf, algorithm))
+    gy = torch.randn(2, 4, 6, 6)
+    opcheck(torch.ops.cnnzoo.conv2d_input_grad, (gy, w, [2, 3, 6, 6], *conf, False, algorithm))
+    opcheck(torch.ops.cnnzoo.conv2d_weight_grad, (x, gy, [4, 3, 3, 3], *conf, False, algorithm))
+
+
+def test_the_transforms_compute_one_dimensional_correlation():
+    """y = A^T [(G g) * (B^T d)] is the 3-tap correlation of d, for both tile sizes: the paper's matrices
+    as written in winograd.py, checked on the unit vectors (so on every input)."""
+    for m in (2, 4):
+        BT, G, AT = winograd.transforms(m, torch.float64, "cpu")
+        assert BT.shape == (m + 2, m + 2) and G.shape == (m + 2, 3) and AT.shape == (m, m + 2)
+        for i in range(m + 2):
+            for j in range(3):
+                d, g = torch.zeros(m + 2, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+                d[i], g[j] = 1, 1
+                direct = torch.stack([d[k : k + 3] @ g for k in range(m)])
+                torch.testing.assert_close(AT @ ((G @ g) * (BT @ d)), direct, atol=1e-12, rtol=0)
+
+
+def test_multiplications_per_tile():
+    """(m + 2)^2 products for m^2 outputs: 16 for 4 outputs (against 36), 36 for 16 (against 144)."""
+    for m, products, direct in ((2, 16, 36), (4, 36, 144)):
+        BT, _, AT = winograd.transforms(m, torch.float64, "cpu")
+        assert BT.shape[0] ** 2 == products and AT.shape[0] ** 2 * 9 == direct
+
+
+def test_each_route_runs_its_own_kernels(monkeypatch):
+    """A named algorithm reaches its implementation in the forward and in both gradients; ``direct``
+    and ``auto`` never do."""
+    calls = []
+    for module, names in ((winograd, ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]),):
+        for name in names:
+            original = getattr(module, name)
+            monkeypatch.setattr(module, name, lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k))
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    for algorithm in ("direct", "auto"):
+        ops.conv2d(x, w, padding=1, algorithm=algorithm).sum().backward()
+    assert calls == []
+    ops.conv2d(x, w, padding=1, algorithm="winograd").sum().backward()
+    # the input gradient runs as a forward convolution of the output gradient
+    assert sorted(calls) == ["conv2d_forward", "conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]
+
+
+def test_fft_route_and_its_waste_at_stride_two(monkeypatch):
+    """fft computes the stride-1 correlation and keeps every s-th output."""
+    seen = []
+    original = torch.fft.irfft2
+    monkeypatch.setattr(torch.fft, "irfft2", lambda y, s=None: seen.append(tuple(s)) or original(y, s=s))
+    x, w = torch.randn(1, 2, 9, 9, dtype=torch.float64), torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    out = fft_module.conv2d_forward(x, w, None, (2, 2), (1, 1, 1, 1), (1, 1), 1)
+    assert out.shape == (1, 3, 5, 5) and seen == [(11, 11)]  # 9x9 stride-1 outputs computed, 25 kept
+    torch.testing.assert_close(out, F.conv2d(x, w, stride=2, padding=1))
+
+
+def test_direct_keeps_todays_numbers_exactly():
+    x, w, b = torch.randn(2, 8, 12, 12), torch.randn(16, 8, 3, 3), torch.randn(16)
+    conf = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
+    before = library.conv2d(x, w, b, *conf)  # the default, as every earlier caller calls it
+    assert torch.equal(library.conv2d(x, w, b, *conf, "direct"), before)
+    assert torch.equal(ops.conv2d(x, w, b, padding=1, algorithm="direct"), before)
+
+
+def test_algorithms_differ_in_rounding_but_agree():
+    """Different algorithms round differently (they are not secretly one), within their tolerances."""
+    x, w = torch.randn(2, 16, 20, 20), torch.randn(16, 16, 3, 3)
+    exact = F.conv2d(x.double(), w.double(), padding=1)
+    errors = {a: (ops.conv2d(x, w, padding=1, algorithm=a).double() - exact).abs().max().item() for a in NAMED}
+    errors["direct"] = (ops.conv2d(x, w, padding=1, algorithm="direct").double() - exact).abs().max().item()
+    assert len(set(errors.values())) >= 4, errors
+    assert max(errors.values()) < 1e-3
+    assert errors["winograd_f4"] > errors["winograd_f2"]  # larger tiles, larger transform entries
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: ops.conv2d(torch.randn(1, 2, 5, 5), torch.randn(2, 2, 3, 3), algorithm="fast"), "unknown algorithm"),
+        (
+            lambda: ops.conv2d(torch.randn(1, 2, 5, 5), torch.randn(2, 2, 3, 3), stride=2, algorithm="winograd"),
+            r"does not apply .* needs stride 1",
+        ),
+        (
+            lambda: ops.conv2d(torch.randn(1, 2, 5, 5), torch.randn(2, 2, 5, 5), algorithm="winograd_f2"),
+            r"needs a 3x3 kernel, got \(5, 5\)",
+        ),
+        (
+            lambda: ops.conv2d(torch.randn(1, 2, 9, 9), torch.randn(2, 2, 3, 3), dilation=2, algorithm="winograd"),
+            r"needs dilation 1",
+        ),
+        (lambda: cnn.Conv2d(2, 2, 3, stride=2, algorithm="winograd"), r"Conv2d: algorithm='winograd' does not apply"),
+        (lambda: cnn.set_algorithm(torch.nn.Sequential(), "wino"), "unknown algorithm 'wino'"),
+    ],
+)
+def test_bad_algorithms_are_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_layer_algorithm_attribute_and_repr():
+    layer = cnn.Conv2d(3, 4, 3, padding=1, algorithm="fft")
+    assert "algorithm='fft'" in repr(layer) and "algorithm" not in repr(cnn.Conv2d(3, 4, 3))
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    layer = layer.double()
+    torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight, layer.bias, padding=1))
+
+
+def test_set_algorithm_takes_the_layers_it_applies_to():
+    import cnnzoo
+
+    model = cnnzoo.create_model("resnet20", num_classes=10)
+    cnn.set_algorithm(model, "winograd")
+    chosen = cnn.algorithms_in_use(model)
+    layers = dict(model.named_modules())
+    for name, algorithm in chosen.items():
+        layer = layers[name]
+        three_by_three = layer.kernel_size == (3, 3) and layer.stride == (1, 1)
+        assert algorithm == ("winograd_f4" if three_by_three else "direct"), name
+    assert sum(a == "winograd_f4" for a in chosen.values()) == 17  # the stem and 3x3 stride-1 convs: 1 + 6 + 5 + 5
+
+
+def test_torch_func_and_compile_follow_the_algorithm():
+    from torch.func import jacrev, jvp, vmap
+
+    x, w = torch.randn(2, 3, 5, 5, dtype=torch.float64), torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    fn = lambda x, w: ops.conv2d(x, w, padding=1, algorithm="winograd_f2")  # noqa: E731
+    ref = lambda x, w: F.conv2d(x, w, padding=1)  # noqa: E731
+    tx, tw = torch.randn_like(x), torch.randn_like(w)
+    torch.testing.assert_close(jvp(fn, (x, w), (tx, tw)), jvp(ref, (x, w), (tx, tw)))
+    torch.testing.assert_close(
+        vmap(fn, in_dims=(None, 0))(x, w[None].expand(3, -1, -1, -1, -1)), ref(x, w).expand(3, -1, -1, -1, -1)
+    )
+    torch.testing.assert_close(jacrev(fn, argnums=1)(x[:1], w), jacrev(ref, argnums=1)(x[:1], w))
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x, w), ref(x, w))
+
+
+@pytest.mark.parametrize("algorithm", ["fft", "winograd"])
+def test_autocast_bfloat16(algorithm):
+    x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ops.conv2d(x, w, padding=1, algorithm=algorithm)
+        ref = F.conv2d(x, w, padding=1)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref.float(), atol=TOL[torch.bfloat16] * 4, rtol=TOL[torch.bfloat16])
+
+
+def test_config_key_reaches_the_layers_and_the_summary(tmp_path):
+    from cnnzoo.train import main as train
+
+    out = tmp_path / "run"
+    args = ["--config", "configs/lenet5_digits.yaml", "--output-dir", str(out), "--quiet"]
+    args += ["--set", "train.epochs=1", "--set", "sched.warmup_epochs=0", "--set", "model.conv_algorithm=fft"]
+    assert train(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["conv_algorithms"] == {"features.0": "fft", "features.3": "fft", "features.6": "fft"}
+    assert "conv_algorithm: fft" in (out / "config.yaml").read_text()
+
+
+def test_config_key_errors(tmp_path, capsys):
+    from cnnzoo.train import main as train
+
+    base = ["--config", "configs/lenet5_digits.yaml", "--output-dir", str(tmp_path / "r")]
+    assert train([*base, "--set", "model.conv_algorithm=fast"]) == 2
+    assert "model.conv_algorithm must be one of" in capsys.readouterr().err
+    assert train([*base, "--set", "model.conv_algorithm=fft", "--set", "model.backend=torch"]) == 2
+    assert "needs model.backend=custom" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
