@@ -4,6 +4,7 @@
                                      [--format table|markdown|csv|json] [--set key=value ...]
     python -m cnnzoo.report --all          # every model against the published figures
     python -m cnnzoo.report --config configs/resnet20_cifar10.yaml
+    python -m cnnzoo.report vgg16 --algorithms [--time]   # each convolution algorithm's cost and error
 
 Shapes propagate on the meta device, so no arithmetic runs and no weights are allocated: VGG-19's
 report takes a fraction of a second and no memory to speak of.
@@ -481,6 +482,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--depth", type=int, help="show layers down to this nesting depth (0: the model only)")
     p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table")
     p.add_argument(
+        "--algorithms",
+        action="store_true",
+        help="per convolution: each algorithm's multiplications and error against float64 (runs the model)",
+    )
+    p.add_argument("--time", action="store_true", help="with --algorithms: each one's forward+backward time")
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -504,11 +511,31 @@ def model_from_config(path: str) -> tuple[str, nn.Module, list[int]]:
     return cfg.model.name, model, [model.in_channels, size, size]
 
 
+def algorithms_report(meta_model: nn.Module, size: list[int], args: argparse.Namespace) -> str:
+    """``--algorithms``: the model built again with weights (its own initialisation, seeded), then
+    :mod:`cnnzoo.report_algorithms`'s table."""
+    from . import report_algorithms
+
+    torch.manual_seed(0)
+    model = copy.deepcopy(meta_model).to_empty(device="cpu")
+    for m in model.modules():  # the layers' own initialisation, now that there is memory to write into
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    header, table = report_algorithms.rows(model, size, args.batch_size, args.time)
+    if args.format == "json":
+        return json.dumps([dict(zip(header, r)) for r in table], indent=2) + "\n"
+    return render_rows(header, table, args.format)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.batch_size < 1 or (args.depth is not None and args.depth < 0):
             raise UserError("--batch-size must be at least 1 and --depth at least 0")
+        if args.time and not args.algorithms:
+            raise UserError("--time goes with --algorithms")
+        if args.algorithms and (args.all or args.config is None and args.name is None):
+            raise UserError("--algorithms reports one model: give its name or --config")
         if args.list:
             print("\n".join(list_models()))
             return 0
@@ -533,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
             size = natural_input(name, model)
         if args.input_size:
             size = args.input_size
+        if args.algorithms:
+            print(algorithms_report(model, size, args), end="")
+            return 0
         print(render(summarize(model, size, args.batch_size, name=name), args.format, args.depth), end="")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -225,3 +225,58 @@ def test_receptive_field_start_of_the_stems():
     assert (row(s, "features.0").receptive_field, row(s, "features.0").start) == (11, 3.0)
     resnet = summarize(meta("resnet18"), (3, 224, 224))
     assert row(resnet, "conv1").start == 0.0 and row(resnet, "maxpool").start == 0.0
+
+
+# --- --algorithms ----------------------------------------------------------------------------------
+
+
+def test_algorithms_report_counts_errors_and_times(capsys):
+    """Direct's multiplications are the report's MACs; each algorithm's error is float32-sized; Winograd
+    is '-' where it does not apply; --time adds torch's and each algorithm's milliseconds."""
+    assert main(["resnet20", "--algorithms", "--time", "--format", "json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    *layers, total = table
+    summary = summarize(meta("resnet20"), [3, 32, 32])
+    convs = {r.name: r.macs for r in summary.layers if r.type == "Conv2d"}
+    assert [r["layer"] for r in layers] == list(convs)
+    for r in layers:
+        assert float(r["direct Mmul"]) * 1e6 == pytest.approx(convs[r["layer"]], rel=5e-3)  # (3 decimals)
+        assert r["im2col Mmul"] == r["direct Mmul"]
+        assert r["auto"] == "direct"
+        if r["kernel"] == "3x3/1":
+            assert float(r["F2 Mmul"]) < float(r["direct Mmul"]) / 2 and float(r["F4 Mmul"]) < float(r["F2 Mmul"])
+            assert 0 < float(r["F4 error"]) < 1e-4 and 0 < float(r["F2 error"]) < 1e-5
+        else:
+            assert r["F2 Mmul"] == r["F4 error"] == r["F4 ms"] == "-"
+        assert 0 < float(r["direct error"]) < 1e-5 and 0 < float(r["fft error"]) < 1e-5
+        assert float(r["torch ms"]) > 0 and float(r["fft ms"]) > 0
+    assert total["layer"] == "total"
+    assert float(total["direct Mmul"].replace(",", "")) * 1e6 == pytest.approx(sum(convs.values()), rel=5e-3)
+
+
+def test_algorithms_textbook_counts():
+    """The introductory examples: a 3x3 filter over a 6x6 image, 3 channels, 2 filters."""
+    from cnnzoo.ops.algorithms import multiplications
+
+    assert [multiplications("direct", (1, c, 6, 6), (o, c, 3, 3)) for c, o in ((1, 1), (3, 1), (3, 2))] == [
+        144,
+        432,
+        864,
+    ]
+    assert multiplications("winograd_f2", (1, 1, 6, 6), (1, 1, 3, 3)) == 64  # 4 tiles of 2x2 outputs, 16 each
+    assert multiplications("winograd_f4", (1, 1, 6, 6), (1, 1, 3, 3)) == 36  # one 4x4 tile
+    assert multiplications("winograd", (1, 1, 6, 6), (1, 1, 3, 3), stride=(2, 2)) is None
+    # FFT: 4 x (6 x 4) frequency products + 3 real transforms of 36 points at 36 log2 36 each
+    assert multiplications("fft", (1, 1, 6, 6), (1, 1, 3, 3)) == int(4 * 24 + 3 * 36 * 5.169925001442312)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["lenet5", "--time"], "--time goes with --algorithms"),
+        (["--all", "--algorithms"], "--algorithms reports one model"),
+    ],
+)
+def test_algorithms_report_bad_flags(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -21,6 +21,7 @@ chooses among those that apply.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 ALGORITHMS = ("auto", "direct", "im2col", "winograd", "winograd_f2", "winograd_f4", "fft")
@@ -61,7 +62,58 @@ def resolve(algorithm: str, kernel: Sequence[int], stride: Sequence[int], dilati
 
 
 def auto(kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> str:
-    """``auto``'s choice. Measured on the zoo's layers (``cnnzoo.report NAME --algorithms --time``): the
-    compiled direct kernels beat the Python references of Winograd and FFT on every layer, so ``auto``
-    is ``direct`` until a faster algorithm has kernels of its own."""
+    """``auto``'s choice: the fastest algorithm that applies and whose error stays within 10x direct's.
+    Measured with ``python -m cnnzoo.report resnet20 --algorithms --time --batch-size 8`` (2 CPU cores,
+    float32, forward+backward): direct 0.8-1.2 ms per layer, im2col 1.6-3.0, FFT 12-34, Winograd's
+    Python reference 8-25; F(4x4)'s error 2-4e-6 against direct's 2-9e-7. Direct is the fastest on
+    every layer, so ``auto`` is ``direct`` until Winograd or FFT has kernels of its own.
+    (docs/algorithms.md has the table.)"""
     return "direct"
+
+
+# --- what each algorithm costs, in multiplications -----------------------------------------------
+
+
+def multiplications(
+    algorithm: str,
+    input_size: Sequence[int],
+    weight_size: Sequence[int],
+    stride: Sequence[int] = (1, 1),
+    padding: Sequence[int] = (0, 0, 0, 0),
+    dilation: Sequence[int] = (1, 1),
+    groups: int = 1,
+) -> int | None:
+    """The real multiplications of one forward convolution (N, C, H, W) * (O, C/G, kh, kw), as the
+    textbooks count them (None where the algorithm does not apply). ``padding`` is ``(top, bottom,
+    left, right)``. Additions and the bias are not counted.
+
+    * ``direct`` and ``im2col``: one per output pixel, input channel of its group and kernel tap. A 3x3
+      filter over a 6x6 image has 16 outputs of 9 products: 144; over 3 channels 432; 2 filters 864.
+      im2col copies the windows first, and the matrix product multiplies just as often.
+    * ``winograd_f2``/``winograd_f4``: (m + 2)^2 per tile of m x m outputs, per input channel and filter:
+      the elementwise products of the transformed tiles. The transforms (additions and multiplications
+      by constants, shared across the channels and the filters) are left out, as the paper counts.
+    * ``fft``: 4 per complex product (one per frequency of the padded plane, H x (W/2 + 1), per
+      input channel and filter), plus the transforms at ``P log2 P`` each for a real plane of P pixels
+      (half of a radix-2 complex transform's ``(P/2) log2 P`` complex products): the images' planes, the
+      filters' and the outputs'. Every stride-1 output is computed, whatever the stride.
+    """
+    algorithm = ALIASES.get(algorithm, algorithm)
+    n, c, h, w = input_size
+    o, cg, kh, kw = weight_size
+    if unsuitable(algorithm, (kh, kw), stride, dilation) is not None or algorithm == "auto":
+        return None
+    hp, wp = h + padding[0] + padding[1], w + padding[2] + padding[3]
+    ho = (hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    pairs = n * o * cg  # (image, filter, input channel) pairs: each filter sees its group's channels
+    if algorithm in ("direct", "im2col"):
+        return pairs * ho * wo * kh * kw
+    if algorithm in WINOGRAD:
+        m = 2 if algorithm == "winograd_f2" else 4
+        return pairs * -(-ho // m) * -(-wo // m) * (m + 2) ** 2
+    if algorithm == "fft":
+        plane = hp * wp
+        transforms = (n * c + o * cg + n * o) * plane * math.log2(max(plane, 2))
+        return int(4 * pairs * hp * (wp // 2 + 1) + transforms)
+    raise ValueError(f"unknown algorithm {algorithm!r}")
