@@ -99,7 +99,7 @@ def rows(model: nn.Module, size, batch: int = 1, timed: bool = False) -> tuple[l
             name,
             "x".join(map(str, x.shape[1:])),
             f"{kernel[0]}x{kernel[1]}/{stride[0]}" + (f" g{groups}" if groups > 1 else ""),
-            algorithms.resolve(layer.algorithm if hasattr(layer, "algorithm") else "auto", kernel, stride, dilation),
+            algorithms.resolve(getattr(layer, "algorithm", "auto"), kernel, stride, dilation, weight.dtype),
         ]
         cells = {}
         for a in SHOWN:

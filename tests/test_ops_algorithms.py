@@ -266,3 +266,26 @@ def test_config_key_errors(tmp_path, capsys):
     assert train([*base, "--set", "model.conv_algorithm=fft", "--set", "model.backend=torch"]) == 2
     assert "needs model.backend=custom" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_auto_takes_fft_for_large_stride_one_kernels_on_the_cpu(monkeypatch):
+    """auto's rule (algorithms.auto): FFT from a 13x13 (dilated) kernel at stride 1 in float32 on the CPU,
+    direct for smaller kernels, strides, float64 and any other device."""
+    assert algorithms.resolve("auto", (13, 13), (1, 1), (1, 1)) == "fft"
+    assert algorithms.resolve("auto", (7, 7), (1, 1), (2, 2)) == "fft"  # spans 13x13
+    assert algorithms.resolve("auto", (11, 11), (1, 1), (1, 1)) == "direct"
+    assert algorithms.resolve("auto", (13, 13), (2, 2), (1, 1)) == "direct"
+    assert algorithms.resolve("auto", (13, 13), (1, 1), (1, 1), torch.float64) == "direct"
+    assert algorithms.resolve("auto", (13, 13), (1, 1), (1, 1), torch.float32, "cuda") == "direct"
+    inverse = []
+    original = torch.fft.irfft2
+    monkeypatch.setattr(torch.fft, "irfft2", lambda *a, **k: inverse.append(1) or original(*a, **k))
+    x, w = torch.randn(1, 2, 16, 16, requires_grad=True), torch.randn(3, 2, 13, 13, requires_grad=True)
+    out = ops.conv2d(x, w, padding=6)
+    out.sum().backward()
+    assert len(inverse) == 3  # the forward and both gradients ran by FFT
+    torch.testing.assert_close(out, F.conv2d(x, w, padding=6), atol=1e-4, rtol=1e-4)
+    ops.conv2d(x, w[:, :, :11, :11], padding=5).sum().backward()
+    assert len(inverse) == 3
+    layer = cnn.Conv2d(2, 3, 13)
+    assert cnn.algorithms_in_use(torch.nn.Sequential(layer)) == {"0": "fft"}

@@ -85,9 +85,17 @@ def set_algorithm(model: nn.Module, algorithm: str) -> nn.Module:
 
 
 def algorithms_in_use(model: nn.Module) -> dict[str, str]:
-    """The algorithm each cnnzoo ``Conv2d`` of ``model`` runs, by layer name (``'auto'`` resolved)."""
+    """The algorithm each cnnzoo ``Conv2d`` of ``model`` runs, by layer name (``'auto'`` resolved for the
+    layer's weight: its dtype and device)."""
     return {
-        name: algorithms.resolve(layer.algorithm, layer.kernel_size, layer.stride, layer.dilation)
+        name: algorithms.resolve(
+            layer.algorithm,
+            layer.kernel_size,
+            layer.stride,
+            layer.dilation,
+            layer.weight.dtype,
+            layer.weight.device.type,
+        )
         for name, layer in model.named_modules()
         if isinstance(layer, Conv2d)
     }

@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
+
 ALGORITHMS = ("auto", "direct", "im2col", "winograd", "winograd_f2", "winograd_f4", "fft")
 ALIASES = {"winograd": "winograd_f4"}
 WINOGRAD = ("winograd_f2", "winograd_f4")
@@ -54,20 +56,43 @@ def check(fn: str, algorithm, kernel: Sequence[int], stride: Sequence[int], dila
         raise ValueError(f"{fn}: algorithm={algorithm!r} does not apply to this convolution: {reason}")
 
 
-def resolve(algorithm: str, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> str:
-    """The algorithm that runs: ``auto`` chosen, an alias spelled out."""
+def resolve(
+    algorithm: str,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    dtype: torch.dtype = torch.float32,
+    device_type: str = "cpu",
+) -> str:
+    """The algorithm that runs on tensors of ``dtype`` on ``device_type``: ``auto`` chosen, an alias
+    spelled out."""
     if algorithm == "auto":
-        return auto(kernel, stride, dilation)
+        return auto(kernel, stride, dilation, dtype, device_type)
     return ALIASES.get(algorithm, algorithm)
 
 
-def auto(kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> str:
-    """``auto``'s choice: the fastest algorithm that applies and whose error stays within 10x direct's.
-    Measured with ``python -m cnnzoo.report resnet20 --algorithms --time --batch-size 8`` (2 CPU cores,
-    float32, forward+backward): direct 0.8-1.2 ms per layer, im2col 1.6-3.0, FFT 12-34, Winograd's
-    Python reference 8-25; F(4x4)'s error 2-4e-6 against direct's 2-9e-7. Direct is the fastest on
-    every layer, so ``auto`` is ``direct`` until Winograd or FFT has kernels of its own.
-    (docs/algorithms.md has the table.)"""
+# The smallest kernel area at which ``auto`` takes FFT for a stride-1 float32 convolution on the CPU.
+FFT_MIN_AREA = 13 * 13
+
+
+def auto(kernel, stride, dilation, dtype: torch.dtype = torch.float32, device_type: str = "cpu") -> str:
+    """``auto``'s choice: the fastest algorithm that applies and whose error stays within 10x direct's,
+    by a rule derived from two measurements (2 CPU cores, float32, forward+backward; docs/algorithms.md):
+
+    * ``python -m cnnzoo.report resnet20 --algorithms --time``: on every layer of the zoo's kind (3x3,
+      1x1, strided stems) direct is the fastest; Winograd's F(4x4)'s error is 2-4e-6 against direct's
+      2-9e-7, and both Winograd and FFT run as Python references, several times slower;
+    * ``scripts/bench_algorithms.py`` (32 channels, 32x32, batch 8, 'same'): FFT's time hardly grows with
+      the kernel, direct's grows with its area; they meet at 11x11 (0.99x) and FFT wins from 13x13 on
+      (0.86x; 0.45x at 17x17), with errors like direct's.
+
+    So: FFT for stride-1 float32 convolutions on the CPU whose (dilated) kernel covers at least 13x13
+    pixels, direct everywhere else. A stride throws away all but one in s_h s_w of FFT's outputs, and the
+    GPU has not been measured, so both keep direct."""
+    if device_type == "cpu" and dtype == torch.float32 and tuple(stride) == (1, 1):
+        span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+        if span[0] * span[1] >= FFT_MIN_AREA:
+            return "fft"
     return "direct"
 
 

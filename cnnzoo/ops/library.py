@@ -71,11 +71,12 @@ def _large_pointwise(weight_size, stride, padding, input_size) -> bool:
     return pointwise and input_size[2] * input_size[3] > POINTWISE_COMPILED_PIXELS
 
 
-def _route(algorithm: str, kernel: Ints, stride: Ints, dilation: Ints) -> str | None:
-    """A convolution's route: the algorithm that runs (see ``algorithms.py``), None for ``direct``."""
+def _route(algorithm: str, kernel: Ints, stride: Ints, dilation: Ints, t: Tensor) -> str | None:
+    """A convolution's route on tensors like ``t``: the algorithm that runs (see ``algorithms.py``), None
+    for ``direct``."""
     if algorithm == "direct":
         return None
-    name = algorithms.resolve(algorithm, kernel, stride, dilation)
+    name = algorithms.resolve(algorithm, kernel, stride, dilation, t.dtype, t.device.type)
     return None if name == "direct" else name
 
 
@@ -135,7 +136,7 @@ conv2d.implement(
     compiled, unless=lambda x, w, b, stride, padding, *_: _large_pointwise(w.shape, stride, padding, x.shape)
 )
 conv2d.routes(
-    lambda x, w, b, stride, padding, dilation, groups, algorithm: _route(algorithm, w.shape[2:], stride, dilation)
+    lambda x, w, b, stride, padding, dilation, groups, algorithm: _route(algorithm, w.shape[2:], stride, dilation, w)
 )
 _algorithms(
     conv2d,
@@ -187,7 +188,7 @@ conv2d_input_grad.implement(
 )
 conv2d_input_grad.routes(
     lambda gy, w, size, stride, padding, dilation, groups, cl, algorithm: _route(
-        algorithm, w.shape[2:], stride, dilation
+        algorithm, w.shape[2:], stride, dilation, w
     )
 )
 _algorithms(
@@ -251,7 +252,9 @@ conv2d_weight_grad.implement(
     compiled, unless=lambda x, gy, size, stride, padding, *_: _large_pointwise(size, stride, padding, x.shape)
 )
 conv2d_weight_grad.routes(
-    lambda x, gy, size, stride, padding, dilation, groups, cl, algorithm: _route(algorithm, size[2:], stride, dilation)
+    lambda x, gy, size, stride, padding, dilation, groups, cl, algorithm: _route(
+        algorithm, size[2:], stride, dilation, x
+    )
 )
 _algorithms(
     conv2d_weight_grad,
