@@ -514,6 +514,8 @@ def model_from_config(path: str) -> tuple[str, nn.Module, list[int]]:
 def algorithms_report(meta_model: nn.Module, size: list[int], args: argparse.Namespace) -> str:
     """``--algorithms``: the model built again with weights (its own initialisation, seeded), then
     :mod:`cnnzoo.report_algorithms`'s table."""
+    # the algorithms' table runs the ops (cnnzoo.ops and its kernels), which the shape report on the meta
+    # device, and cnnzoo.viz through it, do without
     from . import report_algorithms
 
     torch.manual_seed(0)

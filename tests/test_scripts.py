@@ -154,3 +154,26 @@ def test_gpu_check_times_the_same_calls_on_both_sides(monkeypatch):
         Layer("max", "max_pool2d", (2, 3, 8, 8), None, {"kernel_size": 2}), torch.float64, "cnnzoo"
     )
     pool["fwd+bwd"]()
+
+
+def test_bench_algorithms_smoke():
+    result = run_script(
+        "bench_algorithms.py",
+        "--channels",
+        "2",
+        "--size",
+        "12",
+        "--batch",
+        "1",
+        "--rounds",
+        "1",
+        "--kernels",
+        "3",
+        "13",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].split()[:4] == ["kernel", "torch", "ms", "direct"]
+    rows = [line.split() for line in lines[2:4]]
+    assert [r[0] for r in rows] == ["3x3", "13x13"] and all(float(v) > 0 for r in rows for v in r[1:])
+    assert lines[-1].startswith(("FFT is first faster than direct at", "FFT was slower than direct"))
