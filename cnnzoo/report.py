@@ -511,22 +511,32 @@ def model_from_config(path: str) -> tuple[str, nn.Module, list[int]]:
     return cfg.model.name, model, [model.in_channels, size, size]
 
 
-def algorithms_report(meta_model: nn.Module, size: list[int], args: argparse.Namespace) -> str:
-    """``--algorithms``: the model built again with weights (its own initialisation, seeded), then
+def algorithms_report(build, size: list[int], args: argparse.Namespace) -> str:
+    """``--algorithms``: the model ``build()`` makes on the CPU (its own initialisation, seeded), then
     :mod:`cnnzoo.report_algorithms`'s table."""
     # the algorithms' table runs the ops (cnnzoo.ops and its kernels), which the shape report on the meta
     # device, and cnnzoo.viz through it, do without
     from . import report_algorithms
 
     torch.manual_seed(0)
-    model = copy.deepcopy(meta_model).to_empty(device="cpu")
-    for m in model.modules():  # the layers' own initialisation, now that there is memory to write into
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
+    model = build()
     header, table = report_algorithms.rows(model, size, args.batch_size, args.time)
     if args.format == "json":
         return json.dumps([dict(zip(header, r)) for r in table], indent=2) + "\n"
     return render_rows(header, table, args.format)
+
+
+def _on_cpu(args: argparse.Namespace, kwargs: dict) -> nn.Module:
+    """The model a report is of, built with weights on the CPU: from ``--config``, or by name."""
+    if args.config:
+        from .build import build_model  # (as in model_from_config)
+        from .config import load_config
+
+        return build_model(load_config(args.config), pretrained=False)[0]
+    try:
+        return create_model(args.name, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -548,12 +558,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(render_rows(header, rows, args.format), end="")
             return 0
+        kwargs = {}
         if args.config:
             name, model, size = model_from_config(args.config)
         else:
             from .config import parse_override  # only --set needs the config (see model_from_config)
 
-            kwargs = {}
             for text in args.overrides:
                 path, value = parse_override(text)
                 kwargs[".".join(path)] = value
@@ -563,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.input_size:
             size = args.input_size
         if args.algorithms:
-            print(algorithms_report(model, size, args), end="")
+            print(algorithms_report(lambda: _on_cpu(args, kwargs), size, args), end="")
             return 0
         print(render(summarize(model, size, args.batch_size, name=name), args.format, args.depth), end="")
     except UserError as e:

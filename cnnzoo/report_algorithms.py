@@ -90,7 +90,7 @@ def rows(model: nn.Module, size, batch: int = 1, timed: bool = False) -> tuple[l
     header += [f"{SHORT[a]} Mmul" for a in SHOWN] + [f"{SHORT[a]} error" for a in SHOWN]
     if timed:
         header += ["torch ms"] + [f"{SHORT[a]} ms" for a in SHOWN]
-    table, totals = [], dict.fromkeys(header[4:], 0.0)
+    table, totals = [], dict.fromkeys(header[4:], None)
     for name, layer, x in conv_inputs(model, size, batch):
         stride, pads, dilation, groups = _geometry(layer)
         kernel, weight = layer.kernel_size, layer.weight.detach()
@@ -99,7 +99,9 @@ def rows(model: nn.Module, size, batch: int = 1, timed: bool = False) -> tuple[l
             name,
             "x".join(map(str, x.shape[1:])),
             f"{kernel[0]}x{kernel[1]}/{stride[0]}" + (f" g{groups}" if groups > 1 else ""),
-            algorithms.resolve(getattr(layer, "algorithm", "auto"), kernel, stride, dilation, weight.dtype),
+            algorithms.resolve(
+                getattr(layer, "algorithm", "auto"), kernel, stride, dilation, x.dtype, "cpu", groups, x.shape[2:]
+            ),
         ]
         cells = {}
         for a in SHOWN:
@@ -110,7 +112,7 @@ def rows(model: nn.Module, size, batch: int = 1, timed: bool = False) -> tuple[l
             cells.update(layer_times(x, weight, stride, pads, dilation, groups, applies))
         for key, value in cells.items():
             if value is not None and not key.endswith("error"):
-                totals[key] += value
+                totals[key] = (totals[key] or 0.0) + value
         row += [_cell(key, cells[key]) for key in header[4:]]
         table.append(row)
     # each column's sum over the layers its algorithm applies to

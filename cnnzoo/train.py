@@ -207,7 +207,9 @@ def train(
     )
     about = {"model": cfg.model.name, "backend": cfg.model.backend, "dataset": source.name}
     if cfg.model.backend == "custom":  # what each convolution ran, 'auto' resolved: enough to repeat the run
-        about["conv_algorithms"] = algorithms_in_use(model)
+        example = torch.zeros(1, source.channels, size, size, device=procs.device)
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+        about["conv_algorithms"] = algorithms_in_use(model, example, amp)
     shape = {"params": params, "device": str(procs.device), "processes": procs.world, "image_size": size}
     fit(
         t,

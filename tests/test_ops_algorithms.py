@@ -127,7 +127,8 @@ def test_each_route_runs_its_own_kernels(monkeypatch):
     """A named algorithm reaches its implementation in the forward and in both gradients; ``direct``
     and ``auto`` never do."""
     calls = []
-    for module, names in ((winograd, ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]),):
+    names = ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]
+    for module in (winograd, fft_module):
         for name in names:
             original = getattr(module, name)
             monkeypatch.setattr(module, name, lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k))
@@ -139,6 +140,25 @@ def test_each_route_runs_its_own_kernels(monkeypatch):
     ops.conv2d(x, w, padding=1, algorithm="winograd").sum().backward()
     # the input gradient runs as a forward convolution of the output gradient
     assert sorted(calls) == ["conv2d_forward", "conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]
+    calls.clear()
+    ops.conv2d(x, w, padding=1, algorithm="fft").sum().backward()
+    assert sorted(calls) == names
+    # jvp, vmap, compile and double backward keep the route
+    from torch.func import jvp, vmap
+
+    calls.clear()
+    jvp(lambda x: ops.conv2d(x, w.detach(), padding=1, algorithm="fft"), (x.detach(),), (torch.ones_like(x),))
+    vmap(lambda x: ops.conv2d(x, w.detach(), padding=1, algorithm="fft"))(x.detach()[None])
+    assert calls and set(calls) == {"conv2d_forward"}
+    calls.clear()
+    (gx,) = torch.autograd.grad(ops.conv2d(x, w, padding=1, algorithm="fft").sum(), x, create_graph=True)
+    gx.sum().backward()
+    assert "conv2d_input_grad" in calls and "conv2d_weight_grad" in calls and "conv2d_forward" in calls
+    calls.clear()
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, w: ops.conv2d(x, w, padding=1, algorithm="fft"), backend="aot_eager")
+    compiled(x, w).sum().backward()
+    assert sorted(set(calls)) == names
 
 
 def test_fft_route_and_its_waste_at_stride_two(monkeypatch):
@@ -153,9 +173,18 @@ def test_fft_route_and_its_waste_at_stride_two(monkeypatch):
 
 
 def test_direct_keeps_todays_numbers_exactly():
+    """algorithm='direct' (and auto, on a 3x3 layer) is the compiled kernel called as before routes
+    existed: bit for bit (the reference's, where no compiler is at hand)."""
+    from cnnzoo.ops import compiled
+    from cnnzoo.ops import conv as reference_conv
+
     x, w, b = torch.randn(2, 8, 12, 12), torch.randn(16, 8, 3, 3), torch.randn(16)
     conf = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
-    before = library.conv2d(x, w, b, *conf)  # the default, as every earlier caller calls it
+    if compiled.library() is not None:
+        before = compiled.conv2d(x, w, b, *conf, out=library.conv2d.rule(x, w, b, *conf))
+    else:
+        before = reference_conv.conv2d_forward(x, w, b, *conf)
+    assert torch.equal(library.conv2d(x, w, b, *conf), before)
     assert torch.equal(library.conv2d(x, w, b, *conf, "direct"), before)
     assert torch.equal(ops.conv2d(x, w, b, padding=1, algorithm="direct"), before)
 
@@ -209,7 +238,7 @@ def test_set_algorithm_takes_the_layers_it_applies_to():
 
     model = cnnzoo.create_model("resnet20", num_classes=10)
     cnn.set_algorithm(model, "winograd")
-    chosen = cnn.algorithms_in_use(model)
+    chosen = cnn.algorithms_in_use(model, torch.zeros(1, 3, 32, 32))
     layers = dict(model.named_modules())
     for name, algorithm in chosen.items():
         layer = layers[name]
@@ -288,4 +317,14 @@ def test_auto_takes_fft_for_large_stride_one_kernels_on_the_cpu(monkeypatch):
     ops.conv2d(x, w[:, :, :11, :11], padding=5).sum().backward()
     assert len(inverse) == 3
     layer = cnn.Conv2d(2, 3, 13)
-    assert cnn.algorithms_in_use(torch.nn.Sequential(layer)) == {"0": "fft"}
+    assert cnn.algorithms_in_use(torch.nn.Sequential(layer), torch.zeros(1, 2, 16, 16)) == {"0": "fft"}
+    # what autocast computes in, the groups and the plane count too
+    assert cnn.algorithms_in_use(torch.nn.Sequential(layer), torch.zeros(1, 2, 16, 16), torch.bfloat16) == {
+        "0": "direct"
+    }
+    assert cnn.algorithms_in_use(torch.nn.Sequential(layer), torch.zeros(1, 2, 65, 65)) == {"0": "direct"}
+    assert algorithms.resolve("auto", (13, 13), (1, 1), (1, 1), torch.float32, "cpu", 2) == "direct"
+    before = len(inverse)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ops.conv2d(x, w, padding=6)
+    assert len(inverse) == before  # bf16 under autocast: direct

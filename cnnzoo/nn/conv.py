@@ -84,21 +84,40 @@ def set_algorithm(model: nn.Module, algorithm: str) -> nn.Module:
     return model
 
 
-def algorithms_in_use(model: nn.Module) -> dict[str, str]:
-    """The algorithm each cnnzoo ``Conv2d`` of ``model`` runs, by layer name (``'auto'`` resolved for the
-    layer's weight: its dtype and device)."""
-    return {
-        name: algorithms.resolve(
+def algorithms_in_use(model: nn.Module, example: torch.Tensor, dtype: torch.dtype | None = None) -> dict[str, str]:
+    """The algorithm each cnnzoo ``Conv2d`` of ``model`` runs on inputs like ``example`` (``'auto'``
+    resolved for the plane, dtype and device each layer sees), by layer name. ``dtype``: the one the
+    convolutions compute in, if not the input's (autocast's). One forward pass in eval mode, without
+    gradients; the model's mode is restored."""
+    seen: dict[str, tuple] = {}
+    hooks = [
+        layer.register_forward_pre_hook(lambda m, args, name=name: seen.setdefault(name, args[0]))
+        for name, layer in model.named_modules()
+        if isinstance(layer, Conv2d)
+    ]
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        model.train(training)
+        for h in hooks:
+            h.remove()
+    layers = dict(model.named_modules())
+    chosen = {}
+    for name, x in seen.items():
+        layer = layers[name]
+        chosen[name] = algorithms.resolve(
             layer.algorithm,
             layer.kernel_size,
             layer.stride,
             layer.dilation,
-            layer.weight.dtype,
-            layer.weight.device.type,
+            dtype or x.dtype,
+            x.device.type,
+            layer.groups,
+            x.shape[2:],
         )
-        for name, layer in model.named_modules()
-        if isinstance(layer, Conv2d)
-    }
+    return chosen
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):

@@ -63,19 +63,32 @@ def resolve(
     dilation: Sequence[int],
     dtype: torch.dtype = torch.float32,
     device_type: str = "cpu",
+    groups: int = 1,
+    plane: Sequence[int] = (32, 32),
 ) -> str:
-    """The algorithm that runs on tensors of ``dtype`` on ``device_type``: ``auto`` chosen, an alias
-    spelled out."""
+    """The algorithm that runs on tensors of ``dtype`` on ``device_type`` (an input ``plane`` high and
+    wide, in ``groups``): ``auto`` chosen, an alias spelled out."""
     if algorithm == "auto":
-        return auto(kernel, stride, dilation, dtype, device_type)
+        return auto(kernel, stride, dilation, dtype, device_type, groups, plane)
     return ALIASES.get(algorithm, algorithm)
 
 
-# The smallest kernel area at which ``auto`` takes FFT for a stride-1 float32 convolution on the CPU.
+# The smallest kernel area at which ``auto`` takes FFT for a stride-1 float32 convolution on the CPU,
+# and the largest input plane it does so for (the measured one was 32x32: FFT's filter spectra are as
+# large as the plane, O x C of them, and larger planes have not been measured)
 FFT_MIN_AREA = 13 * 13
+FFT_MAX_PLANE = 64 * 64
 
 
-def auto(kernel, stride, dilation, dtype: torch.dtype = torch.float32, device_type: str = "cpu") -> str:
+def auto(
+    kernel,
+    stride,
+    dilation,
+    dtype: torch.dtype = torch.float32,
+    device_type: str = "cpu",
+    groups: int = 1,
+    plane: Sequence[int] = (32, 32),
+) -> str:
     """``auto``'s choice: the fastest algorithm that applies and whose error stays within 10x direct's,
     by a rule derived from two measurements (2 CPU cores, float32, forward+backward; docs/algorithms.md):
 
@@ -86,10 +99,12 @@ def auto(kernel, stride, dilation, dtype: torch.dtype = torch.float32, device_ty
       the kernel, direct's grows with its area; they meet at 11x11 (0.99x) and FFT wins from 13x13 on
       (0.86x; 0.45x at 17x17), with errors like direct's.
 
-    So: FFT for stride-1 float32 convolutions on the CPU whose (dilated) kernel covers at least 13x13
-    pixels, direct everywhere else. A stride throws away all but one in s_h s_w of FFT's outputs, and the
-    GPU has not been measured, so both keep direct."""
-    if device_type == "cpu" and dtype == torch.float32 and tuple(stride) == (1, 1):
+    So: FFT for ungrouped stride-1 float32 convolutions on the CPU whose (dilated) kernel covers at
+    least 13x13 pixels, on planes up to 64x64, direct everywhere else. A stride throws away all but one
+    in s_h s_w of FFT's outputs; groups (many small products per frequency), larger planes (spectra of
+    the plane's size per filter and channel) and the GPU have not been measured: all keep direct."""
+    measured = groups == 1 and plane[0] * plane[1] <= FFT_MAX_PLANE
+    if device_type == "cpu" and dtype == torch.float32 and tuple(stride) == (1, 1) and measured:
         span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
         if span[0] * span[1] >= FFT_MIN_AREA:
             return "fft"

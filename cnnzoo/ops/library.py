@@ -71,12 +71,12 @@ def _large_pointwise(weight_size, stride, padding, input_size) -> bool:
     return pointwise and input_size[2] * input_size[3] > POINTWISE_COMPILED_PIXELS
 
 
-def _route(algorithm: str, kernel: Ints, stride: Ints, dilation: Ints, t: Tensor) -> str | None:
-    """A convolution's route on tensors like ``t``: the algorithm that runs (see ``algorithms.py``), None
-    for ``direct``."""
+def _route(algorithm: str, kernel: Ints, stride: Ints, dilation: Ints, t: Tensor, groups: int, plane: Ints):
+    """A convolution's route on tensors like ``t``, for an input ``plane``: the algorithm that runs (see
+    ``algorithms.py``), None for ``direct``."""
     if algorithm == "direct":
         return None
-    name = algorithms.resolve(algorithm, kernel, stride, dilation, t.dtype, t.device.type)
+    name = algorithms.resolve(algorithm, kernel, stride, dilation, t.dtype, t.device.type, groups, plane)
     return None if name == "direct" else name
 
 
@@ -136,13 +136,15 @@ conv2d.implement(
     compiled, unless=lambda x, w, b, stride, padding, *_: _large_pointwise(w.shape, stride, padding, x.shape)
 )
 conv2d.routes(
-    lambda x, w, b, stride, padding, dilation, groups, algorithm: _route(algorithm, w.shape[2:], stride, dilation, w)
+    lambda x, w, b, stride, padding, dilation, groups, algorithm: _route(
+        algorithm, w.shape[2:], stride, dilation, w, groups, x.shape[2:]
+    )
 )
 _algorithms(
     conv2d,
-    reference_conv.conv2d_forward,
+    lambda *args: reference_conv.conv2d_forward(*args),
     lambda m, x, w, b, stride, padding, dilation, groups: winograd.conv2d_forward(x, w, b, padding, groups, m),
-    fft.conv2d_forward,
+    lambda *args: fft.conv2d_forward(*args),
 )
 conv2d.grad("input")(
     lambda a, g: conv2d_input_grad(g, a.weight, a.input.shape, *_conv(a), a.out.channels_last, a.algorithm)
@@ -188,7 +190,7 @@ conv2d_input_grad.implement(
 )
 conv2d_input_grad.routes(
     lambda gy, w, size, stride, padding, dilation, groups, cl, algorithm: _route(
-        algorithm, w.shape[2:], stride, dilation, w
+        algorithm, w.shape[2:], stride, dilation, w, groups, size[2:]
     )
 )
 _algorithms(
@@ -253,7 +255,7 @@ conv2d_weight_grad.implement(
 )
 conv2d_weight_grad.routes(
     lambda x, gy, size, stride, padding, dilation, groups, cl, algorithm: _route(
-        algorithm, size[2:], stride, dilation, x
+        algorithm, size[2:], stride, dilation, x, groups, x.shape[2:]
     )
 )
 _algorithms(

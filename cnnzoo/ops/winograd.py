@@ -113,6 +113,9 @@ def conv2d_forward(x, weight, bias, padding, groups: int, m: int = 4) -> torch.T
     o, a = weight.shape[0], m + 2
     ho, wo = h + padding[0] + padding[1] - 2, w + padding[2] + padding[3] - 2
     th, tw = math.ceil(ho / m), math.ceil(wo / m)
+    if x.numel() == 0 or weight.numel() == 0:  # no images, no channels or no filters: the empty sum
+        out = x.new_zeros(n, o, ho, wo, dtype=dtype)
+        return (out if bias is None else out + bias.to(dtype).view(1, -1, 1, 1)).to(x.dtype)
     d = _input_tiles(x.to(dtype), padding, m, (th, tw))
     V = BT @ d @ BT.mT  # each tile transformed: (N, C, th, tw, a, a)
     U = G @ weight.to(dtype) @ G.mT  # each filter transformed: (O, C/G, a, a)
@@ -146,6 +149,8 @@ def conv2d_weight_grad(x, grad_out, padding, groups: int, m: int = 4) -> torch.T
     n, o, ho, wo = grad_out.shape
     a, cg = m + 2, x.shape[1] // groups
     th, tw = math.ceil(ho / m), math.ceil(wo / m)
+    if x.numel() == 0 or grad_out.numel() == 0:
+        return x.new_zeros(o, cg, 3, 3)
     V = _by_position(BT @ _input_tiles(x.to(dtype), padding, m, (th, tw)) @ BT.mT, groups)  # (G, a*a, C/G, P)
     gy = F.pad(grad_out.to(dtype), (0, tw * m - wo, 0, th * m - ho))
     gy = gy.reshape(n, o, th, m, tw, m).permute(0, 1, 2, 4, 3, 5)  # the output tiles: (N, O, th, tw, m, m)
