@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import functools
 import importlib.util
 import json
 import math
@@ -259,12 +260,18 @@ def test_channels_last_trains_channels_last_end_to_end(tmp_path, monkeypatch):
     cl = torch.channels_last
     layouts = {}
 
+    def record_training_output(seen, module, inputs, output):
+        # training passes only: the custom run also makes one eval pass without gradients, to record
+        # which algorithm each convolution runs (summary.json)
+        if torch.is_grad_enabled():
+            seen["outputs"].append(output.is_contiguous(memory_format=cl))
+
     def recording_model(*args, **kwargs):
         model = cnnzoo.create_model(*args, **kwargs)
         seen = layouts.setdefault(kwargs["backend"], {"outputs": [], "grads": []})
         for m in model.modules():
             if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
-                m.register_forward_hook(lambda m, i, o: seen["outputs"].append(o.is_contiguous(memory_format=cl)))
+                m.register_forward_hook(functools.partial(record_training_output, seen))
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.register_hook(lambda g: seen["grads"].append(g.is_contiguous(memory_format=cl)))
         return model
@@ -287,7 +294,7 @@ def test_channels_last_trains_channels_last_end_to_end(tmp_path, monkeypatch):
         )
     mine, torchs = layouts["custom"], layouts["torch"]
     assert mine == torchs
-    assert len(mine["outputs"]) >= 35 and sum(mine["outputs"]) >= 3 * len(mine["outputs"]) // 5
+    assert len(mine["outputs"]) >= 20 and sum(mine["outputs"]) >= 3 * len(mine["outputs"]) // 5
     assert len(mine["grads"]) >= 15 and sum(mine["grads"]) >= 2 * len(mine["grads"]) // 3
 
 
