@@ -403,9 +403,10 @@ def natural_input(name: str, model: nn.Module) -> list[int]:
     return [model.in_channels, size, size]
 
 
-def build_on_meta(name: str, **kwargs) -> nn.Module:
+def build_on_meta(name: str, device: str = "meta", **kwargs) -> nn.Module:
+    """The model, on the meta device (shapes only) unless ``device`` says otherwise."""
     try:
-        with torch.device("meta"):
+        with torch.device(device):
             return create_model(name, **kwargs)
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from None
@@ -498,45 +499,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def model_from_config(path: str) -> tuple[str, nn.Module, list[int]]:
-    """The model a training config trains (on the meta device, no weights read) and its input size."""
+def model_from_config(path: str, device: str = "meta") -> tuple[str, nn.Module, list[int]]:
+    """The model a training config trains (on the meta device unless ``device`` says otherwise, no
+    weights read) and its input size."""
     # a config brings in the dataset table and with it torchvision (a second's import), which only --config
     # and --set need: the report of a model, and cnnzoo.viz (which imports this module), go without it
     from .build import build_model
     from .config import load_config
 
     cfg = load_config(path)
-    with torch.device("meta"):
+    with torch.device(device):
         model, size = build_model(cfg, pretrained=False)
     return cfg.model.name, model, [model.in_channels, size, size]
 
 
-def algorithms_report(build, size: list[int], args: argparse.Namespace) -> str:
-    """``--algorithms``: the model ``build()`` makes on the CPU (its own initialisation, seeded), then
-    :mod:`cnnzoo.report_algorithms`'s table."""
+def algorithms_report(model: nn.Module, size: list[int], args: argparse.Namespace) -> str:
+    """``--algorithms``: :mod:`cnnzoo.report_algorithms`'s table for a model built on the CPU."""
     # the algorithms' table runs the ops (cnnzoo.ops and its kernels), which the shape report on the meta
     # device, and cnnzoo.viz through it, do without
     from . import report_algorithms
 
-    torch.manual_seed(0)
-    model = build()
     header, table = report_algorithms.rows(model, size, args.batch_size, args.time)
     if args.format == "json":
         return json.dumps([dict(zip(header, r)) for r in table], indent=2) + "\n"
     return render_rows(header, table, args.format)
-
-
-def _on_cpu(args: argparse.Namespace, kwargs: dict) -> nn.Module:
-    """The model a report is of, built with weights on the CPU: from ``--config``, or by name."""
-    if args.config:
-        from .build import build_model  # (as in model_from_config)
-        from .config import load_config
-
-        return build_model(load_config(args.config), pretrained=False)[0]
-    try:
-        return create_model(args.name, **kwargs)
-    except (TypeError, ValueError) as e:
-        raise UserError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -558,22 +544,25 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(render_rows(header, rows, args.format), end="")
             return 0
-        kwargs = {}
+        # --algorithms runs the model: built on the CPU, with its own initialisation (seeded)
+        device = "cpu" if args.algorithms else "meta"
+        torch.manual_seed(0)
         if args.config:
-            name, model, size = model_from_config(args.config)
+            name, model, size = model_from_config(args.config, device)
         else:
             from .config import parse_override  # only --set needs the config (see model_from_config)
 
+            kwargs = {}
             for text in args.overrides:
                 path, value = parse_override(text)
                 kwargs[".".join(path)] = value
             name = args.name
-            model = build_on_meta(name, **kwargs)
+            model = build_on_meta(name, device, **kwargs)
             size = natural_input(name, model)
         if args.input_size:
             size = args.input_size
         if args.algorithms:
-            print(algorithms_report(lambda: _on_cpu(args, kwargs), size, args), end="")
+            print(algorithms_report(model, size, args), end="")
             return 0
         print(render(summarize(model, size, args.batch_size, name=name), args.format, args.depth), end="")
     except UserError as e:

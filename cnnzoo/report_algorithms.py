@@ -18,30 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops
+from .nn.conv import conv_inputs
 from .ops import algorithms
 from .ops.functional import resolve_padding
 
 SHOWN = ("direct", "im2col", "winograd_f2", "winograd_f4", "fft")
 SHORT = {"direct": "direct", "im2col": "im2col", "winograd_f2": "F2", "winograd_f4": "F4", "fft": "fft"}
-
-
-def conv_inputs(model: nn.Module, size, batch: int, seed: int = 0) -> list[tuple[str, nn.Conv2d, torch.Tensor]]:
-    """Every convolution of ``model`` with the input it sees when a random batch runs through the model
-    (in eval mode, float32), in the order they run."""
-    seen: list[tuple[str, nn.Conv2d, torch.Tensor]] = []
-    hooks = [
-        layer.register_forward_pre_hook(lambda m, args, name=name: seen.append((name, m, args[0].detach().clone())))
-        for name, layer in model.named_modules()
-        if isinstance(layer, nn.Conv2d)
-    ]
-    gen = torch.Generator().manual_seed(seed)
-    try:
-        with torch.no_grad():
-            model.eval()(torch.randn(batch, *size, generator=gen))
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
 
 
 def _geometry(layer: nn.Conv2d):
@@ -91,7 +73,8 @@ def rows(model: nn.Module, size, batch: int = 1, timed: bool = False) -> tuple[l
     if timed:
         header += ["torch ms"] + [f"{SHORT[a]} ms" for a in SHOWN]
     table, totals = [], dict.fromkeys(header[4:], None)
-    for name, layer, x in conv_inputs(model, size, batch):
+    example = torch.randn(batch, *size, generator=torch.Generator().manual_seed(0))
+    for name, layer, x in conv_inputs(model, example):
         stride, pads, dilation, groups = _geometry(layer)
         kernel, weight = layer.kernel_size, layer.weight.detach()
         applies = {a: algorithms.unsuitable(a, kernel, stride, dilation) is None for a in SHOWN}

@@ -9,7 +9,6 @@ from torch import nn
 
 from ..ops import algorithms, conv2d, conv_transpose2d
 from ..ops._args import IntPair
-from ..ops.algorithms import check as check_algorithm
 from ..ops.functional import resolve_padding
 
 
@@ -57,7 +56,7 @@ class Conv2d(nn.Conv2d):
             top, bottom, left, right = resolve_padding("full", self.kernel_size, self.stride, self.dilation)
             self._reversed_padding_repeated_twice = [left, right, top, bottom]
         self.algorithm = algorithm
-        check_algorithm("Conv2d", algorithm, self.kernel_size, self.stride, self.dilation)
+        algorithms.check("Conv2d", algorithm, self.kernel_size, self.stride, self.dilation)
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
@@ -84,16 +83,15 @@ def set_algorithm(model: nn.Module, algorithm: str) -> nn.Module:
     return model
 
 
-def algorithms_in_use(model: nn.Module, example: torch.Tensor, dtype: torch.dtype | None = None) -> dict[str, str]:
-    """The algorithm each cnnzoo ``Conv2d`` of ``model`` runs on inputs like ``example`` (``'auto'``
-    resolved for the plane, dtype and device each layer sees), by layer name. ``dtype``: the one the
-    convolutions compute in, if not the input's (autocast's). One forward pass in eval mode, without
-    gradients; the model's mode is restored."""
-    seen: dict[str, tuple] = {}
+def conv_inputs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Conv2d, torch.Tensor]]:
+    """Every convolution of ``model`` (cnnzoo's and torch's), with the input it sees when ``example`` runs
+    through the model, in the order they run: one forward pass in eval mode without gradients, the
+    model's mode restored."""
+    seen: list[tuple[str, nn.Conv2d, torch.Tensor]] = []
     hooks = [
-        layer.register_forward_pre_hook(lambda m, args, name=name: seen.setdefault(name, args[0]))
+        layer.register_forward_pre_hook(lambda m, args, name=name: seen.append((name, m, args[0].clone())))
         for name, layer in model.named_modules()
-        if isinstance(layer, Conv2d)
+        if isinstance(layer, nn.Conv2d)
     ]
     training = model.training
     try:
@@ -103,11 +101,15 @@ def algorithms_in_use(model: nn.Module, example: torch.Tensor, dtype: torch.dtyp
         model.train(training)
         for h in hooks:
             h.remove()
-    layers = dict(model.named_modules())
-    chosen = {}
-    for name, x in seen.items():
-        layer = layers[name]
-        chosen[name] = algorithms.resolve(
+    return seen
+
+
+def algorithms_in_use(model: nn.Module, example: torch.Tensor, dtype: torch.dtype | None = None) -> dict[str, str]:
+    """The algorithm each cnnzoo ``Conv2d`` of ``model`` runs on inputs like ``example`` (``'auto'``
+    resolved for the plane, dtype and device each layer sees), by layer name. ``dtype``: the one the
+    convolutions compute in, if not the input's (autocast's)."""
+    return {
+        name: algorithms.resolve(
             layer.algorithm,
             layer.kernel_size,
             layer.stride,
@@ -117,7 +119,9 @@ def algorithms_in_use(model: nn.Module, example: torch.Tensor, dtype: torch.dtyp
             layer.groups,
             x.shape[2:],
         )
-    return chosen
+        for name, layer, x in conv_inputs(model, example)
+        if isinstance(layer, Conv2d)
+    }
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):

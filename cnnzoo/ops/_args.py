@@ -294,6 +294,12 @@ def adaptive_plane(fn: str, t: torch.Tensor, input_size, output_size) -> tuple[i
     return adaptive_output_size(fn, input_size, output_size)
 
 
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What a reference computes a dtype in: float16 and bfloat16 in float32, as every cnnzoo kernel
+    accumulates (and torch's CPU FFT has no 16-bit types); float32 and float64 as they are."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
     """The lower precision ``torch.autocast`` runs convolutions in on ``t``'s device, or None outside it."""
     device = t.device.type

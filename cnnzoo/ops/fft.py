@@ -28,10 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float16 and bfloat16 are transformed in float32 (torch's CPU FFT has no 16-bit types)."""
-    return torch.promote_types(dtype, torch.float32)
+from ._args import accumulation_dtype
 
 
 def _dilated(weight: torch.Tensor, dilation) -> torch.Tensor:
@@ -67,7 +64,7 @@ def _products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def conv2d_forward(x, weight, bias, stride, padding, dilation, groups: int) -> torch.Tensor:
     """out[n, o] = sum_c irfft2(X[n, c] * conj(W[o, c])), kept at the stride's pixels."""
-    dtype = _compute_dtype(x.dtype)
+    dtype = accumulation_dtype(x.dtype)
     top, bottom, left, right = padding
     xp = F.pad(x.to(dtype), (left, right, top, bottom))
     size, w = xp.shape[2:], _dilated(weight.to(dtype), dilation)
@@ -89,7 +86,7 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation, groups: int) -> t
 
 def conv2d_input_grad(grad_out, weight, input_size, stride, padding, dilation, groups: int) -> torch.Tensor:
     """dL/dx[n, c] = irfft2(sum_o G[n, o] * W[o, c]), cropped from the padded plane to the input's."""
-    dtype = _compute_dtype(grad_out.dtype)
+    dtype = accumulation_dtype(grad_out.dtype)
     top, bottom, left, right = padding
     h, w = input_size[2:]
     size = (h + top + bottom, w + left + right)
@@ -104,7 +101,7 @@ def conv2d_input_grad(grad_out, weight, input_size, stride, padding, dilation, g
 
 def conv2d_weight_grad(x, grad_out, weight_size, stride, padding, dilation, groups: int) -> torch.Tensor:
     """dL/dw[o, c] = irfft2(sum_n conj(G[n, o]) * X[n, c]) at the kernel's taps."""
-    dtype = _compute_dtype(x.dtype)
+    dtype = accumulation_dtype(x.dtype)
     top, bottom, left, right = padding
     (kh, kw), (dh, dw) = weight_size[2:], dilation
     if x.numel() == 0 or grad_out.numel() == 0:

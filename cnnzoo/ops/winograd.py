@@ -39,6 +39,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ._args import accumulation_dtype
+
 # F(2, 3): interpolation at 0, 1, -1 and infinity (Lavin & Gray's equations (5)-(6))
 _F2 = (
     [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],  # B^T: (m + 2) x (m + 2)
@@ -78,11 +80,6 @@ def transforms(m: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.
     return tuple(t.to(device) for t in _transforms_cpu(m, dtype))
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float16 and bfloat16 are transformed and summed in float32, as every cnnzoo kernel accumulates."""
-    return torch.promote_types(dtype, torch.float32)
-
-
 def _input_tiles(x: torch.Tensor, padding, m: int, tiles: tuple[int, int]) -> torch.Tensor:
     """The overlapping (m + 2) x (m + 2) tiles of the padded input, (N, C, tiles_h, tiles_w, m + 2, m + 2):
     tile (i, j) starts at padded pixel (i m, j m). Zeros below and right complete the last tiles;
@@ -107,7 +104,7 @@ def conv2d_forward(x, weight, bias, padding, groups: int, m: int = 4) -> torch.T
     """out[n, o, y, x] = sum_{c, i, j} weight[o, c, i, j] * x_pad[n, c, y + i, x + j] for a 3x3, stride-1
     filter, tile by tile with F(m x m, 3 x 3). ``padding`` is ``(top, bottom, left, right)``; a negative
     entry crops (the input gradient uses that)."""
-    dtype = _compute_dtype(x.dtype)
+    dtype = accumulation_dtype(x.dtype)
     BT, G, AT = transforms(m, dtype, x.device)
     n, _, h, w = x.shape
     o, a = weight.shape[0], m + 2
@@ -144,7 +141,7 @@ def conv2d_input_grad(grad_out, weight, input_size, padding, groups: int, m: int
 def conv2d_weight_grad(x, grad_out, padding, groups: int, m: int = 4) -> torch.Tensor:
     """dL/dg = G^T [ sum over images and tiles of (A Y* A^T) * (B^T d B) ] G, where ``Y*`` is an output
     tile's gradient (zeros past the last row and column) and ``d`` the input tile under it."""
-    dtype = _compute_dtype(x.dtype)
+    dtype = accumulation_dtype(x.dtype)
     BT, G, AT = transforms(m, dtype, x.device)
     n, o, ho, wo = grad_out.shape
     a, cg = m + 2, x.shape[1] // groups
