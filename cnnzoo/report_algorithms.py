@@ -83,7 +83,15 @@ def rows(model: nn.Module, size, batch: int = 1, timed: bool = False) -> tuple[l
             "x".join(map(str, x.shape[1:])),
             f"{kernel[0]}x{kernel[1]}/{stride[0]}" + (f" g{groups}" if groups > 1 else ""),
             algorithms.resolve(
-                getattr(layer, "algorithm", "auto"), kernel, stride, dilation, x.dtype, "cpu", groups, x.shape[2:]
+                getattr(layer, "algorithm", "auto"),
+                kernel,
+                stride,
+                dilation,
+                x.dtype,
+                "cpu",
+                groups,
+                x.shape[2:],
+                (weight.shape[1], weight.shape[0] // groups),
             ),
         ]
         cells = {}

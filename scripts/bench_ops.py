@@ -1,6 +1,7 @@
 """Time cnnzoo.ops against torch.nn.functional on the zoo's representative layers, side by side.
 
     python scripts/bench_ops.py [--device cpu|cuda] [--dtype float32] [--repeat 7] [--tiny] [--only TEXT]
+                                [--algorithm auto|direct|im2col|winograd|winograd_f2|winograd_f4|fft]
     python scripts/bench_ops.py --overhead [--repeat 500]
     python scripts/bench_ops.py --kernels [--repeat 7] [--only TEXT]
 
@@ -19,6 +20,9 @@ dispatch, autograd), and custom - native is what cnnzoo's layers add per call.
 ``--kernels`` times each convolution kernel alone (forward, input gradient, weight gradient: cnnzoo's
 operators against the aten calls computing the same), with each one's GFLOP/s (2 x multiply-adds)
 and, on the CPU with the compiled kernels, its fraction of the measured peak.
+
+``--algorithm`` runs cnnzoo's convolutions with that algorithm (see docs/algorithms.md; ``auto`` by
+default); named, it keeps only the convolutions it applies to.
 """
 
 from __future__ import annotations
@@ -37,10 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from zoo_layers import LAYERS, Layer  # noqa: E402
 
 from cnnzoo import ops  # noqa: E402
-from cnnzoo.ops import compiled  # noqa: E402
+from cnnzoo.ops import algorithms, compiled  # noqa: E402
 
 
-def make_call(layer: Layer, impl, device, dtype, backward: bool):
+def make_call(layer: Layer, impl, device, dtype, backward: bool, algorithm: str = "auto"):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(layer.input_shape, generator=gen).to(device=device, dtype=dtype).requires_grad_(backward)
     args = [x]
@@ -52,9 +56,10 @@ def make_call(layer: Layer, impl, device, dtype, backward: bool):
         )
         args.append(torch.zeros(layer.weight_shape[0], device=device, dtype=dtype).requires_grad_(backward))
     fn = getattr(impl, layer.op)
+    kwargs = dict(layer.kwargs, algorithm=algorithm) if impl is ops and layer.op == "conv2d" else layer.kwargs
 
     def run():
-        out = fn(*args, **layer.kwargs)
+        out = fn(*args, **kwargs)
         if backward:
             out.backward(torch.ones_like(out))
             for a in args:
@@ -86,11 +91,12 @@ def peak_memory(run, device) -> float | None:
     return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
-def bench_layer(layer: Layer, device, dtype, repeat: int) -> dict:
+def bench_layer(layer: Layer, device, dtype, repeat: int, algorithm: str = "auto") -> dict:
     result = {}
     for mode, backward in (("fwd", False), ("fwd+bwd", True)):
         runs = {
-            name: make_call(layer, impl, device, dtype, backward) for name, impl in (("custom", ops), ("native", F))
+            name: make_call(layer, impl, device, dtype, backward, algorithm)
+            for name, impl in (("custom", ops), ("native", F))
         }
         with torch.set_grad_enabled(backward):
             for run in runs.values():  # warm-up
@@ -168,7 +174,17 @@ def overhead(device, dtype, repeat: int) -> int:
     return 0
 
 
-def kernel_calls(layer: Layer, device, dtype) -> dict[str, tuple]:
+def applies(layer: Layer, algorithm: str) -> bool:
+    """Whether the benchmark runs ``layer`` with ``algorithm``: every layer with ``auto``, else the
+    convolutions it applies to."""
+    if algorithm == "auto":
+        return True
+    kernel, stride = layer.weight_shape[2:] if layer.weight_shape else None, layer.kwargs.get("stride", 1)
+    dilation = layer.kwargs.get("dilation", 1)
+    return kernel is not None and algorithms.unsuitable(algorithm, kernel, [stride] * 2, [dilation] * 2) is None
+
+
+def kernel_calls(layer: Layer, device, dtype, algorithm: str = "auto") -> dict[str, tuple]:
     """Per convolution kernel (forward, input gradient, weight gradient): cnnzoo's operator and the
     native aten call that computes the same thing, each a zero-argument callable."""
     gen = torch.Generator().manual_seed(0)
@@ -185,21 +201,21 @@ def kernel_calls(layer: Layer, device, dtype) -> dict[str, tuple]:
 
     return {
         "fwd": (
-            lambda: cz.conv2d(x, w, None, s, p4, d, groups),
+            lambda: cz.conv2d(x, w, None, s, p4, d, groups, algorithm),
             lambda: aten.convolution(x, w, None, s, p, d, False, [0, 0], groups),
         ),
         "input grad": (
-            lambda: cz.conv2d_input_grad(gy, w, list(x.shape), s, p4, d, groups),
+            lambda: cz.conv2d_input_grad(gy, w, list(x.shape), s, p4, d, groups, False, algorithm),
             native_grad([True, False, False]),
         ),
         "weight grad": (
-            lambda: cz.conv2d_weight_grad(x, gy, list(w.shape), s, p4, d, groups),
+            lambda: cz.conv2d_weight_grad(x, gy, list(w.shape), s, p4, d, groups, False, algorithm),
             native_grad([False, True, False]),
         ),
     }
 
 
-def kernels(layers: list[Layer], device, dtype, repeat: int, peak: float | None) -> int:
+def kernels(layers: list[Layer], device, dtype, repeat: int, peak: float | None, algorithm: str = "auto") -> int:
     """Each convolution kernel alone, against native's: ms, ratio, GFLOP/s and % of the peak."""
     print_header(
         f"{'layer':28} {'kernel':>11} {'custom':>8} {'native':>8} {'ratio':>6} {'GFLOP/s':>7} {'%peak':>5} "
@@ -207,7 +223,7 @@ def kernels(layers: list[Layer], device, dtype, repeat: int, peak: float | None)
     )
     with torch.no_grad():
         for layer in (layer for layer in layers if layer.op == "conv2d"):
-            for kernel, pair in kernel_calls(layer, device, dtype).items():
+            for kernel, pair in kernel_calls(layer, device, dtype, algorithm).items():
                 for run in pair:  # warm-up
                     run()
                 times = ([], [])
@@ -238,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="each convolution kernel (forward, input and weight gradient) alone, with GFLOP/s",
     )
+    parser.add_argument(
+        "--algorithm",
+        default="auto",
+        choices=algorithms.ALGORITHMS,
+        help="cnnzoo's convolution algorithm (named: only the convolutions it applies to)",
+    )
     args = parser.parse_args(argv)
     if argument_error("bench_ops", args):
         return 2
@@ -245,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         return overhead(torch.device(args.device), getattr(torch, args.dtype), args.repeat)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     layers = [layer.shrunk() if args.tiny else layer for layer in LAYERS if args.only in layer.name]
+    layers = [layer for layer in layers if applies(layer, args.algorithm)]
     if not layers:
-        print(f"bench_ops: no layer name contains {args.only!r}", file=sys.stderr)
+        print(f"bench_ops: no layer name contains {args.only!r} (with --algorithm {args.algorithm})", file=sys.stderr)
         return 2
     print(
         f"cnnzoo.ops vs torch.nn.functional | {device_label(device)} | torch {torch.__version__} | {args.dtype} | "
@@ -257,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = compiled.fma_peak(torch.get_num_threads())
         print(f"multiply-add peak measured on this machine: {peak:.0f} GFLOP/s with {torch.get_num_threads()} threads")
     if args.kernels:
-        return kernels(layers, device, dtype, args.repeat, peak)
+        return kernels(layers, device, dtype, args.repeat, peak, args.algorithm)
     header = (
         f"{'layer':28} {'input':>18} {'fwd':>8} {'native':>8} {'ratio':>6} {'fwd+bwd':>8} {'native':>8} "
         f"{'ratio':>6} {'GFLOP/s':>7} {'%peak':>5} {'peak MiB':>9} {'native':>7}"
@@ -265,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     print_header(header)
     ratios = []
     for layer in layers:
-        r = bench_layer(layer, device, dtype, args.repeat)
+        r = bench_layer(layer, device, dtype, args.repeat, args.algorithm)
         ratios.append(r["fwd+bwd ratio"])
         mem = (
             f"{r['mem custom']:9.1f} {r['mem native']:7.1f}"

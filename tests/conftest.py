@@ -78,3 +78,15 @@ def lenet_run(tmp_path_factory):
         == 0
     )
     return out
+
+
+@pytest.fixture
+def kernels_built():
+    """The compiled kernels in use (the test is skipped where they cannot be built)."""
+    try:
+        with compiled.use("compiled"):
+            compiled.library()
+    except compiled.KernelsError as e:
+        pytest.skip(str(e))
+    with compiled.use("compiled"):
+        yield

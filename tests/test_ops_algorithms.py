@@ -12,7 +12,7 @@ from torch.library import opcheck
 
 from cnnzoo import nn as cnn
 from cnnzoo import ops
-from cnnzoo.ops import algorithms, library, winograd
+from cnnzoo.ops import algorithms, compiled, library, winograd
 from cnnzoo.ops import fft as fft_module
 
 from .helpers import TOL, assert_matches
@@ -132,13 +132,21 @@ def test_each_route_runs_its_own_kernels(monkeypatch):
         for name in names:
             original = getattr(module, name)
             monkeypatch.setattr(module, name, lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k))
+    for name in ("winograd_conv2d", "winograd_conv2d_input_grad", "winograd_conv2d_weight_grad"):
+        original = getattr(compiled, name)
+        monkeypatch.setattr(compiled, name, lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k))
     x = torch.randn(2, 3, 6, 6, requires_grad=True)
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     for algorithm in ("direct", "auto"):
         ops.conv2d(x, w, padding=1, algorithm=algorithm).sum().backward()
     assert calls == []
     ops.conv2d(x, w, padding=1, algorithm="winograd").sum().backward()
-    # the input gradient runs as a forward convolution of the output gradient
+    if compiled.library() is not None:  # float32 on the CPU: the compiled kernels
+        assert sorted(calls) == ["winograd_conv2d", "winograd_conv2d_input_grad", "winograd_conv2d_weight_grad"]
+        calls.clear()
+    with compiled.use("reference"):
+        ops.conv2d(x, w, padding=1, algorithm="winograd").sum().backward()
+    # the reference's input gradient runs as a forward convolution of the output gradient
     assert sorted(calls) == ["conv2d_forward", "conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]
     calls.clear()
     ops.conv2d(x, w, padding=1, algorithm="fft").sum().backward()
@@ -156,8 +164,8 @@ def test_each_route_runs_its_own_kernels(monkeypatch):
     assert "conv2d_input_grad" in calls and "conv2d_weight_grad" in calls and "conv2d_forward" in calls
     calls.clear()
     torch._dynamo.reset()
-    compiled = torch.compile(lambda x, w: ops.conv2d(x, w, padding=1, algorithm="fft"), backend="aot_eager")
-    compiled(x, w).sum().backward()
+    compiled_fn = torch.compile(lambda x, w: ops.conv2d(x, w, padding=1, algorithm="fft"), backend="aot_eager")
+    compiled_fn(x, w).sum().backward()
     assert sorted(set(calls)) == names
 
 
@@ -260,8 +268,8 @@ def test_torch_func_and_compile_follow_the_algorithm():
     )
     torch.testing.assert_close(jacrev(fn, argnums=1)(x[:1], w), jacrev(ref, argnums=1)(x[:1], w))
     torch._dynamo.reset()
-    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(x, w), ref(x, w))
+    compiled_fn = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled_fn(x, w), ref(x, w))
 
 
 @pytest.mark.parametrize("algorithm", ["fft", "winograd"])
@@ -328,3 +336,70 @@ def test_auto_takes_fft_for_large_stride_one_kernels_on_the_cpu(monkeypatch):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ops.conv2d(x, w, padding=6)
     assert len(inverse) == before  # bf16 under autocast: direct
+
+
+# The compiled Winograd kernels (csrc/winograd.cpp): channel counts that are not whole vectors, two
+# panels of filters, groups, paddings from 0 to 3 (3: a crop in the input gradient), partial tiles,
+# layouts, and both ways of splitting the blocks over the threads (each thread its own blocks while
+# the filters' transforms are small, all threads on each block for 256 channels and up)
+WINOGRAD_CASES = [
+    ((2, 17, 9, 7), (40, 17), dict(padding=1)),
+    ((3, 12, 6, 11), (18, 4), dict(padding=2, groups=3)),
+    ((1, 5, 4, 5), (33, 5), dict(padding=3)),
+    ((2, 16, 10, 10), (16, 16), dict(padding=0)),
+    ((1, 256, 6, 5), (256, 256), dict(padding=1)),
+    ((2, 64, 9, 9), (64, 32), dict(padding=(0, 2), groups=2)),
+]
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("x_shape,w_shape,kwargs", WINOGRAD_CASES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "crop"])
+def test_compiled_winograd_matches_functional(kernels_built, m, x_shape, w_shape, kwargs, layout):
+    """Output, input gradient and weight gradient of the compiled kernels against float64, within the
+    float32 error the reference reaches on the same inputs (with a margin)."""
+    gen = torch.Generator().manual_seed(sum(x_shape) + m)
+    x = torch.randn(x_shape, generator=gen, dtype=torch.float64)
+    w = torch.randn(w_shape[0], w_shape[1], 3, 3, generator=gen, dtype=torch.float64)
+    b = torch.randn(w_shape[0], generator=gen, dtype=torch.float64)
+    out = F.conv2d(x, w, b, **kwargs)
+    gy = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    expected = (out, *torch.autograd.grad(F.conv2d(*(t.requires_grad_() for t in (x, w, b)), **kwargs), (x, w), gy))
+    xf = x.detach().float()
+    if layout == "channels_last":
+        xf = xf.contiguous(memory_format=torch.channels_last)
+    elif layout == "crop":
+        xf = torch.nn.functional.pad(xf, (1, 2, 0, 1))[..., :-1, 1:-2]
+    leaves = [xf.requires_grad_(), w.detach().float().requires_grad_(), b.detach().float()]
+    mine_out = ops.conv2d(*leaves, **kwargs, algorithm=f"winograd_f{m}")
+    mine = (mine_out, *torch.autograd.grad(mine_out, leaves[:2], gy.float()))
+    with compiled.use("reference"):
+        ref_out = ops.conv2d(*leaves, **kwargs, algorithm=f"winograd_f{m}")
+        reference = (ref_out, *torch.autograd.grad(ref_out, leaves[:2], gy.float()))
+    for what, a, r, e in zip(("output", "grad input", "grad weight"), mine, reference, expected):
+        scale = e.abs().max().item()
+        error, reference_error = (a.double() - e).abs().max().item(), (r.double() - e).abs().max().item()
+        assert error <= 4 * reference_error + 1e-6 * scale, (what, error, reference_error)
+        assert error <= (2e-6 if m == 2 else 2e-5) * scale, (what, error / scale)
+
+
+def test_auto_takes_winograd_for_wide_three_by_three_layers():
+    """auto's rule (algorithms.auto): F(4x4, 3x3) for ungrouped 3x3 stride-1 float32 layers on the CPU with
+    at least 64 input and output channels on planes of 14x14 and up, when the compiled kernels serve."""
+    three = ((3, 3), (1, 1), (1, 1), torch.float32, "cpu")
+    expected = "winograd_f4" if compiled.library() is not None else "direct"
+    assert algorithms.resolve("auto", *three, 1, (14, 14), (64, 64)) == expected
+    assert algorithms.resolve("auto", *three, 1, (56, 56), (512, 128)) == expected
+    assert algorithms.resolve("auto", *three, 1, (14, 14), (32, 64)) == "direct"
+    assert algorithms.resolve("auto", *three, 1, (14, 14), (64, 32)) == "direct"
+    assert algorithms.resolve("auto", *three, 1, (13, 14), (512, 512)) == "direct"
+    assert algorithms.resolve("auto", *three, 2, (14, 14), (64, 64)) == "direct"
+    assert algorithms.resolve("auto", (3, 3), (1, 1), (1, 1), torch.float64, "cpu", 1, (14, 14), (64, 64)) == "direct"
+    assert algorithms.resolve("auto", (3, 3), (1, 1), (2, 2), torch.float32, "cpu", 1, (14, 14), (64, 64)) == "direct"
+    assert algorithms.resolve("auto", (3, 3), (2, 2), (1, 1), torch.float32, "cpu", 1, (14, 14), (64, 64)) == "direct"
+    assert algorithms.resolve("auto", (3, 3), (1, 1), (1, 1), torch.float32, "cuda", 1, (14, 14), (64, 64)) == "direct"
+    with compiled.use("reference"):  # the Python reference is slower than direct
+        assert algorithms.resolve("auto", *three, 1, (14, 14), (64, 64)) == "direct"
+    model = torch.nn.Sequential(cnn.Conv2d(64, 64, 3, padding=1), cnn.Conv2d(64, 16, 3, padding=1))
+    assert cnn.algorithms_in_use(model, torch.zeros(1, 64, 14, 14)) == {"0": expected, "1": "direct"}
+    assert cnn.algorithms_in_use(model, torch.zeros(1, 64, 8, 8)) == {"0": "direct", "1": "direct"}

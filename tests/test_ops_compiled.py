@@ -8,6 +8,7 @@ UndefinedBehaviorSanitizer; ``CNNZOO_FUZZ_CASES`` sets how many shapes each fuzz
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import subprocess
@@ -24,18 +25,6 @@ from cnnzoo.ops import conv as reference_conv
 from cnnzoo.ops import pool as reference_pool
 
 FUZZ_CASES = int(os.environ.get("CNNZOO_FUZZ_CASES", "60"))
-
-
-@pytest.fixture
-def kernels_built():
-    """The compiled kernels in use (the test is skipped where they cannot be built)."""
-    try:
-        with compiled.use("compiled"):
-            compiled.library()
-    except compiled.KernelsError as e:
-        pytest.skip(str(e))
-    with compiled.use("compiled"):
-        yield
 
 
 def close(mine: torch.Tensor, ref: torch.Tensor, what: str, case) -> None:
@@ -144,6 +133,33 @@ def test_fuzz_conv2d(kernels_built, seed):
             )
             results.append((out, *torch.autograd.grad(out, leaves, grad_out)))
         for what, mine, ref in zip(("output", "grad input", "grad weight", "grad bias"), *results):
+            close(mine, ref, what, case)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_fuzz_winograd(kernels_built, seed):
+    """The compiled Winograd kernels (3x3, stride 1) on random shapes and layouts, both tile sizes."""
+    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
+    for _ in range(FUZZ_CASES // 4):
+        g = rng.choice([1, 1, 2, 3])
+        n, c, o = rng.choice([1, 2, 3]), g * rng.choice([1, 3, 16, 17]), g * rng.choice([1, 5, 16, 33])
+        h, w, pad = rng.randint(1, 13), rng.randint(1, 13), (rng.randint(0, 3), rng.randint(0, 3))
+        if h + 2 * pad[0] < 3 or w + 2 * pad[1] < 3:
+            continue
+        case = dict(n=n, c=c, o=o, h=h, w=w, padding=pad, groups=g, m=rng.choice([2, 4]))
+        layouts = case["layouts"] = draw_layouts(rng, "input", "weight", "bias", "grad_output")
+        x, weight = torch.randn(n, c, h, w, generator=gen), torch.randn(o, c // g, 3, 3, generator=gen)
+        bias = torch.randn(o, generator=gen) if rng.random() < 0.5 else None
+        tensors = {"input": x, "weight": weight, "bias": bias}
+        results = []
+        for fn in (functools.partial(ops.conv2d, algorithm=f"winograd_f{case['m']}"), F.conv2d):
+            leaves = [laid_out(t, layouts[k]).requires_grad_() if t is not None else None for k, t in tensors.items()]
+            out = fn(*leaves, padding=pad, groups=g)
+            grad_out = laid_out(
+                torch.randn(out.shape, generator=torch.Generator().manual_seed(1)), layouts["grad_output"]
+            )
+            results.append((out, *torch.autograd.grad(out, leaves[:2], grad_out)))
+        for what, mine, ref in zip(("output", "grad input", "grad weight"), *results):
             close(mine, ref, what, case)
 
 

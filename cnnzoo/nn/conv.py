@@ -118,6 +118,7 @@ def algorithms_in_use(model: nn.Module, example: torch.Tensor, dtype: torch.dtyp
             x.device.type,
             layer.groups,
             x.shape[2:],
+            (layer.in_channels // layer.groups, layer.out_channels // layer.groups),
         )
         for name, layer, x in conv_inputs(model, example)
         if isinstance(layer, Conv2d)

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 import torch
 
+from . import compiled
+
 ALGORITHMS = ("auto", "direct", "im2col", "winograd", "winograd_f2", "winograd_f4", "fft")
 ALIASES = {"winograd": "winograd_f4"}
 WINOGRAD = ("winograd_f2", "winograd_f4")
@@ -65,11 +67,13 @@ def resolve(
     device_type: str = "cpu",
     groups: int = 1,
     plane: Sequence[int] = (32, 32),
+    channels: Sequence[int] = (0, 0),
 ) -> str:
     """The algorithm that runs on tensors of ``dtype`` on ``device_type`` (an input ``plane`` high and
-    wide, in ``groups``): ``auto`` chosen, an alias spelled out."""
+    wide, in ``groups`` of ``channels`` = (input, output) channels each): ``auto`` chosen, an alias
+    spelled out."""
     if algorithm == "auto":
-        return auto(kernel, stride, dilation, dtype, device_type, groups, plane)
+        return auto(kernel, stride, dilation, dtype, device_type, groups, plane, channels)
     return ALIASES.get(algorithm, algorithm)
 
 
@@ -78,6 +82,10 @@ def resolve(
 # large as the plane, O x C of them, and larger planes have not been measured)
 FFT_MIN_AREA = 13 * 13
 FFT_MAX_PLANE = 64 * 64
+# The fewest input and output channels, and the smallest input plane side, at which ``auto`` takes
+# F(4x4, 3x3) (with the compiled kernels) for a 3x3 stride-1 float32 convolution on the CPU
+WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_MIN_PLANE = 14
 
 
 def auto(
@@ -88,26 +96,37 @@ def auto(
     device_type: str = "cpu",
     groups: int = 1,
     plane: Sequence[int] = (32, 32),
+    channels: Sequence[int] = (0, 0),
 ) -> str:
     """``auto``'s choice: the fastest algorithm that applies and whose error stays within 10x direct's,
-    by a rule derived from two measurements (2 CPU cores, float32, forward+backward; docs/algorithms.md):
+    by a rule derived from measurements (2 CPU cores, float32, forward+backward; docs/algorithms.md):
 
-    * ``python -m cnnzoo.report resnet20 --algorithms --time``: on every layer of the zoo's kind (3x3,
-      1x1, strided stems) direct is the fastest; Winograd's F(4x4)'s error is 2-4e-6 against direct's
-      2-9e-7, and both Winograd and FFT run as Python references, several times slower;
+    * ``scripts/bench_ops.py --algorithm winograd_f4`` against ``--algorithm direct``: the compiled F(4x4)
+      kernels take 0.52-0.70x oneDNN's time on the 3x3 layers with 64 to 512 channels on 14x14 to 56x56
+      planes, where direct takes 0.93-1.16x; on 8x8 planes they gain at batch 32 (0.88-1.01x against
+      1.12x) and 8, but lose at batch 1 (``report resnet20 --algorithms --time``: 0.86 ms against
+      direct's 0.65); with 32 channels (16x16, batch 32) they are no faster than direct, with 16
+      (32x32) slower. ``python -m cnnzoo.report resnet18 --algorithms`` (and resnet20): F(4x4)'s
+      error is at most 4.3x direct's from 64 channels up, but up to 22x on the 3- and 16-channel
+      layers. F(2x2) is as precise as direct, and slower than F(4x4) everywhere;
     * ``scripts/bench_algorithms.py`` (32 channels, 32x32, batch 8, 'same'): FFT's time hardly grows with
       the kernel, direct's grows with its area; they meet at 11x11 (0.99x) and FFT wins from 13x13 on
       (0.86x; 0.45x at 17x17), with errors like direct's.
 
-    So: FFT for ungrouped stride-1 float32 convolutions on the CPU whose (dilated) kernel covers at
-    least 13x13 pixels, on planes up to 64x64, direct everywhere else. A stride throws away all but one
-    in s_h s_w of FFT's outputs; groups (many small products per frequency), larger planes (spectra of
-    the plane's size per filter and channel) and the GPU have not been measured: all keep direct."""
-    measured = groups == 1 and plane[0] * plane[1] <= FFT_MAX_PLANE
-    if device_type == "cpu" and dtype == torch.float32 and tuple(stride) == (1, 1) and measured:
-        span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
-        if span[0] * span[1] >= FFT_MIN_AREA:
-            return "fft"
+    So, for float32 on the CPU, ungrouped: ``winograd_f4`` for 3x3 stride-1 convolutions with at least
+    64 input and output channels on planes of at least 14x14 (when the compiled kernels are in use: the
+    Python reference is several times slower than direct); FFT for stride-1 convolutions whose
+    (dilated) kernel covers at least 13x13 pixels, on planes up to 64x64; direct everywhere else. A
+    stride throws away all but one in s_h s_w of FFT's outputs; groups, smaller planes and the GPU have
+    not been measured: all keep direct."""
+    if device_type != "cpu" or dtype != torch.float32 or tuple(stride) != (1, 1) or groups != 1:
+        return "direct"
+    if unsuitable("winograd_f4", kernel, stride, dilation) is None:
+        large = min(channels) >= WINOGRAD_MIN_CHANNELS and min(plane) >= WINOGRAD_MIN_PLANE
+        return "winograd_f4" if large and compiled.library() is not None else "direct"
+    span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    if span[0] * span[1] >= FFT_MIN_AREA and plane[0] * plane[1] <= FFT_MAX_PLANE:
+        return "fft"
     return "direct"
 
 

@@ -44,8 +44,9 @@ from ..errors import UserError
 from .layout import empty
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = [CSRC / name for name in ("conv.cpp", "pool.cpp", "peak.cpp")]
-HEADERS = [CSRC / "cnnzoo.h"]  # included by the sources: part of the build cache key, not of the command
+SOURCES = [CSRC / name for name in ("conv.cpp", "winograd.cpp", "pool.cpp", "peak.cpp")]
+# included by the sources: part of the build cache key, not of the command
+HEADERS = [CSRC / "cnnzoo.h", CSRC / "blocks.h"]
 FLAGS = ["-std=c++17", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-march=native"]
 OPTIMIZE = ["-O3"]
 SANITIZE = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
@@ -265,6 +266,10 @@ KERNELS = {
     "cnnzoo_conv2d_forward": (4, ConvGeometry),
     "cnnzoo_conv2d_input_grad": (3, ConvGeometry),
     "cnnzoo_conv2d_weight_grad": (3, ConvGeometry),
+    "cnnzoo_winograd_f2_forward": (4, ConvGeometry),
+    "cnnzoo_winograd_f4_forward": (4, ConvGeometry),
+    "cnnzoo_winograd_f2_weight_grad": (3, ConvGeometry),
+    "cnnzoo_winograd_f4_weight_grad": (3, ConvGeometry),
     "cnnzoo_max_pool2d_forward": (3, PoolGeometry),
     "cnnzoo_max_pool2d_backward": (3, PoolGeometry),
     "cnnzoo_avg_pool2d_forward": (2, PoolGeometry),
@@ -362,6 +367,54 @@ def conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups: i
     """``conv.conv_transpose2d``: the input gradient of a convolution, plus the bias."""
     result = conv2d_input_grad(x, weight, out.size, stride, padding, dilation, groups, out=out)
     return result if bias is None else result.add_(bias.view(1, -1, 1, 1))
+
+
+# Winograd (csrc/winograd.cpp): vectors over the channels, so the kernels read channels-last tensors
+# and write a channels-last result (``Operator.compute`` puts it in the rule's memory format)
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def _winograd_forward(m: int, x, weight, bias, padding, groups: int, out) -> torch.Tensor:
+    x = _channels_last(x)
+    result = out.new(x)  # the kernel writes any strides; channels-last ones with whole vectors
+    geometry = _conv_geometry(
+        x.shape, weight.shape, out.size[2:], (1, 1), padding, (1, 1), groups, x, weight, result, bias
+    )
+    _launch(f"cnnzoo_winograd_f{m}_forward", geometry, x, weight, bias, result)
+    return result
+
+
+def winograd_conv2d(m: int, x, weight, bias, stride, padding, dilation, groups: int, *, out) -> torch.Tensor:
+    """``winograd.conv2d_forward`` with F(m x m, 3 x 3)."""
+    return _winograd_forward(m, x, weight, bias, padding, groups, out)
+
+
+def winograd_conv2d_input_grad(
+    m: int, grad_out, weight, input_size, stride, padding, dilation, groups: int, channels_last=False, *, out
+) -> torch.Tensor:
+    """``winograd.conv2d_input_grad``: the forward kernel on the output gradient, the filters flipped and
+    each group's channels swapped, the padding ``2 - p``."""
+    o, cg = weight.shape[:2]
+    swapped = weight.reshape(groups, o // groups, cg, 3, 3).transpose(1, 2).reshape(groups * cg, o // groups, 3, 3)
+    top, bottom, left, right = padding
+    flipped = (2 - top, 2 - bottom, 2 - left, 2 - right)
+    return _winograd_forward(m, grad_out, swapped.flip(2, 3), None, flipped, groups, out)
+
+
+def winograd_conv2d_weight_grad(
+    m: int, x, grad_out, weight_size, stride, padding, dilation, groups: int, channels_last=False, *, out
+) -> torch.Tensor:
+    """``winograd.conv2d_weight_grad`` with F(m x m, 3 x 3), into a gradient in the rule's memory format."""
+    x, grad_out = _channels_last(x), _channels_last(grad_out)
+    grad = out.new(x)
+    geometry = _conv_geometry(
+        x.shape, weight_size, grad_out.shape[2:], (1, 1), padding, (1, 1), groups, x, grad, grad_out
+    )
+    _launch(f"cnnzoo_winograd_f{m}_weight_grad", geometry, x, grad_out, grad)
+    return grad
 
 
 def _pool_geometry(

@@ -71,20 +71,31 @@ def _large_pointwise(weight_size, stride, padding, input_size) -> bool:
     return pointwise and input_size[2] * input_size[3] > POINTWISE_COMPILED_PIXELS
 
 
-def _route(algorithm: str, kernel: Ints, stride: Ints, dilation: Ints, t: Tensor, groups: int, plane: Ints):
-    """A convolution's route on tensors like ``t``, for an input ``plane``: the algorithm that runs (see
-    ``algorithms.py``), None for ``direct``."""
+def _route(algorithm: str, weight_size: Ints, stride: Ints, dilation: Ints, t: Tensor, groups: int, plane: Ints):
+    """A convolution's route on tensors like ``t``, for filters of ``weight_size`` and an input ``plane``:
+    the algorithm that runs (see ``algorithms.py``), None for ``direct``."""
     if algorithm == "direct":
         return None
-    name = algorithms.resolve(algorithm, kernel, stride, dilation, t.dtype, t.device.type, groups, plane)
+    channels = (weight_size[1], weight_size[0] // groups)
+    name = algorithms.resolve(
+        algorithm, weight_size[2:], stride, dilation, t.dtype, t.device.type, groups, plane, channels
+    )
     return None if name == "direct" else name
 
 
+def _compiled_winograd(name: str, m: int, *args, out):
+    """``compiled.<name>`` with F(m x m, 3 x 3), looked up at each call (as the references are)."""
+    return getattr(compiled, name)(m, *args, out=out)
+
+
 def _algorithms(op: Operator, im2col: Callable, winograd_kernel: Callable, fft_kernel: Callable) -> None:
-    """Declare a convolution's routes: ``im2col`` (the reference), Winograd with both tile sizes
-    (``winograd_kernel(m, *args)``) and FFT, every one for every device and dtype."""
+    """Declare a convolution's routes: ``im2col`` (the reference), Winograd with both tile sizes (the
+    compiled kernels where they apply, else ``winograd_kernel(m, *args)``) and FFT, every one for every
+    device and dtype."""
     op.implement(None, im2col, route="im2col")
     for m in (2, 4):
+        kernel = functools.partial(_compiled_winograd, "winograd_" + op.name.split("::")[1], m)
+        op.implement(compiled, kernel, route=f"winograd_f{m}")
         op.implement(None, functools.partial(winograd_kernel, m), route=f"winograd_f{m}")
     op.implement(None, fft_kernel, route="fft")
 
@@ -137,7 +148,7 @@ conv2d.implement(
 )
 conv2d.routes(
     lambda x, w, b, stride, padding, dilation, groups, algorithm: _route(
-        algorithm, w.shape[2:], stride, dilation, w, groups, x.shape[2:]
+        algorithm, w.shape, stride, dilation, w, groups, x.shape[2:]
     )
 )
 _algorithms(
@@ -190,7 +201,7 @@ conv2d_input_grad.implement(
 )
 conv2d_input_grad.routes(
     lambda gy, w, size, stride, padding, dilation, groups, cl, algorithm: _route(
-        algorithm, w.shape[2:], stride, dilation, w, groups, size[2:]
+        algorithm, w.shape, stride, dilation, w, groups, size[2:]
     )
 )
 _algorithms(
@@ -255,7 +266,7 @@ conv2d_weight_grad.implement(
 )
 conv2d_weight_grad.routes(
     lambda x, gy, size, stride, padding, dilation, groups, cl, algorithm: _route(
-        algorithm, size[2:], stride, dilation, x, groups, x.shape[2:]
+        algorithm, size, stride, dilation, x, groups, x.shape[2:]
     )
 )
 _algorithms(

@@ -1,0 +1,122 @@
+// What the compiled kernels share: the vector type of the machine, the R x V register block of
+// accumulators that every block kernel updates by rank-1 products, and the per-thread scratch buffers.
+// Plain C++ (GCC/Clang vector extensions), no torch headers; included by conv.cpp and winograd.cpp.
+
+#pragma once
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+
+#include "cnnzoo.h"
+
+namespace cnnzoo {
+
+#if defined(__AVX512F__)
+constexpr int VL = 16;  // floats per vector register
+constexpr int NREG = 32;
+#elif defined(__AVX__)
+constexpr int VL = 8;
+constexpr int NREG = 16;
+#else
+constexpr int VL = 4;
+constexpr int NREG = 16;
+#endif
+
+typedef float vec __attribute__((vector_size(VL * sizeof(float))));
+typedef float uvec __attribute__((vector_size(VL * sizeof(float)), aligned(4), may_alias));  // unaligned
+
+inline vec load(const float* p) { return *reinterpret_cast<const uvec*>(p); }
+inline void store(float* p, vec v) { *reinterpret_cast<uvec*>(p) = v; }
+
+// Vectors of the vector dimension in one block (and in one panel of packed weights). Blocks of 3
+// and 4 (with fewer pixels) measured no faster, and slower on 14-pixel rows.
+constexpr int VMAX = 2;
+
+// The most pixels per block for V vectors: R*V accumulators, V weight vectors and a broadcast.
+constexpr int max_rows(int v) { return NREG == 32 ? (v == 1 ? 14 : 12) : (v == 1 ? 12 : 6); }
+
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// The register block of R x V accumulator vectors that the block kernels share: loaded from
+// (or zeroed) and stored to rows `stride` floats apart, and updated by one rank-1 product.
+template <int R, int V>
+__attribute__((always_inline)) inline void load_block(vec (&acc)[R][V], const float* p, int64_t stride, bool from) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = from ? load(p + r * stride + v * VL) : vec{};
+}
+
+template <int R, int V>
+__attribute__((always_inline)) inline void store_block(vec (&acc)[R][V], float* p, int64_t stride) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) store(p + r * stride + v * VL, acc[r][v]);
+}
+
+// acc[r][v] += x[r * xstride] * w[v * VL ...]: R broadcast scalars times V vectors
+template <int R, int V>
+__attribute__((always_inline)) inline void rank1_update(vec (&acc)[R][V], const float* x, int64_t xstride,
+                                                        const float* w) {
+  vec wv[V];
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) wv[v] = load(w + v * VL);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    float xs = x[r * xstride];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] += xs * wv[v];
+  }
+}
+
+// A scratch buffer of floats, kept between calls by each thread (no page faults after the first
+// call), aligned to a cache line.
+// Which threads share a piece of work (an image, a block of tiles): a thread alone (a team of one),
+// or all of them.
+struct Team {
+  int id, size;
+  void sync() const {
+    if (size > 1) {
+#pragma omp barrier
+    }
+  }
+};
+
+constexpr int64_t HUGE_PAGE = 2 << 20;
+
+struct Buffer {
+  float* data = nullptr;
+  int64_t size = 0;
+  ~Buffer() { free(data); }
+  float* get(int64_t n) {
+    if (n > size) {
+      free(data);
+      size_t bytes = (size_t)round_up(std::max<int64_t>(n, 1) * 4, 64);
+      if (bytes >= HUGE_PAGE) {  // huge pages: fewer TLB misses, fewer page faults
+        bytes = (size_t)round_up((int64_t)bytes, HUGE_PAGE);
+        data = static_cast<float*>(aligned_alloc(HUGE_PAGE, bytes));
+        if (data) madvise(data, bytes, MADV_HUGEPAGE);
+      } else {
+        data = static_cast<float*>(aligned_alloc(64, bytes));
+      }
+      size = n;
+    }
+    return data;
+  }
+  // Buffers over `most` floats (1 MiB unless given) are freed at the end of a call: kept, they would
+  // add to the peak memory of a training step (reached at the optimizer step, long after the last
+  // convolution); freeing them measured no slower.
+  void trim(int64_t most = (int64_t)(1 << 20) / 4) {
+    if (size > most) {
+      free(data);
+      data = nullptr;
+      size = 0;
+    }
+  }
+};
+
+}  // namespace cnnzoo
