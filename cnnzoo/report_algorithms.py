@@ -92,6 +92,7 @@ def rows(model: nn.Module, size, batch: int = 1, timed: bool = False) -> tuple[l
                 groups,
                 x.shape[2:],
                 (weight.shape[1], weight.shape[0] // groups),
+                x.shape[0],
             ),
         ]
         cells = {}

@@ -206,10 +206,10 @@ def train(
         f"{procs.device.type} x {procs.world}, output {out}",
     )
     about = {"model": cfg.model.name, "backend": cfg.model.backend, "dataset": source.name}
-    if cfg.model.backend == "custom":  # what each convolution ran, 'auto' resolved: enough to repeat the run
+    if cfg.model.backend == "custom":  # what each convolution runs on a full batch, 'auto' resolved
         example = torch.zeros(1, source.channels, size, size, device=procs.device)
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
-        about["conv_algorithms"] = algorithms_in_use(model, example, amp)
+        about["conv_algorithms"] = algorithms_in_use(model, example, amp, cfg.data.batch_size)
     shape = {"params": params, "device": str(procs.device), "processes": procs.world, "image_size": size}
     fit(
         t,

@@ -1,6 +1,7 @@
 """Time whole training steps of zoo models on cnnzoo's ops and on torch.nn's, side by side.
 
-    python scripts/bench_train.py [--device cpu|cuda] [--repeat 5] [--tiny] [--only TEXT]
+    python scripts/bench_train.py [--device cpu|cuda] [--repeat 5] [--tiny] [--only TEXT] [--imagenet]
+                                  [--algorithm auto|direct|winograd|...]
 
 A step is forward, loss, backward and an SGD step, on random data at the model's CIFAR/LeNet input.
 Both backends get the same weights and batches; their steps are interleaved (custom, native, custom,
@@ -11,6 +12,9 @@ resident size of four steps in a fresh process per backend, above its size befor
 (which also counts the kernels' own scratch buffers, invisible to torch's allocator, and the
 gradients and momentum buffers the first step creates). A benchmark, not a test: read the medians
 and ratios.
+
+``--imagenet`` times resnet18 (batch 8) and vgg16 (batch 4) at 224x224 instead; ``--algorithm`` sets
+the custom models' convolution algorithm (docs/algorithms.md; ``auto`` by default).
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ops import argument_error, device_label, peak_memory, print_header, timed  # noqa: E402
 
 import cnnzoo  # noqa: E402
-from cnnzoo.ops import compiled  # noqa: E402
+from cnnzoo import nn as cnn  # noqa: E402
+from cnnzoo.ops import algorithms, compiled  # noqa: E402
 
 # (model, batch, input size): the issue's training-step targets
 MODELS = [("lenet5", 128, 32), ("resnet20", 128, 32), ("resnet18", 64, 32), ("vgg11_bn", 64, 32), ("googlenet", 32, 32)]
+IMAGENET = [("resnet18", 8, 224), ("vgg16", 4, 224)]
 
 
 def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -79,7 +85,7 @@ def resident_mib(field: str) -> float:
     raise OSError(f"no {field} in /proc/self/status")
 
 
-def step_peak_rss(name: str, backend: str, batch: int, size: int, steps: int = 3) -> float:
+def step_peak_rss(name: str, backend: str, batch: int, size: int, steps: int = 3, algorithm: str = "auto") -> float:
     """In this process: the peak resident memory of ``1 + steps`` training steps above the resident
     memory before the first, in MiB. The first step counts, so that buffers kept from one call to the
     next (the compiled kernels' scratch, oneDNN's caches) are in the peak; the parameters' gradients
@@ -89,6 +95,8 @@ def step_peak_rss(name: str, backend: str, batch: int, size: int, steps: int = 3
         compiled.library()  # loaded (and built if need be) before the baseline
     torch.manual_seed(0)
     model = cnnzoo.create_model(name, backend=backend).train()
+    if backend == "custom":
+        cnn.set_algorithm(model, algorithm)
     step = make_step(model, *batch_for(model, batch, size, torch.device("cpu")))
     base = resident_mib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
@@ -104,13 +112,13 @@ def step_peak_rss(name: str, backend: str, batch: int, size: int, steps: int = 3
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 
 
-def fresh_peak_rss(name: str, backend: str, batch: int, size: int) -> float | None:
+def fresh_peak_rss(name: str, backend: str, batch: int, size: int, algorithm: str = "auto") -> float | None:
     """``step_peak_rss`` in a fresh Python process (none of this process's heap counts), with malloc's
     mmap threshold fixed (``MALLOC_ENV``); None where it cannot be measured."""
     here = str(Path(__file__).resolve().parent)
     code = (
         f"import sys, json; sys.path.insert(0, {here!r}); import bench_train; "
-        f"print(json.dumps(bench_train.step_peak_rss({name!r}, {backend!r}, {batch}, {size})))"
+        f"print(json.dumps(bench_train.step_peak_rss({name!r}, {backend!r}, {batch}, {size}, 3, {algorithm!r})))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, env={**os.environ, **MALLOC_ENV}
@@ -118,8 +126,9 @@ def fresh_peak_rss(name: str, backend: str, batch: int, size: int) -> float | No
     return json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
 
 
-def bench_model(name: str, batch: int, size: int, device: torch.device, repeat: int) -> dict:
+def bench_model(name: str, batch: int, size: int, device: torch.device, repeat: int, algorithm: str = "auto") -> dict:
     custom = cnnzoo.create_model(name, backend="custom")
+    cnn.set_algorithm(custom, algorithm)
     native = cnnzoo.create_model(name, backend="torch")
     native.load_state_dict(custom.state_dict())
     x, y = batch_for(custom, batch, size, device)
@@ -139,7 +148,7 @@ def bench_model(name: str, batch: int, size: int, device: torch.device, repeat: 
         result[f"{label} peak"] = (
             peak_memory(step, device)
             if device.type == "cuda"
-            else fresh_peak_rss(name, "custom" if label == "custom" else "torch", batch, size)
+            else fresh_peak_rss(name, "custom" if label == "custom" else "torch", batch, size, algorithm)
         )
     result["ratio"] = result["custom ms"] / result["native ms"]
     result["mem ratio"] = result["custom saved"] / result["native saved"]
@@ -152,17 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timed steps per backend (median reported)")
     parser.add_argument("--tiny", action="store_true", help="batch 2 (a smoke test, not a benchmark)")
     parser.add_argument("--only", default="", help="run only the models whose name contains this text")
+    parser.add_argument("--imagenet", action="store_true", help="resnet18 and vgg16 at 224x224")
+    parser.add_argument("--algorithm", default="auto", choices=algorithms.ALGORITHMS, help="the custom convolutions'")
     args = parser.parse_args(argv)
     if argument_error("bench_train", args):
         return 2
-    models = [(n, 2 if args.tiny else b, s) for n, b, s in MODELS if args.only in n]
+    models = [(n, 2 if args.tiny else b, s) for n, b, s in (IMAGENET if args.imagenet else MODELS) if args.only in n]
     if not models:
         print(f"bench_train: no model name contains {args.only!r}", file=sys.stderr)
         return 2
     device = torch.device(args.device)
     print(
         f"training steps, cnnzoo ops (custom) vs torch.nn (native) | {device_label(device)} | "
-        f"torch {torch.__version__} | float32, SGD, median of {args.repeat} interleaved steps"
+        f"torch {torch.__version__} | float32, SGD, algorithm {args.algorithm}, "
+        f"median of {args.repeat} interleaved steps"
     )
     header = (
         f"{'model':10} {'batch':>5} {'custom ms':>10} {'native ms':>10} {'ratio':>6} {'custom img/s':>12} "
@@ -170,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print_header(header)
     for name, batch, size in models:
-        r = bench_model(name, batch, size, device, args.repeat)
+        r = bench_model(name, batch, size, device, args.repeat, args.algorithm)
         peak = (
             f"{r['custom peak']:9.1f} {r['native peak']:8.1f}"
             if r["custom peak"] is not None and r["native peak"] is not None

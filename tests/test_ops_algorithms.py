@@ -383,23 +383,39 @@ def test_compiled_winograd_matches_functional(kernels_built, m, x_shape, w_shape
         assert error <= (2e-6 if m == 2 else 2e-5) * scale, (what, error / scale)
 
 
-def test_auto_takes_winograd_for_wide_three_by_three_layers():
+def test_auto_takes_winograd_for_wide_three_by_three_layers(monkeypatch):
     """auto's rule (algorithms.auto): F(4x4, 3x3) for ungrouped 3x3 stride-1 float32 layers on the CPU with
-    at least 64 input and output channels on planes of 14x14 and up, when the compiled kernels serve."""
+    at least 64 input and output channels and 32 or more 4x4 output tiles over the batch, when the
+    compiled kernels serve."""
     three = ((3, 3), (1, 1), (1, 1), torch.float32, "cpu")
     expected = "winograd_f4" if compiled.library() is not None else "direct"
-    assert algorithms.resolve("auto", *three, 1, (14, 14), (64, 64)) == expected
-    assert algorithms.resolve("auto", *three, 1, (56, 56), (512, 128)) == expected
-    assert algorithms.resolve("auto", *three, 1, (14, 14), (32, 64)) == "direct"
-    assert algorithms.resolve("auto", *three, 1, (14, 14), (64, 32)) == "direct"
-    assert algorithms.resolve("auto", *three, 1, (13, 14), (512, 512)) == "direct"
-    assert algorithms.resolve("auto", *three, 2, (14, 14), (64, 64)) == "direct"
-    assert algorithms.resolve("auto", (3, 3), (1, 1), (1, 1), torch.float64, "cpu", 1, (14, 14), (64, 64)) == "direct"
-    assert algorithms.resolve("auto", (3, 3), (1, 1), (2, 2), torch.float32, "cpu", 1, (14, 14), (64, 64)) == "direct"
-    assert algorithms.resolve("auto", (3, 3), (2, 2), (1, 1), torch.float32, "cpu", 1, (14, 14), (64, 64)) == "direct"
-    assert algorithms.resolve("auto", (3, 3), (1, 1), (1, 1), torch.float32, "cuda", 1, (14, 14), (64, 64)) == "direct"
+    assert algorithms.resolve("auto", *three, 1, (8, 8), (64, 64), 8) == expected  # 32 tiles
+    assert algorithms.resolve("auto", *three, 1, (7, 7), (512, 512), 8) == expected
+    assert algorithms.resolve("auto", *three, 1, (24, 24), (64, 128)) == expected  # 36 tiles in one image
+    assert algorithms.resolve("auto", *three, 1, (8, 8), (64, 64), 7) == "direct"  # 28 tiles
+    assert algorithms.resolve("auto", *three, 1, (2, 2), (64, 64), 128) == "direct"  # tiles of padding
+    assert algorithms.resolve("auto", *three, 1, (5, 5), (64, 64), 128) == "direct"  # 1.6x fewer products
+    assert algorithms.resolve("auto", *three, 1, (6, 6), (64, 64), 128) == expected  # 2.25x fewer
+    assert algorithms.resolve("auto", *three, 1, (8, 8), (32, 64), 8) == "direct"
+    assert algorithms.resolve("auto", *three, 1, (8, 8), (64, 32), 8) == "direct"
+    assert algorithms.resolve("auto", *three, 2, (8, 8), (64, 64), 8) == "direct"
+    wide = (1, (8, 8), (64, 64), 8)
+    assert algorithms.resolve("auto", (3, 3), (1, 1), (1, 1), torch.float64, "cpu", *wide) == "direct"
+    assert algorithms.resolve("auto", (3, 3), (1, 1), (2, 2), torch.float32, "cpu", *wide) == "direct"
+    assert algorithms.resolve("auto", (3, 3), (2, 2), (1, 1), torch.float32, "cpu", *wide) == "direct"
+    assert algorithms.resolve("auto", (3, 3), (1, 1), (1, 1), torch.float32, "cuda", *wide) == "direct"
     with compiled.use("reference"):  # the Python reference is slower than direct
-        assert algorithms.resolve("auto", *three, 1, (14, 14), (64, 64)) == "direct"
+        assert algorithms.resolve("auto", *three, *wide) == "direct"
     model = torch.nn.Sequential(cnn.Conv2d(64, 64, 3, padding=1), cnn.Conv2d(64, 16, 3, padding=1))
-    assert cnn.algorithms_in_use(model, torch.zeros(1, 64, 14, 14)) == {"0": expected, "1": "direct"}
+    assert cnn.algorithms_in_use(model, torch.zeros(8, 64, 8, 8)) == {"0": expected, "1": "direct"}
     assert cnn.algorithms_in_use(model, torch.zeros(1, 64, 8, 8)) == {"0": "direct", "1": "direct"}
+    assert cnn.algorithms_in_use(model, torch.zeros(1, 64, 8, 8), batch=8) == {"0": expected, "1": "direct"}
+    # a batch large enough takes the compiled kernels in the forward and in both gradients
+    calls = []
+    for name in ("winograd_conv2d", "winograd_conv2d_input_grad", "winograd_conv2d_weight_grad"):
+        original = getattr(compiled, name)
+        monkeypatch.setattr(compiled, name, lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k))
+    x = torch.randn(8, 64, 8, 8, requires_grad=True)
+    model(x).sum().backward()
+    ops.conv2d(x[:1], model[0].weight, padding=1).sum().backward()  # one image: direct
+    assert len(calls) == (3 if expected == "winograd_f4" else 0)

@@ -104,10 +104,13 @@ def conv_inputs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.C
     return seen
 
 
-def algorithms_in_use(model: nn.Module, example: torch.Tensor, dtype: torch.dtype | None = None) -> dict[str, str]:
+def algorithms_in_use(
+    model: nn.Module, example: torch.Tensor, dtype: torch.dtype | None = None, batch: int | None = None
+) -> dict[str, str]:
     """The algorithm each cnnzoo ``Conv2d`` of ``model`` runs on inputs like ``example`` (``'auto'``
-    resolved for the plane, dtype and device each layer sees), by layer name. ``dtype``: the one the
-    convolutions compute in, if not the input's (autocast's)."""
+    resolved for the batch, plane, dtype and device each layer sees), by layer name. ``dtype``: the one the
+    convolutions compute in, if not the input's (autocast's); ``batch``: the batch they see, if not the
+    example's."""
     return {
         name: algorithms.resolve(
             layer.algorithm,
@@ -119,6 +122,7 @@ def algorithms_in_use(model: nn.Module, example: torch.Tensor, dtype: torch.dtyp
             layer.groups,
             x.shape[2:],
             (layer.in_channels // layer.groups, layer.out_channels // layer.groups),
+            batch or x.shape[0],
         )
         for name, layer, x in conv_inputs(model, example)
         if isinstance(layer, Conv2d)

@@ -68,12 +68,13 @@ def resolve(
     groups: int = 1,
     plane: Sequence[int] = (32, 32),
     channels: Sequence[int] = (0, 0),
+    batch: int = 1,
 ) -> str:
-    """The algorithm that runs on tensors of ``dtype`` on ``device_type`` (an input ``plane`` high and
-    wide, in ``groups`` of ``channels`` = (input, output) channels each): ``auto`` chosen, an alias
-    spelled out."""
+    """The algorithm that runs on tensors of ``dtype`` on ``device_type`` (``batch`` images of a ``plane``
+    high and wide, in ``groups`` of ``channels`` = (input, output) channels each): ``auto`` chosen, an
+    alias spelled out."""
     if algorithm == "auto":
-        return auto(kernel, stride, dilation, dtype, device_type, groups, plane, channels)
+        return auto(kernel, stride, dilation, dtype, device_type, groups, plane, channels, batch)
     return ALIASES.get(algorithm, algorithm)
 
 
@@ -82,10 +83,13 @@ def resolve(
 # large as the plane, O x C of them, and larger planes have not been measured)
 FFT_MIN_AREA = 13 * 13
 FFT_MAX_PLANE = 64 * 64
-# The fewest input and output channels, and the smallest input plane side, at which ``auto`` takes
-# F(4x4, 3x3) (with the compiled kernels) for a 3x3 stride-1 float32 convolution on the CPU
+# The fewest input and output channels, and the fewest 4x4 tiles over the batch, at which ``auto``
+# takes F(4x4, 3x3) (with the compiled kernels) for a 3x3 stride-1 float32 convolution on the CPU
 WINOGRAD_MIN_CHANNELS = 64
-WINOGRAD_MIN_PLANE = 14
+WINOGRAD_MIN_TILES = 32
+# ... and the fewest times fewer multiplications than direct's that its tiles must give on the plane
+# (4 on planes of whole tiles; 1 on a 2x2 plane, where one tile of 16 outputs keeps 4)
+WINOGRAD_MIN_SAVING = 2
 
 
 def auto(
@@ -97,33 +101,38 @@ def auto(
     groups: int = 1,
     plane: Sequence[int] = (32, 32),
     channels: Sequence[int] = (0, 0),
+    batch: int = 1,
 ) -> str:
     """``auto``'s choice: the fastest algorithm that applies and whose error stays within 10x direct's,
     by a rule derived from measurements (2 CPU cores, float32, forward+backward; docs/algorithms.md):
 
-    * ``scripts/bench_ops.py --algorithm winograd_f4`` against ``--algorithm direct``: the compiled F(4x4)
-      kernels take 0.52-0.70x oneDNN's time on the 3x3 layers with 64 to 512 channels on 14x14 to 56x56
-      planes, where direct takes 0.93-1.16x; on 8x8 planes they gain at batch 32 (0.88-1.01x against
-      1.12x) and 8, but lose at batch 1 (``report resnet20 --algorithms --time``: 0.86 ms against
-      direct's 0.65); with 32 channels (16x16, batch 32) they are no faster than direct, with 16
-      (32x32) slower. ``python -m cnnzoo.report resnet18 --algorithms`` (and resnet20): F(4x4)'s
-      error is at most 4.3x direct's from 64 channels up, but up to 22x on the 3- and 16-channel
-      layers. F(2x2) is as precise as direct, and slower than F(4x4) everywhere;
+    * ``scripts/bench_ops.py --algorithm winograd_f4`` against ``--algorithm direct`` and ``python -m
+      cnnzoo.report resnet18 --algorithms --time --batch-size 8`` (and resnet20): the compiled F(4x4)
+      kernels take 0.52-0.70x oneDNN's time on the 3x3 layers with 64 to 512 channels and 32 or more
+      4x4 tiles in the batch, where direct takes 0.93-1.16x (512 channels at 7x7, batch 8: 27.5 ms
+      against direct's 34.5; 64 at 8x8, batch 8: 0.70 against 0.82); with 4 tiles (one 8x8 image)
+      they lose (0.86 ms against 0.65). With 32 channels they are no faster than direct at batch 32,
+      with 16 slower. Their error is at most 6.2x direct's from 64 channels up, but up to 22x on the
+      3- and 16-channel layers. F(2x2) is as precise as direct and mostly slower than F(4x4);
     * ``scripts/bench_algorithms.py`` (32 channels, 32x32, batch 8, 'same'): FFT's time hardly grows with
       the kernel, direct's grows with its area; they meet at 11x11 (0.99x) and FFT wins from 13x13 on
       (0.86x; 0.45x at 17x17), with errors like direct's.
 
     So, for float32 on the CPU, ungrouped: ``winograd_f4`` for 3x3 stride-1 convolutions with at least
-    64 input and output channels on planes of at least 14x14 (when the compiled kernels are in use: the
-    Python reference is several times slower than direct); FFT for stride-1 convolutions whose
-    (dilated) kernel covers at least 13x13 pixels, on planes up to 64x64; direct everywhere else. A
-    stride throws away all but one in s_h s_w of FFT's outputs; groups, smaller planes and the GPU have
-    not been measured: all keep direct."""
+    64 input and output channels, at least 32 output tiles of 4x4 over the batch, and at least half of
+    direct's multiplications saved on the plane (not on 2x2 to 5x5 planes, where the tiles are mostly
+    padding) (when the compiled kernels are in use: the Python reference is several times slower than direct); FFT for stride-1
+    convolutions whose (dilated) kernel covers at least 13x13 pixels, on planes up to 64x64; direct
+    everywhere else. A stride throws away all but one in s_h s_w of FFT's outputs; groups and the GPU
+    have not been measured: all keep direct."""
     if device_type != "cpu" or dtype != torch.float32 or tuple(stride) != (1, 1) or groups != 1:
         return "direct"
     if unsuitable("winograd_f4", kernel, stride, dilation) is None:
-        large = min(channels) >= WINOGRAD_MIN_CHANNELS and min(plane) >= WINOGRAD_MIN_PLANE
-        return "winograd_f4" if large and compiled.library() is not None else "direct"
+        per_image = -(-plane[0] // 4) * -(-plane[1] // 4)
+        saving = plane[0] * plane[1] * 9 / (per_image * 36)
+        wide = min(channels) >= WINOGRAD_MIN_CHANNELS and batch * per_image >= WINOGRAD_MIN_TILES
+        wide = wide and saving >= WINOGRAD_MIN_SAVING
+        return "winograd_f4" if wide and compiled.library() is not None else "direct"
     span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
     if span[0] * span[1] >= FFT_MIN_AREA and plane[0] * plane[1] <= FFT_MAX_PLANE:
         return "fft"

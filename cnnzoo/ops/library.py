@@ -71,14 +71,23 @@ def _large_pointwise(weight_size, stride, padding, input_size) -> bool:
     return pointwise and input_size[2] * input_size[3] > POINTWISE_COMPILED_PIXELS
 
 
-def _route(algorithm: str, weight_size: Ints, stride: Ints, dilation: Ints, t: Tensor, groups: int, plane: Ints):
-    """A convolution's route on tensors like ``t``, for filters of ``weight_size`` and an input ``plane``:
-    the algorithm that runs (see ``algorithms.py``), None for ``direct``."""
+def _route(algorithm: str, weight_size: Ints, stride: Ints, dilation: Ints, t: Tensor, groups: int, input_size: Ints):
+    """A convolution's route on tensors like ``t``, for filters of ``weight_size`` and an input of
+    ``input_size``: the algorithm that runs (see ``algorithms.py``), None for ``direct``."""
     if algorithm == "direct":
         return None
     channels = (weight_size[1], weight_size[0] // groups)
     name = algorithms.resolve(
-        algorithm, weight_size[2:], stride, dilation, t.dtype, t.device.type, groups, plane, channels
+        algorithm,
+        weight_size[2:],
+        stride,
+        dilation,
+        t.dtype,
+        t.device.type,
+        groups,
+        input_size[2:],
+        channels,
+        input_size[0],
     )
     return None if name == "direct" else name
 
@@ -148,7 +157,7 @@ conv2d.implement(
 )
 conv2d.routes(
     lambda x, w, b, stride, padding, dilation, groups, algorithm: _route(
-        algorithm, w.shape, stride, dilation, w, groups, x.shape[2:]
+        algorithm, w.shape, stride, dilation, w, groups, x.shape
     )
 )
 _algorithms(
@@ -201,7 +210,7 @@ conv2d_input_grad.implement(
 )
 conv2d_input_grad.routes(
     lambda gy, w, size, stride, padding, dilation, groups, cl, algorithm: _route(
-        algorithm, w.shape, stride, dilation, w, groups, size[2:]
+        algorithm, w.shape, stride, dilation, w, groups, size
     )
 )
 _algorithms(
@@ -266,7 +275,7 @@ conv2d_weight_grad.implement(
 )
 conv2d_weight_grad.routes(
     lambda x, gy, size, stride, padding, dilation, groups, cl, algorithm: _route(
-        algorithm, size, stride, dilation, x, groups, x.shape[2:]
+        algorithm, size, stride, dilation, x, groups, x.shape
     )
 )
 _algorithms(
