@@ -121,10 +121,10 @@ def auto(
     So, for float32 on the CPU, ungrouped: ``winograd_f4`` for 3x3 stride-1 convolutions with at least
     64 input and output channels, at least 32 output tiles of 4x4 over the batch, and at least half of
     direct's multiplications saved on the plane (not on 2x2 to 5x5 planes, where the tiles are mostly
-    padding) (when the compiled kernels are in use: the Python reference is several times slower than direct); FFT for stride-1
-    convolutions whose (dilated) kernel covers at least 13x13 pixels, on planes up to 64x64; direct
-    everywhere else. A stride throws away all but one in s_h s_w of FFT's outputs; groups and the GPU
-    have not been measured: all keep direct."""
+    padding), when the compiled kernels are in use (the Python reference is several times slower than
+    direct); FFT for stride-1 convolutions whose (dilated) kernel covers at least 13x13 pixels, on
+    planes up to 64x64; direct everywhere else. A stride throws away all but one in s_h s_w of FFT's
+    outputs; groups and the GPU have not been measured: all keep direct."""
     if device_type != "cpu" or dtype != torch.float32 or tuple(stride) != (1, 1) or groups != 1:
         return "direct"
     if unsuitable("winograd_f4", kernel, stride, dilation) is None:
