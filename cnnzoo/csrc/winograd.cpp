@@ -16,8 +16,10 @@
 //      do for pixels; the elementwise products of the formula, summed over the channels;
 //   4. transform each tile of M back into its m x m outputs, vectors over the output channels, plus
 //      the bias.
-// All threads share a block: they split its tiles for the transforms, and the positions and panels
-// of filters for the products (SLICE_FLOATS says how large a block is).
+// While the transformed filters are small (FILTERS_L3_FLOATS), each thread takes blocks of its own,
+// sized to its L2 cache (BLOCK_L2_FLOATS); for wider layers all threads share each block, splitting
+// its tiles for the transforms and the positions and panels of filters for the products, so that
+// the transformed filters are read once per block (SLICE_FLOATS says how large a shared block is).
 //
 // The weight gradient is the same identity read the other way: dL/dg = G^T [ sum over tiles of
 // (A Y* A^T) * (B^T d B) ] G. All threads transform one block of tiles together (the input's and the
@@ -164,7 +166,7 @@ void row_blocks(int64_t n, int v, F fn) {
   }
 }
 
-// A block of tiles is shared by all threads. Its tiles are as many as keep one position's slice of
+// A block shared by all threads has as many tiles as keep one position's slice of
 // the transformed tiles (tiles x channels, read once per panel of filters) within half of an L2
 // cache, and the whole block (every position, both sides of the product) within a share of the L3
 // cache: the filters' transforms (a*a x C x O floats, 38 MB for 512 channels) are read once a block.
