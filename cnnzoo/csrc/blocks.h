@@ -75,6 +75,17 @@ __attribute__((always_inline)) inline void rank1_update(vec (&acc)[R][V], const 
 
 // A scratch buffer of floats, kept between calls by each thread (no page faults after the first
 // call), aligned to a cache line.
+// Calls f(start, count) for blocks of at most `most` out of n, as even as possible.
+template <typename F>
+void even_blocks(int64_t n, int64_t most, F f) {
+  int64_t blocks = ceil_div(n, most);
+  for (int64_t b = 0, start = 0; b < blocks; ++b) {
+    int64_t count = (n - start) / (blocks - b);
+    f(start, count);
+    start += count;
+  }
+}
+
 // Which threads share a piece of work (an image, a block of tiles): a thread alone (a team of one),
 // or all of them.
 struct Team {
@@ -86,8 +97,6 @@ struct Team {
   }
 };
 
-constexpr int64_t HUGE_PAGE = 2 << 20;
-
 struct Buffer {
   float* data = nullptr;
   int64_t size = 0;
@@ -95,14 +104,7 @@ struct Buffer {
   float* get(int64_t n) {
     if (n > size) {
       free(data);
-      size_t bytes = (size_t)round_up(std::max<int64_t>(n, 1) * 4, 64);
-      if (bytes >= HUGE_PAGE) {  // huge pages: fewer TLB misses, fewer page faults
-        bytes = (size_t)round_up((int64_t)bytes, HUGE_PAGE);
-        data = static_cast<float*>(aligned_alloc(HUGE_PAGE, bytes));
-        if (data) madvise(data, bytes, MADV_HUGEPAGE);
-      } else {
-        data = static_cast<float*>(aligned_alloc(64, bytes));
-      }
+      data = static_cast<float*>(aligned_alloc(64, (size_t)round_up(std::max<int64_t>(n, 1) * 4, 64)));
       size = n;
     }
     return data;

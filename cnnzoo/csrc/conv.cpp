@@ -181,17 +181,6 @@ DotFn lane_fn(int nc, int r) {
 }
 OuterFn outer_fn(int v, int r) { return v == 1 ? OUTER1[r - 1] : OUTER2[r - 1]; }
 
-// Calls f(start, count) for blocks of at most `most` out of n, as even as possible.
-template <typename F>
-void even_blocks(int64_t n, int64_t most, F f) {
-  int64_t blocks = ceil_div(n, most);
-  for (int64_t b = 0, start = 0; b < blocks; ++b) {
-    int64_t count = (n - start) / (blocks - b);
-    f(start, count);
-    start += count;
-  }
-}
-
 // The convolution's geometry (cnnzoo.h) and what follows from it, shared by the three kernels.
 struct Conv : ConvGeometry {
   int64_t Cg, Og;  // channels per group: input, output

@@ -155,17 +155,6 @@ const auto SUM2 = sum_table<2>(std::make_integer_sequence<int, max_rows(2)>{});
 BlockFn product_fn(int v, int64_t rows) { return v == 1 ? PRODUCT1[rows - 1] : PRODUCT2[rows - 1]; }
 BlockFn sum_fn(int v, int64_t rows) { return v == 1 ? SUM1[rows - 1] : SUM2[rows - 1]; }
 
-// Runs fn(start, count) over [0, n) in blocks of at most max_rows(v), as even as possible.
-template <typename F>
-void row_blocks(int64_t n, int v, F fn) {
-  int64_t most = max_rows(v), blocks = ceil_div(n, most);
-  for (int64_t b = 0, start = 0; b < blocks; ++b) {
-    int64_t count = (n - start) / (blocks - b);
-    fn(start, count);
-    start += count;
-  }
-}
-
 // A block shared by all threads has as many tiles as keep one position's slice of
 // the transformed tiles (tiles x channels, read once per panel of filters) within half of an L2
 // cache, and the whole block (every position, both sides of the product) within a share of the L3
@@ -262,7 +251,7 @@ void forward_block(const Plan<M>& pl, const float* x, const float* U, const floa
   for (int64_t item = team.id; item < T * pl.panels; item += team.size) {
     int64_t t = item / pl.panels, p = item % pl.panels;
     const float* u = U + (g * T + t) * per_t + p * pl.Cg * pl.width;
-    row_blocks(count, pl.V, [&](int64_t r0, int64_t rows) {
+    even_blocks(count, max_rows(pl.V), [&](int64_t r0, int64_t rows) {
       product_fn(pl.V, rows)(Vb + (t * tb + r0) * pl.cpad, pl.cpad, u, pl.width, pl.Cg,
                              Mb + (t * tb + r0) * pl.ostride + p * pl.width, pl.ostride, false);
     });
@@ -382,7 +371,7 @@ void weight_grad(const Plan<M>& pl, const float* x, const float* grad_out, float
       for (int64_t item = 0; item < T * pl.panels; ++item) {
         int64_t t = item / pl.panels, p = item % pl.panels;
         float* z = Z + (g * T + t) * per_t + p * pl.width;
-        row_blocks(pl.Cg, pl.V, [&](int64_t c0, int64_t rows) {
+        even_blocks(pl.Cg, max_rows(pl.V), [&](int64_t c0, int64_t rows) {
           sum_fn(pl.V, rows)(Vb + t * tb * pl.cpad + c0, pl.cpad, Qb + t * tb * pl.ostride + p * pl.width, pl.ostride,
                              count, z + c0 * pl.ostride, pl.ostride, first > 0);
         });
