@@ -1,6 +1,6 @@
 """Time cnnzoo.ops against torch.nn.functional on the zoo's representative layers, side by side.
 
-    python scripts/bench_ops.py [--device cpu|cuda] [--dtype float32] [--repeat 7] [--tiny] [--only TEXT]
+    python scripts/bench_ops.py [--device cpu|cuda] [--dtype float32] [--repeat 7] [--tiny] [--only TEXT] [--imagenet]
                                 [--algorithm auto|direct|im2col|winograd|winograd_f2|winograd_f4|fft]
     python scripts/bench_ops.py --overhead [--repeat 500]
     python scripts/bench_ops.py --kernels [--repeat 7] [--only TEXT]
@@ -21,6 +21,8 @@ dispatch, autograd), and custom - native is what cnnzoo's layers add per call.
 operators against the aten calls computing the same), with each one's GFLOP/s (2 x multiply-adds)
 and, on the CPU with the compiled kernels, its fraction of the measured peak.
 
+``--imagenet`` times every distinct convolution of VGG-16 and ResNet-18 at a 224x224 input instead.
+
 ``--algorithm`` runs cnnzoo's convolutions with that algorithm (see docs/algorithms.md; ``auto`` by
 default); named, it keeps only the convolutions it applies to.
 """
@@ -38,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from zoo_layers import LAYERS, Layer  # noqa: E402
+from zoo_layers import IMAGENET_LAYERS, LAYERS, Layer  # noqa: E402
 
 from cnnzoo import ops  # noqa: E402
 from cnnzoo.ops import algorithms, compiled  # noqa: E402
@@ -248,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=7, help="timed runs per implementation (median reported)")
     parser.add_argument("--tiny", action="store_true", help="shrink every layer (a smoke test, not a benchmark)")
     parser.add_argument("--only", default="", help="run only the layers whose name contains this text")
+    parser.add_argument("--imagenet", action="store_true", help="VGG-16's and ResNet-18's convolutions at 224x224")
     parser.add_argument("--overhead", action="store_true", help="per-call cost on tiny inputs (microseconds)")
     parser.add_argument(
         "--kernels",
@@ -266,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.overhead:
         return overhead(torch.device(args.device), getattr(torch, args.dtype), args.repeat)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    layers = [layer.shrunk() if args.tiny else layer for layer in LAYERS if args.only in layer.name]
+    layers = [
+        layer.shrunk() if args.tiny else layer
+        for layer in (IMAGENET_LAYERS if args.imagenet else LAYERS)
+        if args.only in layer.name
+    ]
     layers = [layer for layer in layers if applies(layer, args.algorithm)]
     if not layers:
         print(f"bench_ops: no layer name contains {args.only!r} (with --algorithm {args.algorithm})", file=sys.stderr)

@@ -56,3 +56,28 @@ LAYERS = [
     Layer("adaptive avg 7x7->1", "adaptive_avg_pool2d", (8, 512, 7, 7), None, dict(output_size=1)),
     Layer("adaptive avg 13x13->6", "adaptive_avg_pool2d", (8, 256, 13, 13), None, dict(output_size=6)),
 ]
+
+# Every distinct convolution of VGG-16 (batch 4) and ResNet-18 (batch 8) at a 224x224 input, the
+# layers where the direct kernels' planes outgrow the cache (bench_ops.py --imagenet).
+IMAGENET_LAYERS = [
+    Layer("vgg16 3->64 @224", "conv2d", (4, 3, 224, 224), (64, 3, 3, 3), dict(padding=1)),
+    Layer("vgg16 64->64 @224", "conv2d", (4, 64, 224, 224), (64, 64, 3, 3), dict(padding=1)),
+    Layer("vgg16 64->128 @112", "conv2d", (4, 64, 112, 112), (128, 64, 3, 3), dict(padding=1)),
+    Layer("vgg16 128->128 @112", "conv2d", (4, 128, 112, 112), (128, 128, 3, 3), dict(padding=1)),
+    Layer("vgg16 128->256 @56", "conv2d", (4, 128, 56, 56), (256, 128, 3, 3), dict(padding=1)),
+    Layer("vgg16 256->256 @56", "conv2d", (4, 256, 56, 56), (256, 256, 3, 3), dict(padding=1)),
+    Layer("vgg16 256->512 @28", "conv2d", (4, 256, 28, 28), (512, 256, 3, 3), dict(padding=1)),
+    Layer("vgg16 512->512 @28", "conv2d", (4, 512, 28, 28), (512, 512, 3, 3), dict(padding=1)),
+    Layer("vgg16 512->512 @14", "conv2d", (4, 512, 14, 14), (512, 512, 3, 3), dict(padding=1)),
+    Layer("resnet18 stem 7x7/2", "conv2d", (8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3)),
+    Layer("resnet18 64->64 @56", "conv2d", (8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1)),
+    Layer("resnet18 64->128 3x3/2", "conv2d", (8, 64, 56, 56), (128, 64, 3, 3), dict(stride=2, padding=1)),
+    Layer("resnet18 64->128 1x1/2", "conv2d", (8, 64, 56, 56), (128, 64, 1, 1), dict(stride=2)),
+    Layer("resnet18 128->128 @28", "conv2d", (8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1)),
+    Layer("resnet18 128->256 3x3/2", "conv2d", (8, 128, 28, 28), (256, 128, 3, 3), dict(stride=2, padding=1)),
+    Layer("resnet18 128->256 1x1/2", "conv2d", (8, 128, 28, 28), (256, 128, 1, 1), dict(stride=2)),
+    Layer("resnet18 256->256 @14", "conv2d", (8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1)),
+    Layer("resnet18 256->512 3x3/2", "conv2d", (8, 256, 14, 14), (512, 256, 3, 3), dict(stride=2, padding=1)),
+    Layer("resnet18 256->512 1x1/2", "conv2d", (8, 256, 14, 14), (512, 256, 1, 1), dict(stride=2)),
+    Layer("resnet18 512->512 @7", "conv2d", (8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1)),
+]

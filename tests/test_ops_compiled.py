@@ -325,6 +325,28 @@ def test_thread_counts_agree(kernels_built, batch, plane, stride):
         close(two, one, what, (batch, plane))  # the sums' order differs: rounding
 
 
+@pytest.mark.parametrize(
+    "channels, plane, kwargs",
+    [
+        (64, (40, 40), dict(padding=1)),  # 3 chunks of output rows (18, 18, 4), one run per tap column
+        (100, (37, 41), dict(padding=(2, 1), stride=(1, 2))),  # channels not a multiple of 64: one run per tap row
+        (64, (45, 45), dict(padding=1, stride=2, dilation=2)),  # 2 chunks, the chunks' input rows overlapping
+    ],
+    ids=["three-chunks", "odd-channels", "strided-dilated"],
+)
+def test_weight_grad_in_chunks_of_rows(kernels_built, channels, plane, kwargs):
+    """The weight gradient of a large plane sums its output rows in chunks that fit in L2 (a few
+    rows here, where the fuzz cases' planes fit in one): every chunk boundary adds each row once."""
+    gen = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(2, channels, *plane, generator=gen), torch.randn(24, channels, 3, 3, generator=gen)
+    grad_out = torch.randn(F.conv2d(x, weight, **kwargs).shape, generator=gen)
+    mine = [t.clone().requires_grad_() for t in (x, weight)]
+    ref = [t.clone().requires_grad_() for t in (x, weight)]
+    (grad_weight,) = torch.autograd.grad(ops.conv2d(*mine, **kwargs), mine[1], grad_out)
+    (expected,) = torch.autograd.grad(F.conv2d(*ref, **kwargs), ref[1], grad_out)
+    close(grad_weight, expected, "grad weight", (channels, plane, kwargs))
+
+
 @pytest.mark.parametrize("plane", [(6, 7), (20, 20)], ids=["side-by-side", "image-by-image"])
 def test_a_strided_bias_is_read_with_its_stride(kernels_built, plane):
     """A bias that is every other entry of a buffer, given to the op and as a layer's parameter (the

@@ -36,6 +36,15 @@ def test_bench_ops_smoke():
     assert lines[-1].startswith("geomean fwd+bwd ratio:")
 
 
+def test_bench_ops_imagenet_smoke():
+    """--imagenet: VGG-16's and ResNet-18's distinct convolutions at 224x224 (shrunk here)."""
+    result = run_script("bench_ops.py", "--imagenet", "--tiny", "--repeat", "1", "--algorithm", "direct")
+    assert result.returncode == 0, result.stderr
+    names = [line.split("  ")[0] for line in result.stdout.splitlines() if line.startswith(("vgg16 ", "resnet18 "))]
+    assert len(names) == 20 and len(set(names)) == 20, names
+    assert "vgg16 64->64 @224" in names and "resnet18 512->512 @7" in names
+
+
 def test_bench_ops_kernels_smoke():
     result = run_script("bench_ops.py", "--kernels", "--tiny", "--repeat", "1", "--only", "vgg 3x3 @56")
     assert result.returncode == 0, result.stderr

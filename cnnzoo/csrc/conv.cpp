@@ -248,8 +248,11 @@ struct Panels {
 struct Scratch {
   Buffer in, out;
   Buffer panels, sums;  // the calling thread's: packed weights, weight-gradient accumulators
+  // The image buffers go at the end of a call (see Buffer::trim); the weight-sized ones are kept, as
+  // Winograd's are: for 512x512 filters, freeing the sums cost 3 ms a call in page faults.
   void trim() {
-    for (Buffer* b : {&in, &out, &panels, &sums}) b->trim();
+    in.trim(), out.trim();
+    panels.trim(KEEP_FLOATS), sums.trim(KEEP_FLOATS);
   }
 };
 
@@ -427,17 +430,40 @@ void run_blocks(const Panels& w, int64_t rows, int64_t src_step, int64_t dst_ste
 // The padded width of the channels-last input: every column a window reads.
 int64_t padded_width(const Conv& cv) { return std::max(cv.W + cv.PL, (cv.OW - 1) * cv.SW + (cv.KW - 1) * cv.DW + 1); }
 
-// grad_w = the sum of `count` accumulators in the panel layout; output channels split over the team.
+// grad_w = the sum of `count` accumulators in the panel layout; panels split over the team. The
+// panel's rows (tap, input channel) are summed in vectors, 16 input channels at a time, into a block
+// transposed to grad_w's order [output channel][input channel][tap], then copied out a row per output
+// channel (no division by the kernel width per entry: with one, this took 6 ms for a 512x512x3x3
+// gradient, more than all the products of one 14x14 image).
 void write_weight_grad(const Panels* acc, int count, const Conv& cv, float* grad_w, const Team& team) {
-  int64_t taps = cv.KH * cv.KW;
-  for (int64_t o = team.id; o < cv.O; o += team.size) {
-    int64_t g = o / cv.Og, og = o % cv.Og, pnl = og / (VMAX * VL), lane = og % (VMAX * VL);
-    for (int64_t c = 0; c < cv.Cg; ++c)
-      for (int64_t t = 0; t < taps; ++t) {
-        float sum = 0.0f;
-        for (int a = 0; a < count; ++a) sum += acc[a].at(g, pnl, t, c)[lane];
-        grad_w[cv.weight_at(o, c, t)] = sum;
+  constexpr int64_t CB = 16;
+  int64_t taps = cv.KH * cv.KW, panels = acc[0].panels();
+  std::vector<float> block(VMAX * VL * CB * taps);
+  for (int64_t item = team.id; item < cv.G * panels; item += team.size) {
+    int64_t g = item / panels, pnl = item % panels, o0 = g * cv.Og + pnl * VMAX * VL;
+    int64_t lanes = std::min<int64_t>(VMAX * VL, cv.Og - pnl * VMAX * VL), vectors = acc[0].width(pnl) / VL;
+    for (int64_t c0 = 0; c0 < cv.Cg; c0 += CB) {
+      int64_t cb = std::min(CB, cv.Cg - c0), run = cb * taps;
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t c = c0; c < c0 + cb; ++c) {
+          alignas(64) float row[VMAX * VL];
+          for (int64_t v = 0; v < vectors; ++v) {
+            vec sum = load(acc[0].at(g, pnl, t, c) + v * VL);
+            for (int a = 1; a < count; ++a) sum += load(acc[a].at(g, pnl, t, c) + v * VL);
+            store(row + v * VL, sum);
+          }
+          float* column = block.data() + (c - c0) * taps + t;
+          for (int64_t lane = 0; lane < lanes; ++lane) column[lane * run] = row[lane];
+        }
+      for (int64_t lane = 0; lane < lanes; ++lane) {
+        const float* src = block.data() + lane * run;
+        for (int64_t c = c0; c < c0 + cb; ++c)
+          for (int64_t i = 0; i < cv.KH; ++i) {
+            float* dst = grad_w + (o0 + lane) * cv.weight.n + c * cv.weight.c + i * cv.weight.h;
+            for (int64_t j = 0; j < cv.KW; ++j) dst[j * cv.weight.w] = *src++;
+          }
       }
+    }
   }
 }
 
@@ -724,32 +750,39 @@ void weight_grad_by_image(const Conv& cv, const float* x, const float* grad_out,
     for (int64_t j = 0; j < cv.KW; ++j) runs.push_back({j, j * cv.DW * xpixel, cv.Cg});
   }
 
+  // Output rows are taken in chunks whose input and output-gradient rows fit in L2 (512 KiB here), so
+  // that every (tap, channel block, panel) reads them from the cache, not memory: a 224x224 plane of
+  // 64 channels is 13 MB.
+  int64_t row_floats = cv.OW * pixel + cv.SH * width * xpixel, overlap = (cv.KH - 1) * cv.DH * width * xpixel;
+  int64_t chunk = std::max<int64_t>(1, ((512 << 10) / 4 - overlap) / std::max<int64_t>(row_floats, 1));
   auto image = [&](int64_t n, Scratch& s, const Team& team) {
     float *xbuf = s.in.get(in_size), *gbuf = s.out.get(g_size);
     to_channels_last(x + n * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf, cv.PL, width, xpixel, team);
     to_channels_last(grad_out + n * gs.n, gs, cv.G, cv.Og, shape.vpad, cv.OH, cv.OW, gbuf, 0, cv.OW, pixel, team);
     team.sync();
     Panels& a = acc[omp_get_thread_num()];
-    int64_t item = 0;
-    for (int64_t g = 0; g < cv.G; ++g)
-      for (int64_t i = 0; i < cv.KH; ++i) {
-        int64_t first = cv.first_row(i), rows = cv.end_row(i) - first;
-        if (rows <= 0) continue;
-        const float* xrow0 = xbuf + (first * cv.SH - cv.PT + i * cv.DH) * width * xpixel + g * cv.Cg;
-        const float* grow0 = gbuf + first * cv.OW * pixel + g * shape.vpad;
-        for (const Run& run : runs)
-          for (int64_t pnl = 0; pnl < a.panels(); ++pnl) {
-            int v = (int)(a.width(pnl) / VL);
-            even_blocks(run.len, max_rows(v), [&](int64_t q0, int64_t count) {
-              if (item++ % team.size != team.id) return;
-              // q = j * C + c within a contiguous run; the panel row is (tap i*KW + j, channel c)
-              int64_t j = run.j + (runs.size() == 1 ? q0 / cv.C : 0), c = runs.size() == 1 ? q0 % cv.C : q0;
-              outer_fn(v, (int)count)(xrow0 + run.xoff + q0, cv.SH * width * xpixel, cv.SW * xpixel,
-                                      grow0 + pnl * VMAX * VL, cv.OW * pixel, pixel, rows, cv.OW,
-                                      a.at(g, pnl, i * cv.KW + j, c), a.width(pnl));
-            });
-          }
-      }
+    for (int64_t r0 = 0; r0 < cv.OH; r0 += chunk) {
+      int64_t item = 0;
+      for (int64_t g = 0; g < cv.G; ++g)
+        for (int64_t i = 0; i < cv.KH; ++i) {
+          int64_t first = std::max(cv.first_row(i), r0), rows = std::min(cv.end_row(i), r0 + chunk) - first;
+          if (rows <= 0) continue;
+          const float* xrow0 = xbuf + (first * cv.SH - cv.PT + i * cv.DH) * width * xpixel + g * cv.Cg;
+          const float* grow0 = gbuf + first * cv.OW * pixel + g * shape.vpad;
+          for (const Run& run : runs)
+            for (int64_t pnl = 0; pnl < a.panels(); ++pnl) {
+              int v = (int)(a.width(pnl) / VL);
+              even_blocks(run.len, max_rows(v), [&](int64_t q0, int64_t count) {
+                if (item++ % team.size != team.id) return;
+                // q = j * C + c within a contiguous run; the panel row is (tap i*KW + j, channel c)
+                int64_t j = run.j + (runs.size() == 1 ? q0 / cv.C : 0), c = runs.size() == 1 ? q0 % cv.C : q0;
+                outer_fn(v, (int)count)(xrow0 + run.xoff + q0, cv.SH * width * xpixel, cv.SW * xpixel,
+                                        grow0 + pnl * VMAX * VL, cv.OW * pixel, pixel, rows, cv.OW,
+                                        a.at(g, pnl, i * cv.KW + j, c), a.width(pnl));
+              });
+            }
+        }
+    }
     team.sync();
   };
   auto reduce = [&](int id, int nt) {

@@ -164,11 +164,6 @@ constexpr int64_t BLOCK_FLOATS = (12 << 20) / 4;
 constexpr int64_t BLOCK_L2_FLOATS = (768 << 10) / 4;
 constexpr int64_t FILTERS_L3_FLOATS = (8 << 20) / 4;
 
-// The transformed filters and the weight gradient's sums are kept between calls up to this size: a
-// fresh buffer's page faults cost more than the products (for 512 channels, F(4x4): 4.7 ms kept, 14.6
-// ms freed, against 5.4 ms for all of oneDNN's forward on one 14x14 image).
-constexpr int64_t KEEP_FLOATS = (64 << 20) / 4;
-
 // A row of `floats` in the blocks, plus a cache line when they are a multiple of 64 (as conv.cpp's
 // pixel_stride): the rows of one register block then fall in different sets of the L1 cache.
 inline int64_t row_stride(int64_t floats) { return floats % 64 == 0 ? floats + 16 : floats; }
