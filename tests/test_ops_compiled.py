@@ -325,6 +325,25 @@ def test_thread_counts_agree(kernels_built, batch, plane, stride):
         close(two, one, what, (batch, plane))  # the sums' order differs: rounding
 
 
+@pytest.mark.parametrize("plane", [(9, 10), (4, 4), (20, 17)], ids=["side-by-side", "tiny", "image-by-image"])
+@pytest.mark.parametrize("layout", sorted(set(LAYOUTS)))
+def test_wide_layers_in_every_layout(kernels_built, plane, layout):
+    """Channel counts past a vector (the kernels' copies to and from channels-last move tiles of whole
+    vectors through registers, the rest entry by entry), in every layout: the fuzz cases have at most
+    7 input channels per group."""
+    gen = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(3, 35, *plane, generator=gen), torch.randn(33, 35, 3, 3, generator=gen)
+    bias = torch.randn(33, generator=gen)
+    grad_out = torch.randn(F.conv2d(x, weight, padding=1).shape, generator=gen)
+    results = []
+    for fn in (ops.conv2d, F.conv2d):
+        leaves = [laid_out(t, layout).requires_grad_() for t in (x, weight)]
+        out = fn(*leaves, bias, padding=1)
+        results.append((out, *torch.autograd.grad(out, leaves, laid_out(grad_out, layout))))
+    for what, mine, ref in zip(("output", "grad input", "grad weight"), *results):
+        close(mine, ref, what, (plane, layout))
+
+
 @pytest.mark.parametrize(
     "channels, plane, kwargs",
     [

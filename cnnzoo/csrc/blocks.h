@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <utility>
 
 #include "cnnzoo.h"
 
@@ -70,6 +71,37 @@ __attribute__((always_inline)) inline void rank1_update(vec (&acc)[R][V], const 
     for (int v = 0; v < V; ++v) acc[r][v] += xs * wv[v];
   }
 }
+
+// Transposes VL x VL floats held in VL vectors: r[i][j] becomes r[j][i]. log2(VL) rounds; the round
+// of distance D pairs vectors i and i + D and interleaves their blocks of D lanes, so that after the
+// last round (D = 1) every lane is where the transpose puts it.
+template <int D, size_t... K>
+inline vec interleave(vec a, vec b, bool high, std::index_sequence<K...>) {
+  // lane k of the result: block k / (2D) of both vectors, the first D lanes from a, the next D from b
+  if (high)
+    return __builtin_shufflevector(
+        a, b,
+        (int)((K % (2 * D)) < D ? K / (2 * D) * 2 * D + D + K % (2 * D) : VL + K / (2 * D) * 2 * D + K % (2 * D))...);
+  return __builtin_shufflevector(
+      a, b,
+      (int)((K % (2 * D)) < D ? K / (2 * D) * 2 * D + K % (2 * D) : VL + K / (2 * D) * 2 * D + K % (2 * D) - D)...);
+}
+
+template <int D>
+__attribute__((always_inline)) inline void transpose_round(vec (&r)[VL]) {
+  if constexpr (D > 0) {
+#pragma GCC unroll 16
+    for (int i = 0; i < VL; ++i)
+      if (!(i & D)) {
+        vec a = r[i], b = r[i + D];
+        r[i] = interleave<D>(a, b, false, std::make_index_sequence<VL>{});
+        r[i + D] = interleave<D>(a, b, true, std::make_index_sequence<VL>{});
+      }
+    transpose_round<D / 2>(r);
+  }
+}
+
+inline void transpose(vec (&r)[VL]) { transpose_round<VL / 2>(r); }
 
 // Calls f(start, count) for blocks of at most `most` out of n, as even as possible.
 template <typename F>

@@ -329,41 +329,60 @@ int64_t pixel_stride(int64_t channels) { return channels % 64 == 0 ? channels + 
 
 // Copies rows [0, rows) of image `src` (channels x rows x cols, any strides) into a channels-last
 // buffer dst[row][left + col][group * vpad + channel] of `width` columns and `pixel` floats per pixel,
-// zero in the columns outside [left, left + cols) and in the padding channels. Rows are split over
-// the team.
+// zero in the columns outside [left, left + cols) and in the padding channels. Each member of the team
+// takes a band of rows.
 void to_channels_last(const float* src, Strides s, int64_t groups, int64_t per_group, int64_t vpad, int64_t rows,
                       int64_t cols, float* dst, int64_t left, int64_t width, int64_t pixel, const Team& team,
                       int64_t step = 0) {
   if (step == 0) step = pixel;  // else the pixels are `step` floats apart, with no padding columns
-  for (int64_t y = team.id; y < rows; y += team.size) {
-    float* out = dst + y * width * step;
-    std::memset(out, 0, sizeof(float) * left * pixel);
-    std::memset(out + (left + cols) * pixel, 0, sizeof(float) * (width - left - cols) * pixel);
-    out += left * pixel;
-    const float* in = src + y * s.h;
+  int64_t y0 = rows * team.id / team.size, y1 = rows * (team.id + 1) / team.size;
+  auto at = [&](int64_t y, int64_t x) { return dst + (y * width + left + x) * step; };
+  for (int64_t y = y0; y < y1; ++y) {
+    std::memset(dst + y * width * step, 0, sizeof(float) * left * pixel);
+    std::memset(at(y, cols), 0, sizeof(float) * (width - left - cols) * pixel);
     for (int64_t g = 0; g < groups; ++g) {
-      float* o = out + g * vpad;
-      const float* i = in + g * per_group * s.c;
       int64_t pad = (g + 1 == groups ? pixel - g * vpad : vpad) - per_group;  // to the next group or pixel
       if (pad > 0)
-        for (int64_t x = 0; x < cols; ++x) std::memset(o + x * step + per_group, 0, sizeof(float) * pad);
-      if (s.c == 1) {  // already channels-last
-        for (int64_t x = 0; x < cols; ++x) std::memcpy(o + x * step, i + x * s.w, sizeof(float) * per_group);
-        continue;
-      }
-      constexpr int64_t TILE = 16;  // a tile of channels x columns, transposed through the cache
-      for (int64_t c0 = 0; c0 < per_group; c0 += TILE) {
-        int64_t c1 = std::min(per_group, c0 + TILE);
+        for (int64_t x = 0; x < cols; ++x) std::memset(at(y, x) + g * vpad + per_group, 0, sizeof(float) * pad);
+      if (s.c == 1)  // already channels-last
         for (int64_t x = 0; x < cols; ++x)
-          for (int64_t c = c0; c < c1; ++c) o[x * step + c] = i[c * s.c + x * s.w];
-      }
+          std::memcpy(at(y, x) + g * vpad, src + y * s.h + x * s.w + g * per_group, sizeof(float) * per_group);
     }
+  }
+  if (s.c == 1) return;
+  // Runs of pixels that follow each other in src (a row; the whole band when the plane is contiguous),
+  // in tiles of VL channels x VL pixels transposed in registers, the rest one entry at a time.
+  bool flat = s.w == 1 && s.h == cols;
+  for (int64_t y = y0; y < y1; y = flat ? y1 : y + 1) {
+    int64_t n = (flat ? y1 - y : 1) * cols;
+    const float* in = src + y * s.h;
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t c0 = 0; c0 < per_group; c0 += VL) {
+        const float* i = in + (g * per_group + c0) * s.c;
+        float* o = dst + g * vpad + c0;
+        int64_t tile = std::min<int64_t>(VL, per_group - c0), k = 0, yy = y, xx = 0;
+        if (tile == VL && s.w == 1)
+          for (; k + VL <= n; k += VL) {
+            vec r[VL];
+            for (int c = 0; c < VL; ++c) r[c] = load(i + c * s.c + k);
+            transpose(r);
+            for (int p = 0; p < VL; ++p) {
+              store(o + (at(yy, xx) - dst), r[p]);
+              if (++xx == cols) xx = 0, ++yy;
+            }
+          }
+        for (; k < n; ++k) {
+          float* op = o + (at(yy, xx) - dst);
+          for (int64_t c = 0; c < tile; ++c) op[c] = i[c * s.c + (yy - y) * s.h + xx * s.w];
+          if (++xx == cols) xx = 0, ++yy;
+        }
+      }
   }
 }
 
 // The reverse, without padding: dst (channels x rows x cols, any strides) = src[pixel][group * vpad +
 // channel] + bias[channel * bias_stride] (when given), the pixels `step` floats apart (`pixel` unless
-// given). Channels are split over the team.
+// given). Tiles of channels are split over the team.
 void from_channels_last(const float* src, int64_t groups, int64_t per_group, int64_t vpad, int64_t pixel, int64_t rows,
                         int64_t cols, const float* bias, int64_t bias_stride, float* dst, Strides s, const Team& team,
                         int64_t step = 0) {
@@ -371,17 +390,40 @@ void from_channels_last(const float* src, int64_t groups, int64_t per_group, int
   int64_t channels = groups * per_group, pixels = rows * cols;
   if (s.c == 1 && s.w == channels && s.h == cols * channels) {  // channels-last output: rows of channels
     for (int64_t q = team.id; q < pixels; q += team.size)
-      for (int64_t c = 0; c < channels; ++c)
-        dst[q * channels + c] =
-            src[q * step + (c / per_group) * vpad + c % per_group] + (bias ? bias[c * bias_stride] : 0.0f);
+      for (int64_t g = 0; g < groups; ++g) {
+        const float* in = src + q * step + g * vpad;
+        float* out = dst + q * channels + g * per_group;
+        for (int64_t c = 0; c < per_group; ++c)
+          out[c] = in[c] + (bias ? bias[(g * per_group + c) * bias_stride] : 0.0f);
+      }
     return;
   }
-  for (int64_t c = team.id; c < channels; c += team.size) {
-    const float* in = src + (c / per_group) * vpad + c % per_group;
-    float b = bias ? bias[c * bias_stride] : 0.0f;
-    float* out = dst + c * s.c;
-    for (int64_t y = 0; y < rows; ++y)
-      for (int64_t x = 0; x < cols; ++x) out[y * s.h + x * s.w] = in[(y * cols + x) * step] + b;
+  // Tiles of VL channels x VL pixels transposed in registers where dst's pixels follow each other
+  // (along a row; over the whole plane when it is contiguous), the rest one entry at a time.
+  bool flat = s.w == 1 && s.h == cols;
+  int64_t tiles = ceil_div(per_group, VL);
+  for (int64_t item = team.id; item < groups * tiles; item += team.size) {
+    int64_t g = item / tiles, c0 = item % tiles * VL, tile = std::min<int64_t>(VL, per_group - c0);
+    const float* in = src + g * vpad + c0;
+    float* out = dst + (g * per_group + c0) * s.c;
+    float b[VL];
+    for (int64_t c = 0; c < tile; ++c) b[c] = bias ? bias[(g * per_group + c0 + c) * bias_stride] : 0.0f;
+    for (int64_t y = 0; y < rows; y = flat ? rows : y + 1) {
+      int64_t n = (flat ? rows : 1) * cols, k = 0;
+      const float* i = in + y * cols * step;
+      float* o = out + y * s.h;
+      if (tile == VL && s.w == 1)
+        for (; k + VL <= n; k += VL) {
+          vec r[VL];
+          for (int p = 0; p < VL; ++p) r[p] = load(i + (k + p) * step);
+          transpose(r);
+          for (int c = 0; c < VL; ++c) store(o + c * s.c + k, r[c] + b[c]);
+        }
+      for (; k < n; ++k) {
+        int64_t yy = flat ? k / cols : 0, xx = flat ? k % cols : k;
+        for (int64_t c = 0; c < tile; ++c) o[c * s.c + yy * s.h + xx * s.w] = i[k * step + c] + b[c];
+      }
+    }
   }
 }
 
