@@ -1,7 +1,7 @@
 """Time whole training steps of zoo models on cnnzoo's ops and on torch.nn's, side by side.
 
     python scripts/bench_train.py [--device cpu|cuda] [--repeat 5] [--tiny] [--only TEXT] [--imagenet]
-                                  [--algorithm auto|direct|winograd|...]
+                                  [--algorithm auto|direct|winograd|...] [--compile] [--channels-last]
 
 A step is forward, loss, backward and an SGD step, on random data at the model's CIFAR/LeNet input.
 Both backends get the same weights and batches; their steps are interleaved (custom, native, custom,
@@ -15,6 +15,11 @@ and ratios.
 
 ``--imagenet`` times resnet18 (batch 8) and vgg16 (batch 4) at 224x224 instead; ``--algorithm`` sets
 the custom models' convolution algorithm (docs/algorithms.md; ``auto`` by default).
+
+``--compile`` compiles both models with ``torch.compile`` (Inductor) before timing (the first steps,
+which compile, are not timed; the memory columns read n/a: autograd's saved tensors and the fresh
+process's peak are those of eager steps). ``--channels-last`` puts both models' parameters and the
+batch in the channels-last memory format.
 """
 
 from __future__ import annotations
@@ -126,16 +131,31 @@ def fresh_peak_rss(name: str, backend: str, batch: int, size: int, algorithm: st
     return json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
 
 
-def bench_model(name: str, batch: int, size: int, device: torch.device, repeat: int, algorithm: str = "auto") -> dict:
+def bench_model(
+    name: str,
+    batch: int,
+    size: int,
+    device: torch.device,
+    repeat: int,
+    algorithm: str = "auto",
+    compile: bool = False,
+    channels_last: bool = False,
+) -> dict:
     custom = cnnzoo.create_model(name, backend="custom")
     cnn.set_algorithm(custom, algorithm)
     native = cnnzoo.create_model(name, backend="torch")
     native.load_state_dict(custom.state_dict())
     x, y = batch_for(custom, batch, size, device)
     nets = {"custom": custom.to(device).train(), "native": native.to(device).train()}
-    steps = {label: make_step(m, x, y) for label, m in nets.items()}
-    for step in steps.values():  # warm-up
-        step()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        for net in nets.values():
+            net.to(memory_format=torch.channels_last)
+    # a compiled module forwards attribute access (loss_and_logits) to the model it wraps
+    steps = {label: make_step(torch.compile(m) if compile else m, x, y) for label, m in nets.items()}
+    for step in steps.values():  # warm-up (and compilation)
+        for _ in range(3 if compile else 1):
+            step()
     times = {label: [] for label in steps}
     for _ in range(repeat):
         for label, step in steps.items():
@@ -144,6 +164,9 @@ def bench_model(name: str, batch: int, size: int, device: torch.device, repeat: 
     for label, step in steps.items():
         result[f"{label} ms"] = statistics.median(times[label]) * 1e3
         result[f"{label} img/s"] = batch / statistics.median(times[label])
+        if compile:
+            result[f"{label} saved"] = result[f"{label} peak"] = None
+            continue
         result[f"{label} saved"] = saved_bytes(step, nets[label]) / 2**20
         result[f"{label} peak"] = (
             peak_memory(step, device)
@@ -151,7 +174,7 @@ def bench_model(name: str, batch: int, size: int, device: torch.device, repeat: 
             else fresh_peak_rss(name, "custom" if label == "custom" else "torch", batch, size, algorithm)
         )
     result["ratio"] = result["custom ms"] / result["native ms"]
-    result["mem ratio"] = result["custom saved"] / result["native saved"]
+    result["mem ratio"] = result["custom saved"] / result["native saved"] if not compile else None
     return result
 
 
@@ -163,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="run only the models whose name contains this text")
     parser.add_argument("--imagenet", action="store_true", help="resnet18 and vgg16 at 224x224")
     parser.add_argument("--algorithm", default="auto", choices=algorithms.ALGORITHMS, help="the custom convolutions'")
+    parser.add_argument("--compile", action="store_true", help="both models compiled with torch.compile (Inductor)")
+    parser.add_argument("--channels-last", action="store_true", help="models and batch in channels-last format")
     args = parser.parse_args(argv)
     if argument_error("bench_train", args):
         return 2
@@ -173,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     print(
         f"training steps, cnnzoo ops (custom) vs torch.nn (native) | {device_label(device)} | "
-        f"torch {torch.__version__} | float32, SGD, algorithm {args.algorithm}, "
+        f"torch {torch.__version__} | float32, SGD, algorithm {args.algorithm}"
+        f"{', compiled' if args.compile else ''}{', channels-last' if args.channels_last else ''}, "
         f"median of {args.repeat} interleaved steps"
     )
     header = (
@@ -182,7 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     print_header(header)
     for name, batch, size in models:
-        r = bench_model(name, batch, size, device, args.repeat, args.algorithm)
+        r = bench_model(name, batch, size, device, args.repeat, args.algorithm, args.compile, args.channels_last)
+        saved = (
+            f"{r['custom saved']:10.1f} {r['native saved']:8.1f} {r['mem ratio']:6.2f}"
+            if r["mem ratio"] is not None
+            else f"{'n/a':>10} {'n/a':>8} {'n/a':>6}"
+        )
         peak = (
             f"{r['custom peak']:9.1f} {r['native peak']:8.1f}"
             if r["custom peak"] is not None and r["native peak"] is not None
@@ -190,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"{name:10} {batch:5d} {r['custom ms']:10.1f} {r['native ms']:10.1f} {r['ratio']:6.2f} "
-            f"{r['custom img/s']:12.0f} {r['native img/s']:12.0f} {r['custom saved']:10.1f} "
-            f"{r['native saved']:8.1f} {r['mem ratio']:6.2f} {peak}",
+            f"{r['custom img/s']:12.0f} {r['native img/s']:12.0f} {saved} {peak}",
             flush=True,
         )
     return 0

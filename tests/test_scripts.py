@@ -68,6 +68,18 @@ def test_bench_train_smoke():
     assert (custom_ms - 0.05) / (native_ms + 0.05) - 0.005 <= ratio <= (custom_ms + 0.05) / (native_ms - 0.05) + 0.005
 
 
+@pytest.mark.slow
+def test_bench_train_compile_smoke():
+    """--compile --channels-last: both models compiled (about 30 s here); the memory columns read n/a."""
+    args = ("--tiny", "--repeat", "1", "--only", "lenet5", "--compile", "--channels-last")
+    result = run_script("bench_train.py", *args)
+    assert result.returncode == 0, result.stderr
+    assert "compiled, channels-last" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith("lenet5")).split()
+    assert float(row[2]) > 0 and float(row[3]) > 0
+    assert row[7:] == ["n/a"] * 5
+
+
 def test_bench_ops_overhead():
     result = run_script("bench_ops.py", "--overhead", "--repeat", "3")
     assert result.returncode == 0, result.stderr

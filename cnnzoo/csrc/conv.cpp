@@ -317,10 +317,12 @@ int64_t chunk_images(int64_t images, int64_t per_image, int64_t bytes = 8 << 20)
 
 // Whether the dot kernels (forward, input gradient) take the images side by side: when an image's
 // rows of block pixels are shorter than 8 (measured on the zoo's 8x8, 4x4, 2x2 and 1x1 planes), or
-// the weight gradient: when an image has fewer than 256 output pixels to sum over (measured faster
-// up to 14x14, slower at 16x16 and 28x28).
+// the weight gradient: when an image has fewer than 64 output pixels to sum over. Since it sums in
+// chunks of rows, image by image measured faster from 8x8 up (8x8, 64 channels: 1.14-1.27x oneDNN
+// against 1.26-1.39x; 14x14, 256 and 512 channels: 1.07-1.16x against 1.19-1.30x), and about even at
+// 7x7.
 bool side_by_side(int64_t row) { return row < 8; }
-bool side_by_side_weight_grad(int64_t pixels) { return pixels < 256; }
+bool side_by_side_weight_grad(int64_t pixels) { return pixels < 64; }
 
 // The floats from one pixel to the next in a channels-last buffer: the channels, plus a cache line
 // when they are a multiple of 64, so that neighbouring pixels (and rows) do not fall on addresses a
