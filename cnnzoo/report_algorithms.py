@@ -82,7 +82,7 @@ def rows(model: nn.Module, size, batch: int = 1, timed: bool = False) -> tuple[l
             name,
             "x".join(map(str, x.shape[1:])),
             f"{kernel[0]}x{kernel[1]}/{stride[0]}" + (f" g{groups}" if groups > 1 else ""),
-            algorithms.resolve(
+            algorithms.describe(
                 getattr(layer, "algorithm", "auto"),
                 kernel,
                 stride,

@@ -407,10 +407,19 @@ def test_auto_takes_winograd_for_wide_three_by_three_layers(monkeypatch):
     with compiled.use("reference"):  # the Python reference is slower than direct
         assert algorithms.resolve("auto", *three, *wide) == "direct"
     model = torch.nn.Sequential(cnn.Conv2d(64, 64, 3, padding=1), cnn.Conv2d(64, 16, 3, padding=1))
-    assert cnn.algorithms_in_use(model, torch.zeros(8, 64, 8, 8)) == {"0": expected, "1": "direct"}
+    # below 96 channels the weight gradient keeps direct (its Winograd products are too small to win)
+    mixed = f"{expected} (weight gradient: direct)" if expected == "winograd_f4" else "direct"
+    assert cnn.algorithms_in_use(model, torch.zeros(8, 64, 8, 8)) == {"0": mixed, "1": "direct"}
     assert cnn.algorithms_in_use(model, torch.zeros(1, 64, 8, 8)) == {"0": "direct", "1": "direct"}
-    assert cnn.algorithms_in_use(model, torch.zeros(1, 64, 8, 8), batch=8) == {"0": expected, "1": "direct"}
-    # a batch large enough takes the compiled kernels in the forward and in both gradients
+    assert cnn.algorithms_in_use(model, torch.zeros(1, 64, 8, 8), batch=8) == {"0": mixed, "1": "direct"}
+    wide = torch.nn.Sequential(cnn.Conv2d(96, 96, 3, padding=1))
+    assert cnn.algorithms_in_use(wide, torch.zeros(8, 96, 8, 8)) == {"0": expected}
+    for part, chosen in (("forward", expected), ("input_grad", expected), ("weight_grad", "direct")):
+        assert algorithms.resolve("auto", *three, 1, (8, 8), (64, 64), 8, part) == chosen, part
+    assert algorithms.resolve("auto", *three, 1, (8, 8), (96, 128), 8, "weight_grad") == expected
+    assert algorithms.resolve("winograd", *three, 1, (8, 8), (64, 64), 8, "weight_grad") == "winograd_f4"  # named
+    # a batch large enough takes the compiled kernels in the forward and the input gradient, and from
+    # 96 channels in the weight gradient too
     calls = []
     for name in ("winograd_conv2d", "winograd_conv2d_input_grad", "winograd_conv2d_weight_grad"):
         original = getattr(compiled, name)
@@ -418,4 +427,11 @@ def test_auto_takes_winograd_for_wide_three_by_three_layers(monkeypatch):
     x = torch.randn(8, 64, 8, 8, requires_grad=True)
     model(x).sum().backward()
     ops.conv2d(x[:1], model[0].weight, padding=1).sum().backward()  # one image: direct
-    assert len(calls) == (3 if expected == "winograd_f4" else 0)
+    assert calls == (["winograd_conv2d", "winograd_conv2d_input_grad"] if expected == "winograd_f4" else [])
+    calls.clear()
+    wide(torch.randn(8, 96, 8, 8, requires_grad=True)).sum().backward()
+    assert sorted(calls) == (
+        ["winograd_conv2d", "winograd_conv2d_input_grad", "winograd_conv2d_weight_grad"]
+        if expected == "winograd_f4"
+        else []
+    )

@@ -108,11 +108,11 @@ def algorithms_in_use(
     model: nn.Module, example: torch.Tensor, dtype: torch.dtype | None = None, batch: int | None = None
 ) -> dict[str, str]:
     """The algorithm each cnnzoo ``Conv2d`` of ``model`` runs on inputs like ``example`` (``'auto'``
-    resolved for the batch, plane, dtype and device each layer sees), by layer name. ``dtype``: the one the
-    convolutions compute in, if not the input's (autocast's); ``batch``: the batch they see, if not the
-    example's."""
+    resolved for the batch, plane, dtype and device each layer sees), by layer name, with its weight
+    gradient's where that differs (``algorithms.describe``). ``dtype``: the one the convolutions compute
+    in, if not the input's (autocast's); ``batch``: the batch they see, if not the example's."""
     return {
-        name: algorithms.resolve(
+        name: algorithms.describe(
             layer.algorithm,
             layer.kernel_size,
             layer.stride,

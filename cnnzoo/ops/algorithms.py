@@ -69,13 +69,22 @@ def resolve(
     plane: Sequence[int] = (32, 32),
     channels: Sequence[int] = (0, 0),
     batch: int = 1,
+    part: str = "forward",
 ) -> str:
     """The algorithm that runs on tensors of ``dtype`` on ``device_type`` (``batch`` images of a ``plane``
-    high and wide, in ``groups`` of ``channels`` = (input, output) channels each): ``auto`` chosen, an
-    alias spelled out."""
+    high and wide, in ``groups`` of ``channels`` = (input, output) channels each) for one ``part`` of
+    the convolution (see ``PARTS``): ``auto`` chosen, an alias spelled out."""
     if algorithm == "auto":
-        return auto(kernel, stride, dilation, dtype, device_type, groups, plane, channels, batch)
+        return auto(kernel, stride, dilation, dtype, device_type, groups, plane, channels, batch, part)
     return ALIASES.get(algorithm, algorithm)
+
+
+def describe(algorithm: str, *args, **kwargs) -> str:
+    """:func:`resolve`'s answer for the forward pass, followed by the weight gradient's where that differs
+    (``"winograd_f4 (weight gradient: direct)"``): what a layer runs, in one line."""
+    forward = resolve(algorithm, *args, **kwargs, part="forward")
+    weight_grad = resolve(algorithm, *args, **kwargs, part="weight_grad")
+    return forward if weight_grad == forward else f"{forward} (weight gradient: {weight_grad})"
 
 
 # The smallest kernel area at which ``auto`` takes FFT for a stride-1 float32 convolution on the CPU,
@@ -90,6 +99,12 @@ WINOGRAD_MIN_TILES = 32
 # ... and the fewest times fewer multiplications than direct's that its tiles must give on the plane
 # (4 on planes of whole tiles; 1 on a 2x2 plane, where one tile of 16 outputs keeps 4)
 WINOGRAD_MIN_SAVING = 2
+# The fewest input and output channels at which the weight gradient, too, takes F(4x4, 3x3): its
+# products, one per tile position, are input x output channels summed over the tiles, too small below
+# this to beat direct's (see :func:`auto`)
+WINOGRAD_WEIGHT_GRAD_MIN_CHANNELS = 96
+# The parts of a convolution, each routed on its own: the forward pass, the input and weight gradients
+PARTS = ("forward", "input_grad", "weight_grad")
 
 
 def auto(
@@ -102,6 +117,7 @@ def auto(
     plane: Sequence[int] = (32, 32),
     channels: Sequence[int] = (0, 0),
     batch: int = 1,
+    part: str = "forward",
 ) -> str:
     """``auto``'s choice: the fastest algorithm that applies and whose error stays within 10x direct's,
     by a rule derived from measurements (2 CPU cores, float32, forward+backward; docs/algorithms.md):
@@ -124,7 +140,15 @@ def auto(
     padding), when the compiled kernels are in use (the Python reference is several times slower than
     direct); FFT for stride-1 convolutions whose (dilated) kernel covers at least 13x13 pixels, on
     planes up to 64x64; direct everywhere else. A stride throws away all but one in s_h s_w of FFT's
-    outputs; groups and the GPU have not been measured: all keep direct."""
+    outputs; groups and the GPU have not been measured: all keep direct.
+
+    Each ``part`` is chosen on its own. ``scripts/bench_ops.py --kernels`` (each kernel alone) has the
+    F(4x4) weight gradient at 0.62-0.85x oneDNN from 96 channels up (VGG's, Inception's 96->128) but
+    1.06-1.22x at 32 and 64 channels (ResNet-18 at 56x56, CIFAR ResNet), where direct's is at
+    0.95-0.99x. Timed against each other in one process: 0.84-0.90x direct's time at 96->128 and
+    128->128, 1.01-1.56x at 64 (8x8 at batch 32 and 128, 56x56 at batch 8), 1.25-1.29x at 32. Its
+    forward and input gradient win at 64 channels (0.65-0.94x oneDNN). So the weight gradient keeps
+    direct below 96 input or output channels."""
     if device_type != "cpu" or dtype != torch.float32 or tuple(stride) != (1, 1) or groups != 1:
         return "direct"
     if unsuitable("winograd_f4", kernel, stride, dilation) is None:
@@ -132,6 +156,8 @@ def auto(
         saving = plane[0] * plane[1] * 9 / (per_image * 36)
         wide = min(channels) >= WINOGRAD_MIN_CHANNELS and batch * per_image >= WINOGRAD_MIN_TILES
         wide = wide and saving >= WINOGRAD_MIN_SAVING
+        if part == "weight_grad":
+            wide = wide and min(channels) >= WINOGRAD_WEIGHT_GRAD_MIN_CHANNELS
         return "winograd_f4" if wide and compiled.library() is not None else "direct"
     span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
     if span[0] * span[1] >= FFT_MIN_AREA and plane[0] * plane[1] <= FFT_MAX_PLANE:

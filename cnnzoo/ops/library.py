@@ -71,9 +71,19 @@ def _large_pointwise(weight_size, stride, padding, input_size) -> bool:
     return pointwise and input_size[2] * input_size[3] > POINTWISE_COMPILED_PIXELS
 
 
-def _route(algorithm: str, weight_size: Ints, stride: Ints, dilation: Ints, t: Tensor, groups: int, input_size: Ints):
-    """A convolution's route on tensors like ``t``, for filters of ``weight_size`` and an input of
-    ``input_size``: the algorithm that runs (see ``algorithms.py``), None for ``direct``."""
+def _route(
+    algorithm: str,
+    weight_size: Ints,
+    stride: Ints,
+    dilation: Ints,
+    t: Tensor,
+    groups: int,
+    input_size: Ints,
+    part: str = "forward",
+):
+    """The route of one ``part`` of a convolution (``algorithms.PARTS``) on tensors like ``t``, for filters
+    of ``weight_size`` and an input of ``input_size``: the algorithm that runs (see ``algorithms.py``),
+    None for ``direct``."""
     if algorithm == "direct":
         return None
     channels = (weight_size[1], weight_size[0] // groups)
@@ -88,6 +98,7 @@ def _route(algorithm: str, weight_size: Ints, stride: Ints, dilation: Ints, t: T
         input_size[2:],
         channels,
         input_size[0],
+        part,
     )
     return None if name == "direct" else name
 
@@ -210,7 +221,7 @@ conv2d_input_grad.implement(
 )
 conv2d_input_grad.routes(
     lambda gy, w, size, stride, padding, dilation, groups, cl, algorithm: _route(
-        algorithm, w.shape, stride, dilation, w, groups, size
+        algorithm, w.shape, stride, dilation, w, groups, size, "input_grad"
     )
 )
 _algorithms(
@@ -275,7 +286,7 @@ conv2d_weight_grad.implement(
 )
 conv2d_weight_grad.routes(
     lambda x, gy, size, stride, padding, dilation, groups, cl, algorithm: _route(
-        algorithm, size, stride, dilation, x, groups, x.shape
+        algorithm, size, stride, dilation, x, groups, x.shape, "weight_grad"
     )
 )
 _algorithms(
