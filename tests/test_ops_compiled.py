@@ -325,6 +325,26 @@ def test_thread_counts_agree(kernels_built, batch, plane, stride):
         close(two, one, what, (batch, plane))  # the sums' order differs: rounding
 
 
+def test_unused_taps_read_zeros_not_an_earlier_calls_weights(kernels_built):
+    """Taps that only ever reach padding columns (dilation 20 on an 8-wide plane) are not packed, but
+    the image-by-image kernels still multiply them by the zero columns: the packed-weight buffer,
+    kept between calls, must hold zeros there, not an earlier call's NaN weights."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 64, 8, 8, generator=gen)
+    poisoned = torch.full((64, 64, 3, 3), float("nan"))
+    assert torch.isnan(ops.conv2d(x, poisoned, padding=1)).all()  # every tap of the buffer is NaN now
+    weight = torch.randn(64, 64, 3, 3, generator=gen)
+    kwargs = dict(padding=(1, 20), dilation=(1, 20))
+    close(ops.conv2d(x, weight, **kwargs), F.conv2d(x, weight, **kwargs), "output", kwargs)
+    grad = torch.randn(F.conv2d(x, weight, **kwargs).shape, generator=gen)
+    ops.conv2d(grad, poisoned.transpose(0, 1), padding=1)  # the input gradient's buffer too
+    mine = torch.ops.cnnzoo.conv2d_input_grad(grad, weight, list(x.shape), [1, 1], [1, 1, 20, 20], [1, 20], 1)
+    expected = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, [1, 1], [1, 20], [1, 20], False, [0, 0], 1, [True, False, False]
+    )[0]
+    close(mine, expected, "grad input", kwargs)
+
+
 @pytest.mark.parametrize("plane", [(9, 10), (4, 4), (20, 17)], ids=["side-by-side", "tiny", "image-by-image"])
 @pytest.mark.parametrize("layout", sorted(set(LAYOUTS)))
 def test_wide_layers_in_every_layout(kernels_built, plane, layout):

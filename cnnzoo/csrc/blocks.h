@@ -75,6 +75,13 @@ __attribute__((always_inline)) inline void rank1_update(vec (&acc)[R][V], const 
 // Transposes VL x VL floats held in VL vectors: r[i][j] becomes r[j][i]. log2(VL) rounds; the round
 // of distance D pairs vectors i and i + D and interleaves their blocks of D lanes, so that after the
 // last round (D = 1) every lane is where the transpose puts it.
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define CNNZOO_SHUFFLES 1
+#endif
+#endif
+
+#ifdef CNNZOO_SHUFFLES
 template <int D, size_t... K>
 inline vec interleave(vec a, vec b, bool high, std::index_sequence<K...>) {
   // lane k of the result: block k / (2D) of both vectors, the first D lanes from a, the next D from b
@@ -100,8 +107,19 @@ __attribute__((always_inline)) inline void transpose_round(vec (&r)[VL]) {
     transpose_round<D / 2>(r);
   }
 }
+#endif
 
+#ifdef CNNZOO_SHUFFLES
 inline void transpose(vec (&r)[VL]) { transpose_round<VL / 2>(r); }
+#else
+// compilers without __builtin_shufflevector (GCC before 12): through memory
+inline void transpose(vec (&r)[VL]) {
+  alignas(64) float m[VL][VL];
+  for (int i = 0; i < VL; ++i) store(m[i], r[i]);
+  for (int i = 0; i < VL; ++i)
+    for (int j = 0; j < VL; ++j) r[i][j] = m[j][i];
+}
+#endif
 
 // Calls f(start, count) for blocks of at most `most` out of n, as even as possible.
 template <typename F>

@@ -30,7 +30,7 @@
 // are one pixel position in R images, and taps that fall in the padding (rows and columns) are
 // skipped, so the buffer needs none. Every thread shares every chunk, split over (position, block
 // of images, panel); the weight gradient over (tap, channel block, panel), into one accumulator
-// (it goes side by side up to 14x14 planes, where it also spares a per-thread accumulator).
+// (it goes side by side below 64 output pixels, where it also spares a per-thread accumulator).
 
 #include <omp.h>
 
@@ -186,7 +186,11 @@ struct Conv : ConvGeometry {
   int64_t Cg, Og;  // channels per group: input, output
   int threads;
 
-  Conv(const ConvGeometry& g, int threads_) : ConvGeometry(g), Cg(g.C / g.G), Og(g.O / g.G), threads(threads_) {}
+  std::vector<int64_t> tap_offsets;  // of weight[.][.][t / KW][t % KW], for each tap t
+
+  Conv(const ConvGeometry& g, int threads_) : ConvGeometry(g), Cg(g.C / g.G), Og(g.O / g.G), threads(threads_) {
+    for (int64_t t = 0; t < KH * KW; ++t) tap_offsets.push_back((t / KW) * weight.h + (t % KW) * weight.w);
+  }
 
   // the first and one-past-last output row whose kernel tap row i lands inside the input
   int64_t first_row(int64_t i) const { return std::max<int64_t>(0, ceil_div(PT - i * DH, SH)); }
@@ -197,9 +201,7 @@ struct Conv : ConvGeometry {
   // whether kernel tap t (row-major) reads the input for some output pixel
   bool tap_used(int64_t t) const { return first_row(t / KW) < end_row(t / KW) && first_col(t % KW) < end_col(t % KW); }
   // the offset of weight[o][c][t / KW][t % KW] (or of the same entry of the weight gradient)
-  int64_t weight_at(int64_t o, int64_t c, int64_t t) const {
-    return o * weight.n + c * weight.c + (t / KW) * weight.h + (t % KW) * weight.w;
-  }
+  int64_t weight_at(int64_t o, int64_t c, int64_t t) const { return o * weight.n + c * weight.c + tap_offsets[t]; }
   // tap t with its row's columns reversed: (i, j) as (i, KW - 1 - j)
   int64_t reversed(int64_t t) const { return t - t % KW + KW - 1 - t % KW; }
 };
@@ -225,10 +227,13 @@ struct Panels {
     return data + g * taps * kdim * vpad + p * VMAX * VL * taps * kdim + (tap * kdim + k) * width(p);
   }
   // Packs the rows of the taps where used(tap): entry (g, tap, k, v) = value(g, tap, k, v), zero in
-  // the padding of the vector dimension. The panels are split over the threads; within one, the
-  // taps are the inner loop, so that the source's values for one (k, v) are read together.
+  // the padding of the vector dimension, and with `zero_unused` in the rows of unused taps (which the
+  // image-by-image kernels still multiply by the input's zero padding columns: zeros there, not what
+  // a kept buffer held from an earlier call, which could be a NaN). The panels are split over the
+  // threads; within one, the taps are the inner loop, so that the source's values for one (k, v) are
+  // read together.
   template <typename Used, typename Value>
-  void pack(int64_t groups, int threads, Used used, Value value) {
+  void pack(int64_t groups, int threads, Used used, Value value, bool zero_unused) {
     int64_t items = groups * panels();
 #pragma omp parallel for num_threads(threads) schedule(static) if (items * taps * kdim * VMAX * VL > (1 << 16))
     for (int64_t item = 0; item < items; ++item) {
@@ -236,10 +241,13 @@ struct Panels {
       int64_t real = std::min(wd, vdim - v0);
       for (int64_t k = 0; k < kdim; ++k)
         for (int64_t t = 0; t < taps; ++t) {
-          if (!used(t)) continue;
           float* row = at(g, p, t, k);
-          for (int64_t v = 0; v < real; ++v) row[v] = value(g, t, k, v0 + v);
-          for (int64_t v = real; v < wd; ++v) row[v] = 0.0f;
+          if (used(t)) {
+            for (int64_t v = 0; v < real; ++v) row[v] = value(g, t, k, v0 + v);
+            for (int64_t v = real; v < wd; ++v) row[v] = 0.0f;
+          } else if (zero_unused) {
+            std::memset(row, 0, sizeof(float) * wd);
+          }
         }
     }
   }
@@ -402,16 +410,18 @@ void from_channels_last(const float* src, int64_t groups, int64_t per_group, int
   }
   // Tiles of VL channels x VL pixels transposed in registers where dst's pixels follow each other
   // (along a row; over the whole plane when it is contiguous), the rest one entry at a time.
+  // With fewer tiles than the team has members, each tile is split into bands of rows as well.
   bool flat = s.w == 1 && s.h == cols;
-  int64_t tiles = ceil_div(per_group, VL);
-  for (int64_t item = team.id; item < groups * tiles; item += team.size) {
-    int64_t g = item / tiles, c0 = item % tiles * VL, tile = std::min<int64_t>(VL, per_group - c0);
+  int64_t tiles = ceil_div(per_group, VL), bands = groups * tiles < team.size ? team.size : 1;
+  for (int64_t item = team.id; item < groups * tiles * bands; item += team.size) {
+    int64_t band = item % bands, g = item / bands / tiles, c0 = item / bands % tiles * VL;
+    int64_t tile = std::min<int64_t>(VL, per_group - c0), y0 = rows * band / bands, y1 = rows * (band + 1) / bands;
     const float* in = src + g * vpad + c0;
     float* out = dst + (g * per_group + c0) * s.c;
     float b[VL];
     for (int64_t c = 0; c < tile; ++c) b[c] = bias ? bias[(g * per_group + c0 + c) * bias_stride] : 0.0f;
-    for (int64_t y = 0; y < rows; y = flat ? rows : y + 1) {
-      int64_t n = (flat ? rows : 1) * cols, k = 0;
+    for (int64_t y = y0; y < y1; y = flat ? y1 : y + 1) {
+      int64_t n = (flat ? y1 - y : 1) * cols, k = 0;
       const float* i = in + y * cols * step;
       float* o = out + y * s.h;
       if (tile == VL && s.w == 1)
@@ -805,8 +815,8 @@ void weight_grad_by_image(const Conv& cv, const float* x, const float* grad_out,
     to_channels_last(grad_out + n * gs.n, gs, cv.G, cv.Og, shape.vpad, cv.OH, cv.OW, gbuf, 0, cv.OW, pixel, team);
     team.sync();
     Panels& a = acc[omp_get_thread_num()];
+    int64_t item = 0;  // counted on over the chunks, so that an odd count per chunk evens out
     for (int64_t r0 = 0; r0 < cv.OH; r0 += chunk) {
-      int64_t item = 0;
       for (int64_t g = 0; g < cv.G; ++g)
         for (int64_t i = 0; i < cv.KH; ++i) {
           int64_t first = std::max(cv.first_row(i), r0), rows = std::min(cv.end_row(i), r0 + chunk) - first;
@@ -852,7 +862,8 @@ void cnnzoo_conv2d_forward(const float* x, const float* weight, const float* bia
   Panels w(taps, cv.Cg, cv.Og, caller_scratch().panels.get(Panels::floats(cv.G, taps, cv.Cg, cv.Og)));
   w.pack(
       cv.G, threads, [&](int64_t t) { return cv.tap_used(t); },
-      [&](int64_t g, int64_t t, int64_t c, int64_t o) { return weight[cv.weight_at(g * cv.Og + o, c, t)]; });
+      [&](int64_t g, int64_t t, int64_t c, int64_t o) { return weight[cv.weight_at(g * cv.Og + o, c, t)]; },
+      !side_by_side(cv.OW));
   if (side_by_side(cv.OW))
     forward_side_by_side(cv, w, x, bias, out);
   else
@@ -873,7 +884,8 @@ void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float*
       cv.G, threads, [&](int64_t t) { return cv.tap_used(cv.reversed(t)); },
       [&](int64_t g, int64_t t, int64_t o, int64_t c) {
         return weight[cv.weight_at(g * cv.Og + o, c, cv.reversed(t))];
-      });
+      },
+      !side_by_side(ceil_div(cv.W, cv.SW)));
   if (side_by_side(ceil_div(cv.W, cv.SW)))
     input_grad_side_by_side(cv, w, grad_out, grad_x);
   else
