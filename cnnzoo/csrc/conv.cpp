@@ -369,7 +369,7 @@ void to_channels_last(const float* src, Strides s, int64_t groups, int64_t per_g
     for (int64_t g = 0; g < groups; ++g)
       for (int64_t c0 = 0; c0 < per_group; c0 += VL) {
         const float* i = in + (g * per_group + c0) * s.c;
-        float* o = dst + g * vpad + c0;
+        int64_t at_channel = g * vpad + c0;  // of the tile, in a pixel of dst
         int64_t tile = std::min<int64_t>(VL, per_group - c0), k = 0, yy = y, xx = 0;
         if (tile == VL && s.w == 1)
           for (; k + VL <= n; k += VL) {
@@ -377,12 +377,12 @@ void to_channels_last(const float* src, Strides s, int64_t groups, int64_t per_g
             for (int c = 0; c < VL; ++c) r[c] = load(i + c * s.c + k);
             transpose(r);
             for (int p = 0; p < VL; ++p) {
-              store(o + (at(yy, xx) - dst), r[p]);
+              store(at(yy, xx) + at_channel, r[p]);
               if (++xx == cols) xx = 0, ++yy;
             }
           }
         for (; k < n; ++k) {
-          float* op = o + (at(yy, xx) - dst);
+          float* op = at(yy, xx) + at_channel;
           for (int64_t c = 0; c < tile; ++c) op[c] = i[c * s.c + (yy - y) * s.h + xx * s.w];
           if (++xx == cols) xx = 0, ++yy;
         }
