@@ -31,15 +31,16 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 	@$(MAKE) --no-print-directory sanitize
 
-# The compiled kernels' fuzz tests again, the kernels built with AddressSanitizer and
-# UndefinedBehaviorSanitizer. ASan's runtime is preloaded into Python, and libstdc++ with it (else
-# ASan cannot intercept the C++ exceptions torch throws). Skipped without a C++ compiler.
+# The compiled kernels' fuzz tests (and the tests of their chunked and subsampled paths) again, the
+# kernels built with AddressSanitizer and UndefinedBehaviorSanitizer. ASan's runtime is preloaded into
+# Python, and libstdc++ with it (else ASan cannot intercept the C++ exceptions torch throws). Skipped
+# without a C++ compiler.
 sanitize: $(STAMP)
 	@cxx="$${CXX:-$$(command -v c++ || command -v g++ || true)}"; \
 	if [ -z "$$cxx" ] || ! command -v "$$cxx" > /dev/null; then echo "sanitize: skipped (no C++ compiler)"; exit 0; fi; \
 	echo "sanitize: fuzz tests with the kernels built under -fsanitize=address,undefined"; \
 	CNNZOO_KERNELS=compiled CNNZOO_KERNELS_SANITIZE=1 ASAN_OPTIONS=detect_leaks=0 \
-	LD_PRELOAD="$$($$cxx -print-file-name=libasan.so) $$($$cxx -print-file-name=libstdc++.so.6)" $(PY) -m pytest -q -p no:cacheprovider -k fuzz \
+	LD_PRELOAD="$$($$cxx -print-file-name=libasan.so) $$($$cxx -print-file-name=libstdc++.so.6)" $(PY) -m pytest -q -p no:cacheprovider -k "fuzz or chunks or strided_1x1" \
 	tests/test_ops_compiled.py
 
 # ruff for the Python, clang-format (the .clang-format file) for the C++; `make format` applies both.

@@ -163,6 +163,25 @@ def test_fuzz_winograd(kernels_built, seed):
             close(mine, ref, what, case)
 
 
+@pytest.mark.parametrize("layout", ["", "crop", "channels_last"])
+def test_winograd_in_chunks_of_images(kernels_built, layout):
+    """Tensors whose channels are not adjacent go through channels-last buffers of at most 2 Mi floats
+    (csrc/winograd.cpp, CHUNK_FLOATS), a chunk of images at a time: here 3 images and then 1, for the
+    forward pass, the input gradient and the weight gradient (whose sums run on over the chunks)."""
+    gen = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(4, 130, 64, 64, generator=gen), torch.randn(40, 130, 3, 3, generator=gen) * 0.1
+    bias = torch.randn(40, generator=gen)
+    grad_out = torch.randn(4, 40, 64, 64, generator=gen)
+    results = []
+    for fn in (functools.partial(ops.conv2d, algorithm="winograd_f4"), F.conv2d):
+        leaves = [laid_out(t, layout).requires_grad_() for t in (x, weight)]
+        out = fn(*leaves, bias, padding=1)
+        results.append((out, *torch.autograd.grad(out, leaves, laid_out(grad_out, layout))))
+    for what, mine, ref in zip(("output", "grad input", "grad weight"), *results):
+        scale = ref.abs().max().item()
+        assert (mine - ref).abs().max().item() <= 2e-5 * scale, (what, layout)
+
+
 def pool_case(rng: random.Random) -> dict:
     while True:
         kh, kw = rng.randint(1, 4), rng.randint(1, 4)
@@ -384,6 +403,32 @@ def test_weight_grad_in_chunks_of_rows(kernels_built, channels, plane, kwargs):
     (grad_weight,) = torch.autograd.grad(ops.conv2d(*mine, **kwargs), mine[1], grad_out)
     (expected,) = torch.autograd.grad(F.conv2d(*ref, **kwargs), ref[1], grad_out)
     close(grad_weight, expected, "grad weight", (channels, plane, kwargs))
+
+
+@pytest.mark.parametrize("layout", ["", "channels_last", "crop"])
+@pytest.mark.parametrize(
+    "plane, stride",
+    [((14, 14), 2), ((13, 15), (2, 3)), ((40, 37), (1, 2)), ((9, 9), 3)],
+    ids=["14-to-7", "odd-planes", "image-by-image", "stride-3"],
+)
+def test_a_strided_1x1_reads_only_the_pixels_it_samples(kernels_built, plane, stride, layout):
+    """A 1x1 convolution with a stride runs as a stride-1 one on the subsampled input: the pixels between
+    the samples are NaN here and must not reach any result; the input gradient is zero there."""
+    gen = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(3, 20, *plane, generator=gen), torch.randn(24, 20, 1, 1, generator=gen)
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    sampled = torch.zeros(plane, dtype=torch.bool)
+    sampled[::sh, ::sw] = True
+    poisoned = x.masked_fill(~sampled, float("nan"))
+    grad_out = torch.randn(F.conv2d(x, weight, stride=stride).shape, generator=gen)
+    results = []
+    for fn, inp in ((ops.conv2d, poisoned), (F.conv2d, x)):
+        leaves = [laid_out(inp, layout).requires_grad_(), weight.clone().requires_grad_()]
+        out = fn(*leaves, stride=stride)
+        results.append((out, *torch.autograd.grad(out, leaves, laid_out(grad_out, layout))))
+    for what, mine, ref in zip(("output", "grad input", "grad weight"), *results):
+        close(mine, ref, what, (plane, stride, layout))
+    assert (results[0][1][..., ~sampled] == 0).all()
 
 
 @pytest.mark.parametrize("plane", [(6, 7), (20, 20)], ids=["side-by-side", "image-by-image"])

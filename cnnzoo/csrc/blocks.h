@@ -1,5 +1,6 @@
 // What the compiled kernels share: the vector type of the machine, the R x V register block of
-// accumulators that every block kernel updates by rank-1 products, and the per-thread scratch buffers.
+// accumulators that every block kernel updates by rank-1 products, the per-thread scratch buffers, and
+// the copies of images into and out of channels-last buffers (tiles transposed in registers).
 // Plain C++ (GCC/Clang vector extensions), no torch headers; included by conv.cpp and winograd.cpp.
 
 #pragma once
@@ -7,6 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "cnnzoo.h"
@@ -173,5 +175,107 @@ struct Buffer {
     }
   }
 };
+
+// Copies rows [0, rows) of image `src` (channels x rows x cols, any strides) into a channels-last
+// buffer dst[row][left + col][group * vpad + channel] of `width` columns and `pixel` floats per pixel,
+// zero in the columns outside [left, left + cols) and in the padding channels. Each member of the team
+// takes a band of rows.
+inline void to_channels_last(const float* src, Strides s, int64_t groups, int64_t per_group, int64_t vpad, int64_t rows,
+                             int64_t cols, float* dst, int64_t left, int64_t width, int64_t pixel, const Team& team,
+                             int64_t step = 0) {
+  if (step == 0) step = pixel;  // else the pixels are `step` floats apart, with no padding columns
+  int64_t y0 = rows * team.id / team.size, y1 = rows * (team.id + 1) / team.size;
+  auto at = [&](int64_t y, int64_t x) { return dst + (y * width + left + x) * step; };
+  for (int64_t y = y0; y < y1; ++y) {
+    std::memset(dst + y * width * step, 0, sizeof(float) * left * pixel);
+    std::memset(at(y, cols), 0, sizeof(float) * (width - left - cols) * pixel);
+    for (int64_t g = 0; g < groups; ++g) {
+      int64_t pad = (g + 1 == groups ? pixel - g * vpad : vpad) - per_group;  // to the next group or pixel
+      if (pad > 0)
+        for (int64_t x = 0; x < cols; ++x) std::memset(at(y, x) + g * vpad + per_group, 0, sizeof(float) * pad);
+      if (s.c == 1)  // already channels-last
+        for (int64_t x = 0; x < cols; ++x)
+          std::memcpy(at(y, x) + g * vpad, src + y * s.h + x * s.w + g * per_group, sizeof(float) * per_group);
+    }
+  }
+  if (s.c == 1) return;
+  // Runs of pixels that follow each other in src (a row; the whole band when the plane is contiguous),
+  // in tiles of VL channels x VL pixels transposed in registers, the rest one entry at a time.
+  bool flat = s.w == 1 && s.h == cols;
+  for (int64_t y = y0; y < y1; y = flat ? y1 : y + 1) {
+    int64_t n = (flat ? y1 - y : 1) * cols;
+    const float* in = src + y * s.h;
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t c0 = 0; c0 < per_group; c0 += VL) {
+        const float* i = in + (g * per_group + c0) * s.c;
+        int64_t at_channel = g * vpad + c0;  // of the tile, in a pixel of dst
+        int64_t tile = std::min<int64_t>(VL, per_group - c0), k = 0, yy = y, xx = 0;
+        if (tile == VL && s.w == 1)
+          for (; k + VL <= n; k += VL) {
+            vec r[VL];
+            for (int c = 0; c < VL; ++c) r[c] = load(i + c * s.c + k);
+            transpose(r);
+            for (int p = 0; p < VL; ++p) {
+              store(at(yy, xx) + at_channel, r[p]);
+              if (++xx == cols) xx = 0, ++yy;
+            }
+          }
+        for (; k < n; ++k) {
+          float* op = at(yy, xx) + at_channel;
+          for (int64_t c = 0; c < tile; ++c) op[c] = i[c * s.c + (yy - y) * s.h + xx * s.w];
+          if (++xx == cols) xx = 0, ++yy;
+        }
+      }
+  }
+}
+
+// The reverse, without padding: dst (channels x rows x cols, any strides) = src[pixel][group * vpad +
+// channel] + bias[channel * bias_stride] (when given), the pixels `step` floats apart (`pixel` unless
+// given). Tiles of channels are split over the team.
+inline void from_channels_last(const float* src, int64_t groups, int64_t per_group, int64_t vpad, int64_t pixel,
+                               int64_t rows, int64_t cols, const float* bias, int64_t bias_stride, float* dst,
+                               Strides s, const Team& team, int64_t step = 0) {
+  if (step == 0) step = pixel;
+  int64_t channels = groups * per_group, pixels = rows * cols;
+  if (s.c == 1 && s.w == channels && s.h == cols * channels) {  // channels-last output: rows of channels
+    for (int64_t q = team.id; q < pixels; q += team.size)
+      for (int64_t g = 0; g < groups; ++g) {
+        const float* in = src + q * step + g * vpad;
+        float* out = dst + q * channels + g * per_group;
+        for (int64_t c = 0; c < per_group; ++c)
+          out[c] = in[c] + (bias ? bias[(g * per_group + c) * bias_stride] : 0.0f);
+      }
+    return;
+  }
+  // Tiles of VL channels x VL pixels transposed in registers where dst's pixels follow each other
+  // (along a row; over the whole plane when it is contiguous), the rest one entry at a time.
+  // With fewer tiles than the team has members, each tile is split into bands of rows as well.
+  bool flat = s.w == 1 && s.h == cols;
+  int64_t tiles = ceil_div(per_group, VL), bands = groups * tiles < team.size ? team.size : 1;
+  for (int64_t item = team.id; item < groups * tiles * bands; item += team.size) {
+    int64_t band = item % bands, g = item / bands / tiles, c0 = item / bands % tiles * VL;
+    int64_t tile = std::min<int64_t>(VL, per_group - c0), y0 = rows * band / bands, y1 = rows * (band + 1) / bands;
+    const float* in = src + g * vpad + c0;
+    float* out = dst + (g * per_group + c0) * s.c;
+    float b[VL];
+    for (int64_t c = 0; c < tile; ++c) b[c] = bias ? bias[(g * per_group + c0 + c) * bias_stride] : 0.0f;
+    for (int64_t y = y0; y < y1; y = flat ? y1 : y + 1) {
+      int64_t n = (flat ? y1 - y : 1) * cols, k = 0;
+      const float* i = in + y * cols * step;
+      float* o = out + y * s.h;
+      if (tile == VL && s.w == 1)
+        for (; k + VL <= n; k += VL) {
+          vec r[VL];
+          for (int p = 0; p < VL; ++p) r[p] = load(i + (k + p) * step);
+          transpose(r);
+          for (int c = 0; c < VL; ++c) store(o + c * s.c + k, r[c] + b[c]);
+        }
+      for (; k < n; ++k) {
+        int64_t yy = flat ? k / cols : 0, xx = flat ? k % cols : k;
+        for (int64_t c = 0; c < tile; ++c) o[c * s.c + yy * s.h + xx * s.w] = i[k * step + c] + b[c];
+      }
+    }
+  }
+}
 
 }  // namespace cnnzoo

@@ -24,11 +24,14 @@
 // stay in its own cache); the images left over are shared by every thread, split over output rows
 // and channel blocks, so a batch smaller than the thread count still uses every thread.
 //
+// A 1x1 convolution with a stride runs as a stride-1 one on the subsampled input (`subsampled`).
+//
 // Small planes (8x8 and below in the zoo) leave too few pixels per row for a full register block,
 // and too little work per image to pay for streaming the weights once per image. There the images
 // go side by side: a chunk of images in one buffer [row][col][image][channel], a block's R pixels
-// are one pixel position in R images, and taps that fall in the padding (rows and columns) are
-// skipped, so the buffer needs none. Every thread shares every chunk, split over (position, block
+// are one pixel position in R images (or, at stride 1 in the interior of a row, where every column has
+// the same taps, consecutive (column, image) pairs), and taps that fall in the padding (rows and
+// columns) are skipped, so the buffer needs none. Every thread shares every chunk, split over (position, block
 // of images, panel); the weight gradient over (tap, channel block, panel), into one accumulator
 // (it goes side by side below 64 output pixels, where it also spares a per-thread accumulator).
 
@@ -332,112 +335,31 @@ int64_t chunk_images(int64_t images, int64_t per_image, int64_t bytes = 8 << 20)
 bool side_by_side(int64_t row) { return row < 8; }
 bool side_by_side_weight_grad(int64_t pixels) { return pixels < 64; }
 
+// A block row of the side-by-side kernels: `count` of the (column, image) pairs of plane row `row`,
+// from the `start`th one after (column `col`, image 0). A run of columns whose windows all lie inside
+// the plane (the interior, [inner0, inner1)) has the same taps at every column, and at stride 1 its
+// columns follow each other in the buffers, so its (column, image) pairs are one row of pixels `step`
+// apart: a 7x7 plane of 8 images gives rows of 8, 40 and 8, not 4 and 4 (two blocks per column).
+struct SideRow {
+  int64_t row, col, start, count;
+};
+
+std::vector<SideRow> side_rows(int64_t rows, int64_t cols, int64_t images, int64_t inner0, int64_t inner1) {
+  std::vector<SideRow> out;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols;) {
+      int64_t end = inner0 <= c && c < inner1 ? inner1 : c + 1, n = (end - c) * images;
+      int64_t parts = ceil_div(n, 48);  // rows of at most 8 blocks, so that the team shares them evenly
+      for (int64_t p = 0; p < parts; ++p) out.push_back({r, c, n * p / parts, n * (p + 1) / parts - n * p / parts});
+      c = end;
+    }
+  return out;
+}
+
 // The floats from one pixel to the next in a channels-last buffer: the channels, plus a cache line
 // when they are a multiple of 64, so that neighbouring pixels (and rows) do not fall on addresses a
 // multiple of 4 KiB apart, which share one set of the L1 cache and evict each other.
 int64_t pixel_stride(int64_t channels) { return channels % 64 == 0 ? channels + 16 : channels; }
-
-// Copies rows [0, rows) of image `src` (channels x rows x cols, any strides) into a channels-last
-// buffer dst[row][left + col][group * vpad + channel] of `width` columns and `pixel` floats per pixel,
-// zero in the columns outside [left, left + cols) and in the padding channels. Each member of the team
-// takes a band of rows.
-void to_channels_last(const float* src, Strides s, int64_t groups, int64_t per_group, int64_t vpad, int64_t rows,
-                      int64_t cols, float* dst, int64_t left, int64_t width, int64_t pixel, const Team& team,
-                      int64_t step = 0) {
-  if (step == 0) step = pixel;  // else the pixels are `step` floats apart, with no padding columns
-  int64_t y0 = rows * team.id / team.size, y1 = rows * (team.id + 1) / team.size;
-  auto at = [&](int64_t y, int64_t x) { return dst + (y * width + left + x) * step; };
-  for (int64_t y = y0; y < y1; ++y) {
-    std::memset(dst + y * width * step, 0, sizeof(float) * left * pixel);
-    std::memset(at(y, cols), 0, sizeof(float) * (width - left - cols) * pixel);
-    for (int64_t g = 0; g < groups; ++g) {
-      int64_t pad = (g + 1 == groups ? pixel - g * vpad : vpad) - per_group;  // to the next group or pixel
-      if (pad > 0)
-        for (int64_t x = 0; x < cols; ++x) std::memset(at(y, x) + g * vpad + per_group, 0, sizeof(float) * pad);
-      if (s.c == 1)  // already channels-last
-        for (int64_t x = 0; x < cols; ++x)
-          std::memcpy(at(y, x) + g * vpad, src + y * s.h + x * s.w + g * per_group, sizeof(float) * per_group);
-    }
-  }
-  if (s.c == 1) return;
-  // Runs of pixels that follow each other in src (a row; the whole band when the plane is contiguous),
-  // in tiles of VL channels x VL pixels transposed in registers, the rest one entry at a time.
-  bool flat = s.w == 1 && s.h == cols;
-  for (int64_t y = y0; y < y1; y = flat ? y1 : y + 1) {
-    int64_t n = (flat ? y1 - y : 1) * cols;
-    const float* in = src + y * s.h;
-    for (int64_t g = 0; g < groups; ++g)
-      for (int64_t c0 = 0; c0 < per_group; c0 += VL) {
-        const float* i = in + (g * per_group + c0) * s.c;
-        int64_t at_channel = g * vpad + c0;  // of the tile, in a pixel of dst
-        int64_t tile = std::min<int64_t>(VL, per_group - c0), k = 0, yy = y, xx = 0;
-        if (tile == VL && s.w == 1)
-          for (; k + VL <= n; k += VL) {
-            vec r[VL];
-            for (int c = 0; c < VL; ++c) r[c] = load(i + c * s.c + k);
-            transpose(r);
-            for (int p = 0; p < VL; ++p) {
-              store(at(yy, xx) + at_channel, r[p]);
-              if (++xx == cols) xx = 0, ++yy;
-            }
-          }
-        for (; k < n; ++k) {
-          float* op = at(yy, xx) + at_channel;
-          for (int64_t c = 0; c < tile; ++c) op[c] = i[c * s.c + (yy - y) * s.h + xx * s.w];
-          if (++xx == cols) xx = 0, ++yy;
-        }
-      }
-  }
-}
-
-// The reverse, without padding: dst (channels x rows x cols, any strides) = src[pixel][group * vpad +
-// channel] + bias[channel * bias_stride] (when given), the pixels `step` floats apart (`pixel` unless
-// given). Tiles of channels are split over the team.
-void from_channels_last(const float* src, int64_t groups, int64_t per_group, int64_t vpad, int64_t pixel, int64_t rows,
-                        int64_t cols, const float* bias, int64_t bias_stride, float* dst, Strides s, const Team& team,
-                        int64_t step = 0) {
-  if (step == 0) step = pixel;
-  int64_t channels = groups * per_group, pixels = rows * cols;
-  if (s.c == 1 && s.w == channels && s.h == cols * channels) {  // channels-last output: rows of channels
-    for (int64_t q = team.id; q < pixels; q += team.size)
-      for (int64_t g = 0; g < groups; ++g) {
-        const float* in = src + q * step + g * vpad;
-        float* out = dst + q * channels + g * per_group;
-        for (int64_t c = 0; c < per_group; ++c)
-          out[c] = in[c] + (bias ? bias[(g * per_group + c) * bias_stride] : 0.0f);
-      }
-    return;
-  }
-  // Tiles of VL channels x VL pixels transposed in registers where dst's pixels follow each other
-  // (along a row; over the whole plane when it is contiguous), the rest one entry at a time.
-  // With fewer tiles than the team has members, each tile is split into bands of rows as well.
-  bool flat = s.w == 1 && s.h == cols;
-  int64_t tiles = ceil_div(per_group, VL), bands = groups * tiles < team.size ? team.size : 1;
-  for (int64_t item = team.id; item < groups * tiles * bands; item += team.size) {
-    int64_t band = item % bands, g = item / bands / tiles, c0 = item / bands % tiles * VL;
-    int64_t tile = std::min<int64_t>(VL, per_group - c0), y0 = rows * band / bands, y1 = rows * (band + 1) / bands;
-    const float* in = src + g * vpad + c0;
-    float* out = dst + (g * per_group + c0) * s.c;
-    float b[VL];
-    for (int64_t c = 0; c < tile; ++c) b[c] = bias ? bias[(g * per_group + c0 + c) * bias_stride] : 0.0f;
-    for (int64_t y = y0; y < y1; y = flat ? y1 : y + 1) {
-      int64_t n = (flat ? y1 - y : 1) * cols, k = 0;
-      const float* i = in + y * cols * step;
-      float* o = out + y * s.h;
-      if (tile == VL && s.w == 1)
-        for (; k + VL <= n; k += VL) {
-          vec r[VL];
-          for (int p = 0; p < VL; ++p) r[p] = load(i + (k + p) * step);
-          transpose(r);
-          for (int c = 0; c < VL; ++c) store(o + c * s.c + k, r[c] + b[c]);
-        }
-      for (; k < n; ++k) {
-        int64_t yy = flat ? k / cols : 0, xx = flat ? k % cols : k;
-        for (int64_t c = 0; c < tile; ++c) o[c * s.c + yy * s.h + xx * s.w] = i[k * step + c] + b[c];
-      }
-    }
-  }
-}
 
 // The reduction channels taken at a time, so that a panel's rows for one chunk stay within about
 // 256 KiB of cache while a row of blocks runs through them.
@@ -535,10 +457,12 @@ void forward_side_by_side(const Conv& cv, const Panels& w, const float* x, const
       to_channels_last(x + (n0 + b) * xs.n, xs, 1, cv.C, cv.C, cv.H, cv.W, xbuf + b * xpixel, 0, cv.W, xpixel,
                        Team{0, 1}, B * xpixel);
     team.sync();
-    int64_t parts = ceil_div(B, max_rows(VMAX));
+    // the interior: the columns whose window's taps all fall inside the input
+    std::vector<SideRow> rows =
+        side_rows(cv.OH, cv.OW, B, cv.SW == 1 ? cv.first_col(0) : 0, cv.SW == 1 ? cv.end_col(cv.KW - 1) : 0);
     for (int64_t g = 0; g < cv.G; ++g) {
       auto segments = [&](int64_t pnl, int64_t k0, int64_t k1, int64_t row, std::vector<Segment>& segs) {
-        int64_t oh = row / parts / cv.OW, ow = row / parts % cv.OW;
+        int64_t oh = rows[row].row, ow = rows[row].col;
         for (int64_t i = 0; i < cv.KH; ++i) {
           int64_t ih = oh * cv.SH - cv.PT + i * cv.DH;
           if (ih < 0 || ih >= cv.H) continue;
@@ -551,10 +475,11 @@ void forward_side_by_side(const Conv& cv, const Panels& w, const float* x, const
         }
       };
       auto row_at = [&](int64_t row) {
-        int64_t pos = row / parts, part = row % parts, b0 = part * B / parts, b1 = (part + 1) * B / parts;
-        return Row{xbuf + b0 * xpixel, b1 - b0, obuf + (pos * B + b0) * pixel + g * w.vpad};
+        const SideRow& r = rows[row];
+        return Row{xbuf + r.start * xpixel, r.count,
+                   obuf + ((r.row * cv.OW + r.col) * B + r.start) * pixel + g * w.vpad};
       };
-      run_blocks(w, cv.OH * cv.OW * parts, xpixel, pixel, segments, row_at, team);
+      run_blocks(w, (int64_t)rows.size(), xpixel, pixel, segments, row_at, team);
     }
     team.sync();
     for (int64_t b = team.id; b < B; b += team.size)
@@ -608,10 +533,13 @@ void input_grad_side_by_side(const Conv& cv, const Panels& w, const float* grad_
       to_channels_last(grad_out + (n0 + b) * gs.n, gs, 1, cv.O, cv.O, cv.OH, cv.OW, gbuf + b * gpixel, 0, cv.OW, gpixel,
                        Team{0, 1}, B * gpixel);
     team.sync();
-    int64_t parts = ceil_div(B, max_rows(VMAX));
+    // the interior: the columns every tap reaches from an output column inside the plane
+    std::vector<SideRow> rows =
+        side_rows(cv.H, cv.W, B, cv.SW == 1 ? std::max<int64_t>(0, (cv.KW - 1) * cv.DW - cv.PL) : 0,
+                  cv.SW == 1 ? std::min(cv.W, cv.OW - cv.PL) : 0);
     for (int64_t g = 0; g < cv.G; ++g) {
       auto segments = [&](int64_t pnl, int64_t k0, int64_t k1, int64_t row, std::vector<Segment>& segs) {
-        int64_t ih = row / parts / cv.W, iw = row / parts % cv.W;
+        int64_t ih = rows[row].row, iw = rows[row].col;
         for (int64_t i = 0; i < cv.KH; ++i) {
           int64_t a = ih + cv.PT - i * cv.DH;  // = oh * SH for the output pixel this tap came from
           if (a < 0 || a % cv.SH != 0 || a / cv.SH >= cv.OH) continue;
@@ -624,10 +552,11 @@ void input_grad_side_by_side(const Conv& cv, const Panels& w, const float* grad_
         }
       };
       auto row_at = [&](int64_t row) {
-        int64_t pos = row / parts, part = row % parts, b0 = part * B / parts, b1 = (part + 1) * B / parts;
-        return Row{gbuf + b0 * gpixel, b1 - b0, obuf + (pos * B + b0) * pixel + g * w.vpad};
+        const SideRow& r = rows[row];
+        return Row{gbuf + r.start * gpixel, r.count,
+                   obuf + ((r.row * cv.W + r.col) * B + r.start) * pixel + g * w.vpad};
       };
-      run_blocks(w, cv.H * cv.W * parts, gpixel, pixel, segments, row_at, team);
+      run_blocks(w, (int64_t)rows.size(), gpixel, pixel, segments, row_at, team);
     }
     team.sync();
     for (int64_t b = team.id; b < B; b += team.size)
@@ -846,6 +775,33 @@ void weight_grad_by_image(const Conv& cv, const float* x, const float* grad_out,
   over_images(cv.N, cv.threads, image, [&](Scratch& s) { s.in.get(in_size), s.out.get(g_size); }, reduce);
 }
 
+// A 1x1 kernel with a stride and no padding at the top or left reads only the input pixels (oh * SH,
+// ow * SW): the same convolution as a 1x1 stride-1 one on that subsampled view of the input (its
+// strides times the stride, OH x OW of it). The kernels then copy a quarter of the input at stride 2,
+// not all of it. Left as it is when a window reaches past the input (padding at the bottom or right).
+ConvGeometry subsampled(const ConvGeometry& g) {
+  bool pointwise = g.KH == 1 && g.KW == 1 && g.PT == 0 && g.PL == 0;
+  if (!pointwise || (g.SH == 1 && g.SW == 1) || (g.OH - 1) * g.SH >= g.H || (g.OW - 1) * g.SW >= g.W) return g;
+  ConvGeometry s = g;
+  s.H = g.OH, s.W = g.OW, s.SH = 1, s.SW = 1;
+  s.input.h *= g.SH, s.input.w *= g.SW;
+  return s;
+}
+
+// t[n][c][y][x] = 0 for a tensor of the given sizes and strides, rows split over the threads.
+void zero_strided(float* t, int64_t N, int64_t C, int64_t H, int64_t W, Strides s, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) collapse(2) if (N * C * H * W > (1 << 16))
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t y = 0; y < H; ++y) {
+        float* row = t + n * s.n + c * s.c + y * s.h;
+        if (s.w == 1)
+          std::memset(row, 0, sizeof(float) * W);
+        else
+          for (int64_t x = 0; x < W; ++x) row[x * s.w] = 0.0f;
+      }
+}
+
 }  // namespace
 
 extern "C" {
@@ -856,7 +812,7 @@ extern "C" {
 // out = conv2d(x, weight, bias), bias may be null. Must equal conv.py's conv2d_forward.
 void cnnzoo_conv2d_forward(const float* x, const float* weight, const float* bias, float* out,
                            const ConvGeometry* geometry, int threads) {
-  const Conv cv(*geometry, threads);
+  const Conv cv(subsampled(*geometry), threads);
   if (cv.N == 0 || cv.O == 0 || cv.OH == 0 || cv.OW == 0) return;
   int64_t taps = cv.KH * cv.KW;
   Panels w(taps, cv.Cg, cv.Og, caller_scratch().panels.get(Panels::floats(cv.G, taps, cv.Cg, cv.Og)));
@@ -874,8 +830,12 @@ void cnnzoo_conv2d_forward(const float* x, const float* weight, const float* bia
 // conv2d_input_grad.
 void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float* grad_x, const ConvGeometry* geometry,
                               int threads) {
-  const Conv cv(*geometry, threads);
-  if (cv.N == 0 || cv.C == 0 || cv.H == 0 || cv.W == 0) return;
+  if (geometry->N == 0 || geometry->C == 0 || geometry->H == 0 || geometry->W == 0) return;
+  const Conv cv(subsampled(*geometry), threads);
+  if (cv.H != geometry->H || cv.W != geometry->W) {  // subsampled: the pixels no window reads get zero
+    const ConvGeometry& g = *geometry;
+    zero_strided(grad_x, g.N, g.C, g.H, g.W, g.input, threads);
+  }
   int64_t taps = cv.KH * cv.KW;
   // filters transposed (output channels reduced, input channels as vectors), columns reversed so
   // that the taps of a row, read right to left, continue each other in memory
@@ -896,7 +856,7 @@ void cnnzoo_conv2d_input_grad(const float* grad_out, const float* weight, float*
 // conv.py's conv2d_weight_grad.
 void cnnzoo_conv2d_weight_grad(const float* x, const float* grad_out, float* grad_w, const ConvGeometry* geometry,
                                int threads) {
-  const Conv cv(*geometry, threads);
+  const Conv cv(subsampled(*geometry), threads);
   if (cv.O == 0 || cv.Cg == 0 || cv.KH * cv.KW == 0) return;
   if (side_by_side_weight_grad(cv.OH * cv.OW))
     weight_grad_side_by_side(cv, x, grad_out, grad_w);

@@ -279,14 +279,15 @@ KERNELS = {
 }
 
 
-def _launch(kernel: str, geometry: ctypes.Structure, *tensors: torch.Tensor | None) -> None:
-    """Runs ``kernel`` on the tensors' data (None: a null pointer) and ``geometry`` with torch's thread
-    count. The library is the one loaded by the :func:`applies` that chose the kernels, else
-    :func:`library`'s (a KernelsError where the reference must serve)."""
+def _launch(kernel: str, geometry: ctypes.Structure, *tensors: torch.Tensor | int | None) -> None:
+    """Runs ``kernel`` on the tensors' data (None: a null pointer; an int: that address) and ``geometry``
+    with torch's thread count. The library is the one loaded by the :func:`applies` that chose the
+    kernels, else :func:`library`'s (a KernelsError where the reference must serve)."""
     lib = _library if _library is not None else library()
     if lib is None:
         raise KernelsError(f"{kernel}: the compiled kernels are not in use (CNNZOO_KERNELS={mode()})")
-    getattr(lib, kernel)(*[None if t is None else t.data_ptr() for t in tensors], geometry, torch.get_num_threads())
+    pointers = [t if t is None or isinstance(t, int) else t.data_ptr() for t in tensors]
+    getattr(lib, kernel)(*pointers, geometry, torch.get_num_threads())
 
 
 def _conv_geometry(
@@ -369,21 +370,21 @@ def conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups: i
     return result if bias is None else result.add_(bias.view(1, -1, 1, 1))
 
 
-# Winograd (csrc/winograd.cpp): vectors over the channels, so the kernels read channels-last tensors
-# and write a channels-last result (``Operator.compute`` puts it in the rule's memory format)
+# Winograd (csrc/winograd.cpp): the kernels take tensors of any strides (those whose channels are not
+# adjacent through channels-last buffers of their own)
 
 
-def _channels_last(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous(memory_format=torch.channels_last)
-
-
-def _winograd_forward(m: int, x, weight, bias, padding, groups: int, out) -> torch.Tensor:
-    x = _channels_last(x)
-    result = out.new(x)  # the kernel writes any strides; channels-last ones with whole vectors
+def _winograd_forward(m: int, x, weight, bias, padding, groups: int, out, weight_at=None) -> torch.Tensor:
+    """The forward kernel; ``weight_at``: (address, strides) where the filters are read, in place of
+    ``weight``'s own (whose shape still counts)."""
+    result = out.new(x)
     geometry = _conv_geometry(
         x.shape, weight.shape, out.size[2:], (1, 1), padding, (1, 1), groups, x, weight, result, bias
     )
-    _launch(f"cnnzoo_winograd_f{m}_forward", geometry, x, weight, bias, result)
+    data = weight
+    if weight_at is not None:
+        data, geometry.weight = weight_at[0], Strides(*weight_at[1])
+    _launch(f"cnnzoo_winograd_f{m}_forward", geometry, x, data, bias, result)
     return result
 
 
@@ -398,9 +399,16 @@ def winograd_conv2d_input_grad(
     """``winograd.conv2d_input_grad``: the forward kernel on the output gradient, the filters flipped and
     each group's channels swapped, the padding ``2 - p``."""
     o, cg = weight.shape[:2]
-    swapped = weight.reshape(groups, o // groups, cg, 3, 3).transpose(1, 2).reshape(groups * cg, o // groups, 3, 3)
     top, bottom, left, right = padding
     flipped = (2 - top, 2 - bottom, 2 - left, 2 - right)
+    if groups == 1:
+        # the filters read in place: output and input channels swapped, rows and columns from the last
+        # (negative strides, from the address of weight[0][0][2][2]), where torch's flip would copy them
+        n, c, h, w = weight.stride()
+        last = weight.data_ptr() + 2 * (h + w) * weight.element_size()
+        swapped = weight.transpose(0, 1)
+        return _winograd_forward(m, grad_out, swapped, None, flipped, groups, out, (last, (c, n, -h, -w)))
+    swapped = weight.reshape(groups, o // groups, cg, 3, 3).transpose(1, 2).reshape(groups * cg, o // groups, 3, 3)
     return _winograd_forward(m, grad_out, swapped.flip(2, 3), None, flipped, groups, out)
 
 
@@ -408,7 +416,6 @@ def winograd_conv2d_weight_grad(
     m: int, x, grad_out, weight_size, stride, padding, dilation, groups: int, channels_last=False, *, out
 ) -> torch.Tensor:
     """``winograd.conv2d_weight_grad`` with F(m x m, 3 x 3), into a gradient in the rule's memory format."""
-    x, grad_out = _channels_last(x), _channels_last(grad_out)
     grad = out.new(x)
     geometry = _conv_geometry(
         x.shape, weight_size, grad_out.shape[2:], (1, 1), padding, (1, 1), groups, x, grad, grad_out
