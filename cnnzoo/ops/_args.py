@@ -323,3 +323,63 @@ def outside_autocast(t: torch.Tensor):
     if autocast_dtype(t) is None:
         return contextlib.nullcontext()
     return torch.autocast(t.device.type, enabled=False)
+
+
+# --- unshared and tiled convolutions (``local.py``) -------------------------------------------------
+
+LOCAL_LAYOUT = "out_height, out_width, out_channels, in_channels/groups, kH, kW"
+TILED_LAYOUT = "tile_height, tile_width, out_channels, in_channels/groups, kH, kW"
+
+
+def local_output_size(fn: str, input_size, weight_size, conf, tiled: bool) -> tuple[int, int, int, int]:
+    """Check a locally connected (or, ``tiled``, a tiled) convolution's sizes; its output size
+    (N, O, Ho, Wo). ``weight_size`` is (Ho, Wo, O, C/G, kh, kw) (or (t_h, t_w, ...)), ``conf`` the
+    convolution's (stride, padding, dilation, groups)."""
+    if len(weight_size) != 6:
+        raise ValueError(
+            f"{fn}: weight must be a 6D tensor ({TILED_LAYOUT if tiled else LOCAL_LAYOUT}), got {list(weight_size)}"
+        )
+    size = conv2d_output_size(fn, input_size, weight_size[2:], *conf)
+    plane, lead = tuple(size[2:]), tuple(weight_size[:2])
+    if tiled and not (1 <= lead[0] <= plane[0] and 1 <= lead[1] <= plane[1]):
+        raise ValueError(
+            f"{fn}: a tile of {lead[0]} x {lead[1]} kernel sets (weight of size {list(weight_size)}) must be "
+            f"at least 1 x 1 and fit the {plane[0]} x {plane[1]} output plane of input of size "
+            f"{list(input_size)}: a set that owns no output position would never be used"
+        )
+    if not tiled and lead != plane:
+        raise ValueError(
+            f"{fn}: weight of size {list(weight_size)} has kernels for a {lead[0]} x {lead[1]} output plane, but "
+            f"input of size {list(input_size)} with stride={list(conf[0])}, padding={list(conf[1])}, "
+            f"dilation={list(conf[2])} gives a {plane[0]} x {plane[1]} plane"
+        )
+    return size
+
+
+def check_local(fn: str, input: torch.Tensor, weight: torch.Tensor, bias, conf, tiled: bool) -> tuple:
+    """A locally connected or tiled convolution's arguments (see :func:`local_output_size`), and its
+    bias: (O,), shared by every position, or for a locally connected one also (Ho, Wo, O), one per
+    position. Returns the output size."""
+    check_4d(input, "input", fn)
+    check_float(weight, "weight", fn)
+    check_same_kind(fn, ("input", input), ("weight", weight), ("bias", bias))
+    size = local_output_size(fn, input.shape, weight.shape, conf, tiled)
+    n, o, ho, wo = size
+    shapes = [(o,)] if tiled else [(o,), (ho, wo, o)]
+    if bias is not None and tuple(bias.shape) not in shapes:
+        allowed = " or ".join(str(list(s)) for s in shapes)
+        raise ValueError(
+            f"{fn}: bias must be of size {allowed} for weight of size {list(weight.shape)}, got {list(bias.shape)}"
+        )
+    return size
+
+
+def check_local_grad(fn: str, grad_output, other: tuple[str, torch.Tensor], input_size, weight_size, conf) -> None:
+    """A locally connected convolution gradient's arguments: ``other`` is ``('weight', weight)`` or
+    ``('input', input)``."""
+    check_4d(grad_output, "grad_output", fn)
+    check_float(other[1], other[0], fn)
+    ints(input_size, 4, "input_size", fn)
+    ints(weight_size, 6, "weight_size", fn)
+    check_same_kind(fn, ("grad_output", grad_output), other)
+    check_size(grad_output, local_output_size(fn, input_size, weight_size, conf, False), "grad_output", fn)

@@ -222,3 +222,28 @@ def conv_transpose2d(x, weight, bias, stride, padding: Padding4, output_padding,
     size = (x.shape[0], weight.shape[1] * groups, *plane)
     out = conv2d_input_grad(x, weight, size, stride, padding, dilation, groups)
     return out if bias is None else out.add_(bias.view(1, -1, 1, 1))
+
+
+def convolve2d(x, weight, bias, stride, padding: Padding4, dilation, groups: int) -> torch.Tensor:
+    """True convolution, the operation the mathematics names (Goodfellow et al., section 9.1):
+
+        out[n, o, i, j] = sum_{c, m, l} x_pad[n, c, i*s + d*(kh-1-m), j*s + d*(kw-1-l)] * weight[o, c, m, l]
+
+    With full padding and stride 1 this is the book's ``S(i, j) = sum_{m, l} I(i - m, j - l) K(m, l)``:
+    the window is read backwards against the kernel. Written tap by tap: for kernel tap (m, l), every
+    output reads the input pixel ``(kh-1-m, kw-1-l)`` taps into its window, so the flip is visible in
+    the index, not hidden in the weight. Cross-correlation with the kernel flipped gives the same."""
+    n, out_channels = x.shape[0], weight.shape[0]
+    (kh, kw), (sh, sw), (dh, dw) = weight.shape[2:], stride, dilation
+    ho, wo = output_plane(x.shape[2:], (kh, kw), stride, padding, dilation)
+    xp = pad2d(x, padding)
+    c = xp.shape[1]
+    out = x.new_zeros(n, groups, out_channels // groups, ho * wo)
+    w = weight.reshape(groups, out_channels // groups, c // groups, kh, kw)
+    for m in range(kh):
+        for l in range(kw):  # noqa: E741 (the book's letters)
+            top, left = dh * (kh - 1 - m), dw * (kw - 1 - l)
+            pixels = xp[:, :, top : top + sh * (ho - 1) + 1 : sh, left : left + sw * (wo - 1) + 1 : sw]
+            out += torch.matmul(w[:, :, :, m, l], pixels.reshape(n, groups, c // groups, ho * wo))
+    out = out.view(n, out_channels, ho, wo)
+    return out if bias is None else out.add_(bias.view(1, -1, 1, 1))

@@ -20,7 +20,11 @@ PaddingArg = str | IntPair
 
 
 def resolve_padding(
-    padding: PaddingArg, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+    padding: PaddingArg,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    fn: str = "conv2d",
 ) -> Padding4:
     """``padding`` as ``(top, bottom, left, right)``.
 
@@ -35,28 +39,31 @@ def resolve_padding(
         if padding == "same":
             if stride != (1, 1):
                 raise ValueError(
-                    f"conv2d: padding='same' is not supported for strided convolutions, got stride={stride}"
+                    f"{fn}: padding='same' is not supported for strided convolutions, got stride={stride}"
                 )
             (th, tw) = totals
             return th // 2, th - th // 2, tw // 2, tw - tw // 2
         if padding == "full":
             return totals[0], totals[0], totals[1], totals[1]
-        raise ValueError(f"conv2d: invalid padding string {padding!r}, expected 'valid', 'same' or 'full'")
-    ph, pw = pair(padding, "padding", "conv2d")
-    check_non_negative((ph, pw), "padding", "conv2d")
+        raise ValueError(f"{fn}: invalid padding string {padding!r}, expected 'valid', 'same' or 'full'")
+    ph, pw = pair(padding, "padding", fn)
+    check_non_negative((ph, pw), "padding", fn)
     return ph, ph, pw, pw
 
 
-def _conv_tensors(fn: str, input: torch.Tensor, weight, bias, layout: str, transposed_groups: int = 0):
-    """A convolution's weight checked (a 4D floating point tensor of ``layout``) and its bias (a tensor or
-    None); under torch.autocast, all three in its lower precision, as torch's convolutions run. A
-    transposed convolution's weight counts its output channels per group, in dimension 1."""
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+def _conv_tensors(
+    fn: str, input: torch.Tensor, weight, bias, layout: str, transposed_groups: int = 0, dims: int = 4
+):
+    """A convolution's weight checked (a ``dims``-D floating point tensor of ``layout``) and its bias (a
+    tensor or None); under torch.autocast, all three in its lower precision, as torch's convolutions
+    run. A transposed convolution's weight counts its output channels per group, in dimension 1; a
+    locally connected or tiled one (6D), in dimension 2."""
+    if not isinstance(weight, torch.Tensor) or weight.dim() != dims:
         shape = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
-        raise ValueError(f"{fn}: weight must be a 4D tensor ({layout}), got {shape}")
+        raise ValueError(f"{fn}: weight must be a {dims}D tensor ({layout}), got {shape}")
     check_float(weight, "weight", fn)
     if bias is not None and not isinstance(bias, torch.Tensor):
-        count = weight.shape[1] * transposed_groups or weight.shape[0]
+        count = weight.shape[1] * transposed_groups or weight.shape[dims - 4]
         raise ValueError(
             f"{fn}: bias must be 1D with {count} elements for weight of size {list(weight.shape)}, "
             f"got {type(bias).__name__}"
@@ -120,6 +127,72 @@ def conv_transpose2d(
     x = input.unsqueeze(0) if unbatched else input
     out = library.conv_transpose2d(x, weight, bias, stride, (ph, ph, pw, pw), output_padding, groups, dilation)
     return out.squeeze(0) if unbatched else out
+
+
+def _unusual_conv(operator, fn: str, layout: str, dims: int, input, weight, bias, stride, padding, dilation, groups):
+    """The common body of ``convolve2d``, ``local_conv2d`` and ``tiled_conv2d``: conv2d's argument handling
+    around one call to ``operator``."""
+    unbatched = is_unbatched(input, fn)
+    input, weight, bias = _conv_tensors(fn, input, weight, bias, layout, dims=dims)
+    stride, dilation = pair(stride, "stride", fn), pair(dilation, "dilation", fn)
+    groups = as_int(groups, "groups", fn)
+    pads = resolve_padding(padding, weight.shape[-2:], stride, dilation, fn)
+    x = input.unsqueeze(0) if unbatched else input
+    out = operator(x, weight, bias, stride, pads, dilation, groups)
+    return out.squeeze(0) if unbatched else out
+
+
+def convolve2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntPair = 1,
+    padding: PaddingArg = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """True 2-D convolution, ``out[i, j] = sum_{m, n} x[i - m, j - n] w[m, n]``, with ``conv2d``'s
+    arguments: the cross-correlation that ``conv2d`` (and every library) computes, with each kernel
+    flipped in both axes. With ``padding='full'`` and stride 1 it is the formula of Goodfellow et al.,
+    section 9.1, over the whole overlap, and commutative for one channel: ``convolve2d(x, w, padding=
+    'full')`` equals ``convolve2d(w, x, padding='full')`` (cross-correlation is not)."""
+    layout = "out_channels, in_channels/groups, kH, kW"
+    return _unusual_conv(library.convolve2d, "convolve2d", layout, 4, input, weight, bias, stride, padding, dilation, groups)
+
+
+def local_conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntPair = 1,
+    padding: PaddingArg = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """Unshared convolution (the locally connected layer) with ``conv2d``'s arguments: each output position
+    (i, j) has a kernel of its own, ``weight[i, j]``. ``weight`` is (Ho, Wo, out_channels, in_channels /
+    groups, kH, kW), where (Ho, Wo) must be the output plane; ``bias`` is (out_channels,), shared by every
+    position, or (Ho, Wo, out_channels), one per position."""
+    layout = "out_height, out_width, out_channels, in_channels/groups, kH, kW"
+    return _unusual_conv(library.local_conv2d, "local_conv2d", layout, 6, input, weight, bias, stride, padding, dilation, groups)
+
+
+def tiled_conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntPair = 1,
+    padding: PaddingArg = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """Tiled convolution with ``conv2d``'s arguments: ``weight`` is (t_h, t_w, out_channels, in_channels /
+    groups, kH, kW), t_h x t_w kernel sets that cycle over the output positions, (i, j) using set
+    (i mod t_h, j mod t_w) (Goodfellow et al., figure 9.16). The tile need not divide the output plane
+    but must fit in it; ``bias`` is (out_channels,). Tile (1, 1) is ``conv2d``; a tile the size of the
+    output plane is ``local_conv2d``."""
+    layout = "tile_height, tile_width, out_channels, in_channels/groups, kH, kW"
+    return _unusual_conv(library.tiled_conv2d, "tiled_conv2d", layout, 6, input, weight, bias, stride, padding, dilation, groups)
 
 
 def _window(fn: str, kernel_size: IntPair, stride: IntPair | None, padding: IntPair, dilation: IntPair):

@@ -22,12 +22,15 @@ from torch import Tensor, int64
 
 from . import algorithms, compiled, fft, gpu, winograd
 from . import conv as reference_conv
+from . import local as reference_local
 from . import pool as reference_pool
 from ._args import (
     adaptive_plane,
     avg_pool2d_plane,
     check_4d,
     check_conv2d_grad,
+    check_local,
+    check_local_grad,
     check_pool2d_grad,
     check_same_kind,
     check_size,
@@ -120,9 +123,11 @@ def _algorithms(op: Operator, im2col: Callable, winograd_kernel: Callable, fft_k
     op.implement(None, fft_kernel, route="fft")
 
 
-def _stacked_weights(op: Operator) -> Callable:
+def _stacked_weights(op: Operator, out_dim: int = 0) -> Callable:
     """The vmap rule of a convolution ``op(input, weight, bias, ..., groups, ...)``: a vmapped input alone is
-    folded into the batch; a stack of B weights is B convolutions side by side, as B times the groups."""
+    folded into the batch; a stack of B weights is B convolutions side by side, as B times the groups.
+    ``out_dim``: the weight's dimension of output channels (2 for the locally connected and tiled ones;
+    a bias has its output channels last)."""
     fold, groups_at = batch_rule(op, ("input",)), op.params.index("groups")
 
     def rule(info, in_dims, x, weight, bias, *rest):
@@ -131,11 +136,33 @@ def _stacked_weights(op: Operator) -> Callable:
             return fold(info, in_dims, x, weight, bias, *rest)
         b, rest = info.batch_size, list(rest)
         rest[groups_at - 3] *= b
-        weight = front(weight, w_dim, b).flatten(0, 1)
-        bias = None if bias is None else front(bias, b_dim, b).flatten(0, 1)
+        weight = front(weight, w_dim, b).movedim(0, out_dim).flatten(out_dim, out_dim + 1)
+        bias = None if bias is None else front(bias, b_dim, b).movedim(0, -2).flatten(-2, -1)
         return out_of_groups(op.overload(into_groups(x, x_dim, b), weight, bias, *rest), b), 0
 
     return rule
+
+
+def _below(op: Operator) -> Callable:
+    """Operator ``op``'s computation, without autograd or the dispatcher: for another operator's kernel
+    that is made of it (a tiled convolution runs convolutions), so that it runs ``op``'s fastest kernels."""
+
+    def run(*args):
+        args = op.complete(args) if len(args) < len(op.params) else args
+        return op.compute(args, op.rule(*args))
+
+    return run
+
+
+def _bias_tangent(a: Saved, t: Tensor) -> Tensor:
+    """The output's tangent from a bias's: (O,) broadcast over images and pixels, or (Ho, Wo, O)."""
+    t = t.view(1, -1, 1, 1) if t.dim() == 1 else t.permute(2, 0, 1).unsqueeze(0)
+    return t.expand(a.out.size)
+
+
+def _bias_grad(a: Saved, g: Tensor) -> Tensor:
+    """A bias's gradient: ``g`` summed over images and pixels, or for a bias per position, over images."""
+    return g.sum((0, 2, 3)) if len(a.bias.shape) == 1 else g.sum(0).permute(1, 2, 0)
 
 
 # --- conv2d -------------------------------------------------------------------------------------
@@ -356,6 +383,156 @@ conv_transpose2d.tangent("bias")(lambda a, t: t.view(1, -1, 1, 1))
 conv_transpose2d.vmap(_stacked_weights(conv_transpose2d))
 
 
+# --- convolve2d: true convolution, the kernel flipped -----------------------------------------------
+
+
+@operator(lambda *args: reference_conv.convolve2d(*args), saves=("input", "weight"))
+def convolve2d(
+    input: Tensor, weight: Tensor, bias: Tensor | None, stride: Ints, padding: Ints, dilation: Ints, groups: int
+) -> Tensor:
+    """True 2-D convolution of a batched input (``conv.convolve2d``): cross-correlation with each kernel
+    flipped in both axes; ``padding`` is ``(top, bottom, left, right)``."""
+    check_4d(input, "input", "convolve2d")
+    check_weight("convolve2d", weight, bias, weight.shape[0], "out_channels, in_channels/groups, kH, kW")
+    check_same_kind("convolve2d", ("input", input), ("weight", weight), ("bias", bias))
+    size = conv2d_output_size("convolve2d", input.shape, weight.shape, stride, padding, dilation, groups)
+    return Output(size, _cl(input, weight))
+
+
+# every call is conv2d's (its fastest kernels) with the kernel flipped; the tap-by-tap reference is the oracle
+convolve2d.implement(None, lambda x, w, *rest: _below(conv2d)(x, w.flip(2, 3), *rest))
+convolve2d.grad("input")(
+    lambda a, g: conv2d_input_grad(g, a.weight.flip(2, 3), a.input.shape, *_conv(a), a.out.channels_last)
+)
+convolve2d.grad("weight")(
+    lambda a, g: conv2d_weight_grad(a.input, g, a.weight.shape, *_conv(a), a.out.channels_last).flip(2, 3)
+)
+convolve2d.grad("bias")(lambda a, g: g.sum((0, 2, 3)))
+convolve2d.linear_in("input", "weight")
+convolve2d.tangent("bias")(_bias_tangent)
+convolve2d.vmap(_stacked_weights(convolve2d))
+
+
+# --- local_conv2d: the locally connected layer, a kernel per output position ------------------------
+
+
+@operator(lambda *args: reference_local.local_conv2d(*args), saves=("input", "weight"))
+def local_conv2d(
+    input: Tensor, weight: Tensor, bias: Tensor | None, stride: Ints, padding: Ints, dilation: Ints, groups: int
+) -> Tensor:
+    """Unshared convolution of a batched input (``local.local_conv2d``): ``weight`` is (Ho, Wo, O, C/G,
+    kh, kw), a kernel per output position; ``bias`` is (O,) or (Ho, Wo, O)."""
+    size = check_local("local_conv2d", input, weight, bias, (stride, padding, dilation, groups), tiled=False)
+    return Output(size, is_channels_last(input))
+
+
+local_conv2d.grad("input")(
+    lambda a, g: local_conv2d_input_grad(g, a.weight, a.input.shape, *_conv(a), a.out.channels_last)
+)
+local_conv2d.grad("weight")(lambda a, g: local_conv2d_weight_grad(a.input, g, a.weight.shape, *_conv(a)))
+local_conv2d.grad("bias")(_bias_grad)
+local_conv2d.linear_in("input", "weight")
+local_conv2d.tangent("bias")(_bias_tangent)
+local_conv2d.vmap(_stacked_weights(local_conv2d, out_dim=2))
+
+
+@operator(
+    lambda gy, w, size, stride, padding, dilation, groups, cl=False: reference_local.local_conv2d_input_grad(
+        gy, w, size, stride, padding, dilation, groups
+    ),
+    saves=("grad_output", "weight"),
+)
+def local_conv2d_input_grad(
+    grad_output: Tensor,
+    weight: Tensor,
+    input_size: Ints,
+    stride: Ints,
+    padding: Ints,
+    dilation: Ints,
+    groups: int,
+    channels_last: bool = False,
+) -> Tensor:
+    """The gradient of local_conv2d with respect to an input of ``input_size``."""
+    conf = (stride, padding, dilation, groups)
+    check_local_grad("local_conv2d_input_grad", grad_output, ("weight", weight), input_size, weight.shape, conf)
+    return Output(input_size, channels_last)
+
+
+local_conv2d_input_grad.grad("grad_output")(lambda a, g: local_conv2d(g, a.weight, None, *_conv(a)))
+local_conv2d_input_grad.grad("weight")(
+    lambda a, g: local_conv2d_weight_grad(g, a.grad_output, a.weight.shape, *_conv(a))
+)
+local_conv2d_input_grad.linear_in("grad_output", "weight")
+_local_input_grad_batch = batch_rule(local_conv2d_input_grad, ("grad_output",), size="input_size")
+
+
+@local_conv2d_input_grad.vmap
+def _(info, in_dims, grad_output, weight, input_size, *conf):
+    if in_dims[1] is None:
+        return _local_input_grad_batch(info, in_dims, grad_output, weight, input_size, *conf)
+    b, (n, c, h, w), (stride, padding, dilation, groups, *cl) = info.batch_size, input_size, conf
+    gy = into_groups(grad_output, in_dims[0], b)
+    weight = front(weight, in_dims[1], b).movedim(0, 2).flatten(2, 3)
+    grad = local_conv2d_input_grad.overload(gy, weight, [n, b * c, h, w], stride, padding, dilation, groups * b, *cl)
+    return out_of_groups(grad, b), 0  # a stack of B weights ran as B times the groups
+
+
+@operator(lambda *args: reference_local.local_conv2d_weight_grad(*args), saves=("input", "grad_output"))
+def local_conv2d_weight_grad(
+    input: Tensor, grad_output: Tensor, weight_size: Ints, stride: Ints, padding: Ints, dilation: Ints, groups: int
+) -> Tensor:
+    """The gradient of local_conv2d with respect to a weight of ``weight_size`` (Ho, Wo, O, C/G, kh, kw)."""
+    conf = (stride, padding, dilation, groups)
+    check_local_grad("local_conv2d_weight_grad", grad_output, ("input", input), input.shape, weight_size, conf)
+    return Output(weight_size)
+
+
+local_conv2d_weight_grad.grad("input")(
+    lambda a, g: local_conv2d_input_grad(a.grad_output, g, a.input.shape, *_conv(a), is_channels_last(a.input))
+)
+local_conv2d_weight_grad.grad("grad_output")(lambda a, g: local_conv2d(a.input, g, None, *_conv(a)))
+local_conv2d_weight_grad.linear_in("input", "grad_output")
+
+
+@local_conv2d_weight_grad.vmap
+def _(info, in_dims, x, grad_output, weight_size, stride, padding, dilation, groups):
+    b, (ho, wo, o, *rest) = info.batch_size, weight_size  # one weight gradient per slice: B times the groups
+    x, gy = into_groups(x, in_dims[0], b), into_groups(grad_output, in_dims[1], b)
+    grad = local_conv2d_weight_grad.overload(x, gy, [ho, wo, b * o, *rest], stride, padding, dilation, groups * b)
+    return grad.unflatten(2, (b, o)).movedim(2, 0), 0
+
+
+# --- tiled_conv2d: t_h x t_w kernel sets cycling over the output positions ---------------------------
+
+
+@operator(lambda *args: reference_local.tiled_conv2d(*args), saves=("input", "weight"))
+def tiled_conv2d(
+    input: Tensor, weight: Tensor, bias: Tensor | None, stride: Ints, padding: Ints, dilation: Ints, groups: int
+) -> Tensor:
+    """Tiled convolution of a batched input (``local.tiled_conv2d``): ``weight`` is (t_h, t_w, O, C/G, kh,
+    kw); output position (i, j) uses kernel set (i mod t_h, j mod t_w)."""
+    size = check_local("tiled_conv2d", input, weight, bias, (stride, padding, dilation, groups), tiled=True)
+    return Output(size, is_channels_last(input))
+
+
+# every call runs each kernel set as conv2d (its fastest kernels); the reference runs conv.py's
+tiled_conv2d.implement(None, lambda *args: reference_local.tiled_conv2d(*args, conv=_below(conv2d)))
+tiled_conv2d.grad("input")(
+    lambda a, g: reference_local.tiled_conv2d_input_grad(
+        g, a.weight, a.input.shape, *_conv(a), grad=conv2d_input_grad
+    )
+)
+tiled_conv2d.grad("weight")(
+    lambda a, g: reference_local.tiled_conv2d_weight_grad(
+        a.input, g, a.weight.shape, *_conv(a), grad=conv2d_weight_grad
+    )
+)
+tiled_conv2d.grad("bias")(lambda a, g: g.sum((0, 2, 3)))
+tiled_conv2d.linear_in("input", "weight")
+tiled_conv2d.tangent("bias")(_bias_tangent)
+tiled_conv2d.vmap(_stacked_weights(tiled_conv2d, out_dim=2))
+
+
 # --- max_pool2d ---------------------------------------------------------------------------------
 
 
@@ -498,6 +675,11 @@ OPERATORS = (
     conv2d_input_grad,
     conv2d_weight_grad,
     conv_transpose2d,
+    convolve2d,
+    local_conv2d,
+    local_conv2d_input_grad,
+    local_conv2d_weight_grad,
+    tiled_conv2d,
     max_pool2d,
     max_pool2d_backward,
     avg_pool2d,
