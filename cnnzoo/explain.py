@@ -20,6 +20,10 @@ How big models stay small (AlexNet, VGG-16, ResNet-50 at 224x224 give pages of a
   else a tile of the map around the strongest unit. The page outlines that part and says so for a
   click outside it.
 
+A unit of a locally connected or tiled layer applies kernels of its own (``kernel_at``), a true
+convolution its flipped weight: the exact part keeps each kept unit's kernels, so that a click shows
+the kernel that unit applies, and which other units share it.
+
 The page's arithmetic is done in the browser from those float32 numbers, and the model's own output
 (computed by cnnzoo's ops) is shown beside it.
 
@@ -53,6 +57,7 @@ from .models.lenet import ScaledTanh
 from .models.registry import model_info
 from .models.resnet import BasicBlock, Bottleneck, PadShortcut
 from .models.weights import is_torchvision_name, torchvision_weights
+from .nn.local import Convolve2d, LocallyConnected2d, TiledConv2d
 from .predict import load_model, read_image
 from .viz import read_metrics
 
@@ -62,8 +67,9 @@ FIRST_PAGE_SIDE = 48  # the largest side of a first-page heatmap
 TEMPLATE = Path(__file__).with_name("explain_page.html")
 
 # the layers the page shows as rows, and the kind the page calls each
+CONV_TYPES = (nn.Conv2d, LocallyConnected2d, TiledConv2d)  # a convolution's geometry, shared kernels or not
 ROW_KINDS = (
-    (nn.Conv2d, "conv"),
+    *((t, "conv") for t in CONV_TYPES),
     (nn.MaxPool2d, "maxpool"),
     (nn.AvgPool2d, "avgpool"),
     (nn.AdaptiveAvgPool2d, "adaptive"),
@@ -487,6 +493,32 @@ def geometry(layer: Layer) -> Geometry:
     )
 
 
+@dataclass
+class Sharing(Record):
+    """How the units of a convolution-like layer's map share kernels."""
+
+    kind: str  # conv (one kernel per channel), convolve (the same, flipped), tiled, local (a kernel per unit)
+    period: list[int]  # units (y, x) and (y + h, x + w) apply the same kernels: [1, 1], the tile size, the map's size
+
+
+def sharing(layer: Layer) -> Sharing:
+    m = layer.event.module
+    if isinstance(m, LocallyConnected2d):
+        return Sharing("local", list(layer.display.shape[1:]))
+    if isinstance(m, TiledConv2d):
+        return Sharing("tiled", list(m.tile_size))
+    return Sharing("convolve" if isinstance(m, Convolve2d) else "conv", [1, 1])
+
+
+def unit_kernels(m: nn.Module, y: int, x: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The kernels (out_channels, in_channels / groups, kh, kw) and biases (out_channels,) output
+    position (y, x) applies, as cross-correlation reads them: ``kernel_at`` where the layer has it (a
+    locally connected, tiled or true convolution), else the convolution's one weight."""
+    kernels = m.kernel_at(y, x) if hasattr(m, "kernel_at") else m.weight
+    bias = m.bias[y, x] if m.bias is not None and m.bias.dim() == 3 else m.bias  # a locally connected bias per position
+    return kernels, bias
+
+
 @dataclass(frozen=True)
 class Tile:
     """The part of a layer kept in exact numbers, and what it costs."""
@@ -494,6 +526,7 @@ class Tile:
     channels: list[int]  # output channels, most active first
     tile: list[int]  # output rows and columns [y0, y1, x0, x1)
     crop: list[int]  # the input rows and columns their windows read [y0, y1, x0, x1)
+    kernel_sets: list[int]  # the distinct kernels along each axis of the tile: [1, 1] for a convolution
     floats: int
     full: bool  # the whole layer
 
@@ -506,9 +539,11 @@ def _crop(g: Geometry, axis: int, t0: int, t1: int) -> tuple[int, int]:
     return lo, max(lo, hi)
 
 
-def choose_tile(layer: Layer, g: Geometry, budget: int, per_page: int) -> Tile:
+def choose_tile(layer: Layer, g: Geometry, budget: int, per_page: int, period: list[int]) -> Tile:
     """The most of ``layer`` that fits ``budget`` floats: the whole layer, else its most active
-    channels over the whole map, else a tile of the map around the strongest unit."""
+    channels over the whole map, else a tile of the map around the strongest unit. A layer whose
+    kernels repeat every ``period`` units keeps the kernels of a tile's first ``period`` rows and
+    columns (a locally connected layer: of every unit in the tile)."""
     conv = layer.kind == "conv"
     c_out, h, w = layer.display.shape
     c_in = g.in_shape[0]
@@ -516,7 +551,8 @@ def choose_tile(layer: Layer, g: Geometry, budget: int, per_page: int) -> Tile:
 
     def cost(n: int, th: int, tw: int) -> int:
         (y0, y1), (x0, x1) = _crop(g, 0, 0, th), _crop(g, 1, 0, tw)
-        return (c_in if conv else n) * (y1 - y0) * (x1 - x0) + n * per_channel_weights + 2 * n * th * tw
+        sets = min(th, period[0]) * min(tw, period[1])
+        return (c_in if conv else n) * (y1 - y0) * (x1 - x0) + n * per_channel_weights * sets + 2 * n * th * tw
 
     counts = sorted({c_out, min(c_out, per_page), min(c_out, 4), min(c_out, 2), 1}, reverse=True)
     candidates = [(n, min(h, t), min(w, t)) for n in counts for t in (10**9, 16, 8)]
@@ -526,7 +562,9 @@ def choose_tile(layer: Layer, g: Geometry, budget: int, per_page: int) -> Tile:
     cy, cx = divmod(int(layer.display[channels[0]].argmax()), w)
     ty0, tx0 = max(0, min(h - th, cy - th // 2)), max(0, min(w - tw, cx - tw // 2))
     crop = [*_crop(g, 0, ty0, ty0 + th), *_crop(g, 1, tx0, tx0 + tw)]
-    return Tile(channels, [ty0, ty0 + th, tx0, tx0 + tw], crop, cost(n, th, tw), n == c_out and th == h and tw == w)
+    sets = [min(th, period[0]), min(tw, period[1])]
+    full = n == c_out and th == h and tw == w
+    return Tile(channels, [ty0, ty0 + th, tx0, tx0 + tw], crop, sets, cost(n, th, tw), full)
 
 
 @dataclass
@@ -581,8 +619,9 @@ class ExactPart(Record):
     activation: str  # float32, the same units after the post ops
     post: list[PostOp]
     full: bool
-    weights: str | None = None  # convolution: float32 (channels, C_in / groups, kh, kw)
-    bias: list[float] | None = None  # convolution with a bias: per kept channel
+    kernel_sets: list[int] | None = None  # convolution: [A, B], the first two dimensions of weights and bias
+    weights: str | None = None  # convolution: float32 (A, B, channels, C_in / groups, kh, kw)
+    bias: list[float] | None = None  # convolution with a bias: (A, B, channels)
 
 
 def exact_part(layer: Layer, tile: Tile) -> ExactPart:
@@ -591,6 +630,13 @@ def exact_part(layer: Layer, tile: Tile) -> ExactPart:
     (ty0, ty1, tx0, tx1), (y0, y1, x0, x1) = tile.tile, tile.crop
     inp, m = event.inp_value[0], event.module
     window = inp[:, y0:y1, x0:x1] if conv else inp[idx, y0:y1, x0:x1]
+    weights = bias = None
+    if conv:  # unit (y, x) applies set ((y - ty0) mod A, (x - tx0) mod B)
+        a, b = tile.kernel_sets
+        units = [[unit_kernels(m, ty0 + i, tx0 + j) for j in range(b)] for i in range(a)]
+        weights = _b64(torch.stack([torch.stack([k[idx] for k, _ in row]) for row in units]))
+        if m.bias is not None:
+            bias = torch.stack([torch.stack([c[idx] for _, c in row]) for row in units]).double().flatten().tolist()
     return ExactPart(
         tile.channels,
         tile.tile,
@@ -600,8 +646,9 @@ def exact_part(layer: Layer, tile: Tile) -> ExactPart:
         _b64(layer.display[idx, ty0:ty1, tx0:tx1]),
         [post_op(e, tile.channels) for e in layer.post],
         tile.full,
-        _b64(m.weight[idx]) if conv else None,
-        m.bias[idx].double().tolist() if conv and m.bias is not None else None,
+        tile.kernel_sets if conv else None,
+        weights,
+        bias,
     )
 
 
@@ -612,6 +659,7 @@ class ClickThrough:
     geometry: Geometry
     exact: ExactPart
     floats: int  # float32 values the exact part holds, counted against EXACT_FLOATS
+    sharing: Sharing | None  # convolutions: which units apply the same kernels
 
 
 def click_throughs(layers: list[Layer], per_page: int) -> dict[str, ClickThrough]:
@@ -622,8 +670,9 @@ def click_throughs(layers: list[Layer], per_page: int) -> dict[str, ClickThrough
     result = {}
     for layer in clickable:
         g = geometry(layer)
-        tile = choose_tile(layer, g, budget, per_page)
-        result[layer.name] = ClickThrough(g, exact_part(layer, tile), tile.floats)
+        shared = sharing(layer) if layer.kind == "conv" else None
+        tile = choose_tile(layer, g, budget, per_page, shared.period if shared else [1, 1])
+        result[layer.name] = ClickThrough(g, exact_part(layer, tile), tile.floats, shared)
     return result
 
 
@@ -701,6 +750,7 @@ class LayerData(Record):
     lo: float | None = None
     hi: float | None = None
     geometry: Geometry | None = None
+    sharing: Sharing | None = None
     exact: ExactPart | None = None
     exact_floats: int | None = None
     maps: list[MapPage] | None = None
@@ -730,6 +780,7 @@ def layer_data(
         lo=lo,
         hi=hi,
         geometry=click.geometry if click else None,
+        sharing=click.sharing if click else None,
         exact=click.exact if click else None,
         exact_floats=click.floats if click else None,
         maps=maps,
@@ -770,14 +821,29 @@ class Filters(Record):
     mode: str  # rgb: one colour picture per filter; diverging: the mean over input channels, 127.5 is zero
     in_channels: int
     data: str  # base64 uint8 (count, kh, kw, 3) for rgb, (count, kh, kw) for diverging
+    note: str | None = None  # which kernels are drawn, where the units do not all apply the same ones
+
+
+def _drawn_kernels(conv: nn.Module) -> tuple[torch.Tensor, str | None]:
+    """The kernels a layer's filters picture shows, and what to call them: a convolution's weight, a
+    true convolution's flipped, a tiled layer's first set, a locally connected layer's middle unit's."""
+    if isinstance(conv, LocallyConnected2d):
+        (h, w), (y, x) = conv.output_size, (conv.output_size[0] // 2, conv.output_size[1] // 2)
+        return conv.kernel_at(y, x), f"the kernels of unit ({y}, {x}), one of {h}x{w} units with kernels of their own"
+    if isinstance(conv, TiledConv2d):
+        return conv.kernel_at(0, 0), f"kernel set (0, 0) of {conv.tile_size[0]}x{conv.tile_size[1]}"
+    if isinstance(conv, Convolve2d):
+        return conv.kernel_at(0, 0), "flipped, as a true convolution applies them"
+    return conv.weight, None
 
 
 def first_filters(model: nn.Module) -> Filters | None:
     """Up to 64 filters of the model's first convolution, as pictures."""
-    name, conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), ("", None))
+    name, conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, CONV_TYPES)), ("", None))
     if conv is None:
         return None
-    w = conv.weight.detach().float()[:64]
+    kernels, note = _drawn_kernels(conv)
+    w = kernels.detach().float()[:64]
     if w.shape[1] == 3:
         low = w.amin(dim=(1, 2, 3), keepdim=True)
         high = w.amax(dim=(1, 2, 3), keepdim=True)
@@ -789,7 +855,7 @@ def first_filters(model: nn.Module) -> Filters | None:
         pixels = ((mean / bound + 1) * 127.5).round()  # 0 .. 255, 127.5 is zero
         mode = "diverging"
     return Filters(
-        name, w.shape[0], conv.out_channels, list(w.shape[2:]), mode, conv.in_channels, _b64(pixels, torch.uint8)
+        name, w.shape[0], conv.out_channels, list(w.shape[2:]), mode, conv.in_channels, _b64(pixels, torch.uint8), note
     )
 
 

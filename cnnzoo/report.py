@@ -5,6 +5,7 @@
     python -m cnnzoo.report --all          # every model against the published figures
     python -m cnnzoo.report --config configs/resnet20_cifar10.yaml
     python -m cnnzoo.report vgg16 --algorithms [--time]   # each convolution algorithm's cost and error
+    python -m cnnzoo.report lenet5 --sharing   # each conv layer as a convolution, tiled, local, FC layer
 
 Shapes propagate on the meta device, so no arithmetic runs and no weights are allocated: VGG-19's
 report takes a fraction of a second and no memory to speak of.
@@ -13,7 +14,8 @@ Conventions (those of torchvision's published "GFLOPS", which are multiply-accum
 
 * MACs are counted for one image, for convolutions (output elements x input channels per group x
   kernel area) and fully connected layers (inputs x outputs); biases, batch norm, activations and
-  pooling are not counted. FLOPs = 2 x MACs.
+  pooling are not counted. FLOPs = 2 x MACs. Locally connected and tiled layers count as the
+  convolution of their geometry: unsharing the kernels changes the parameters, not the arithmetic.
 * The receptive field of a layer's output is the side of the input square one output pixel sees,
   and its jump the distance in input pixels between neighbouring output pixels:
   ``rf_out = rf_in + (dilation * (k - 1)) * jump_in`` and ``jump_out = jump_in * stride``. Its
@@ -42,8 +44,12 @@ from .errors import UserError
 from .models import create_model, list_models
 from .models.common import count_parameters
 from .models.registry import model_info
+from .nn.local import Convolve2d, LocallyConnected2d, TiledConv2d
 
 GLOBAL = None  # the receptive field of a fully connected layer's output: the whole input
+# the layers that slide kernels as a convolution does, whether or not they share them: a row of the same
+# shape, MACs and receptive field, and a row of the --sharing table
+CONVOLUTIONS = (nn.Conv2d, LocallyConnected2d, TiledConv2d)
 
 
 @dataclass
@@ -54,6 +60,7 @@ class Layer:
     type: str
     depth: int
     output_shape: list[int] | None = None
+    input_shape: list[int] | None = None  # of the module's first tensor argument
     params: int = 0  # all parameters of the module and its children
     trainable_params: int = 0
     macs: int = 0  # per image
@@ -107,7 +114,7 @@ def padding_before(module: nn.Module) -> tuple[int, int]:
 
 def _geometry(module: nn.Module, x: torch.Tensor):
     """``(kernel, stride, dilation, padding)`` pairs of a sliding-window layer (None for other layers)."""
-    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+    if isinstance(module, (*CONVOLUTIONS, nn.MaxPool2d, nn.AvgPool2d)):
         dilation = getattr(module, "dilation", 1)
         return (
             pair(module.kernel_size),
@@ -128,7 +135,7 @@ def _geometry(module: nn.Module, x: torch.Tensor):
 
 
 def _macs(module: nn.Module, out: torch.Tensor, batch: int) -> int:
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, CONVOLUTIONS):
         kh, kw = pair(module.kernel_size)
         return out.numel() // batch * (module.in_channels // module.groups) * kh * kw
     if isinstance(module, nn.Linear):
@@ -137,15 +144,27 @@ def _macs(module: nn.Module, out: torch.Tensor, batch: int) -> int:
 
 
 def _describe(module: nn.Module) -> str:
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, CONVOLUTIONS):
         k, s, p = pair(module.kernel_size), pair(module.stride), module.padding
         text = f"{k[0]}x{k[1]}/{s[0]}" + ("" if s[0] == s[1] else f",{s[1]}") + f" p{p if isinstance(p, str) else p[0]}"
-        return text + (f" g{module.groups}" if module.groups > 1 else "")
+        return text + (f" g{module.groups}" if module.groups > 1 else "") + _connectivity(module)
     if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
         k, s = pair(module.kernel_size), pair(module.stride or module.kernel_size)
         return f"{k[0]}x{k[1]}/{s[0]} p{pair(module.padding)[0]}" + (" ceil" if module.ceil_mode else "")
     if isinstance(module, nn.AdaptiveAvgPool2d):
         return f"-> {module.output_size}"
+    return ""
+
+
+def _connectivity(module: nn.Module) -> str:
+    """What sets a convolution-shaped layer apart from a cross-correlation sharing one kernel everywhere
+    (its type column names it too, but the kernel column is the one read along the geometry)."""
+    if isinstance(module, LocallyConnected2d):
+        return ", local"
+    if isinstance(module, TiledConv2d):
+        return f", tiled {module.tile_size[0]}x{module.tile_size[1]}"
+    if isinstance(module, Convolve2d):
+        return ", true conv"
     return ""
 
 
@@ -267,6 +286,7 @@ def _watch(meta: nn.Module, summary: Summary, tracker: _FieldTracker, rows: dict
                     _square(field_[4:]),
                 )
             row.output_shape = list(out.shape)
+            row.input_shape = None if x is None else list(x.shape)
             if not any(True for _ in mod.children()):  # a leaf
                 row.macs = _macs(mod, out, summary.batch_size)
                 summary.activation_bytes["forward"] = (
@@ -393,6 +413,121 @@ def render(s: Summary, fmt: str = "table", depth: int | None = None) -> str:
     return text + "\n" + "\n".join(totals) + "\n"
 
 
+# ------------------------------------------------------------------------------------------------ sharing
+# ``--sharing``: what parameter sharing saves. Each conv layer's parameters and multiplications per image
+# as the four connectivities of the Deep Learning book's section 9.5 would need them, between the same
+# input and output shapes. Biases are counted where the layer has one, in every column alike.
+TILE = 2  # the tiled column's kernel sets per side, clipped to the output plane
+
+
+@dataclass
+class Sharing:
+    """One conv layer's cost as a convolution, a tiled convolution, a locally connected and a fully
+    connected layer: parameters, and multiplications per image (the first three's are the same)."""
+
+    layer: str
+    kernel: str
+    input_shape: list[int]  # C, H, W, unpadded
+    output_shape: list[int]  # O, Ho, Wo
+    conv: int
+    tiled: int
+    local: int
+    fc: int
+    mults: int  # of the convolution, the tiled and the locally connected layer alike
+    fc_mults: int
+
+
+def sharing_of(name: str, module: nn.Module, input_shape: list[int], output_shape: list[int]) -> Sharing:
+    """The four costs of ``module`` (a convolution-shaped layer) between C x H x W and O x Ho x Wo.
+
+    One kernel has K = C / groups x kH x kW weights. A convolution keeps O of them, a tiled convolution
+    O per tile position (a set that owns no output position does not exist), a locally connected layer
+    O per output position, with a bias per position as LocallyConnected2d's default; a fully connected
+    layer connects every input to every output."""
+    (c, h, w), (o, ho, wo) = input_shape, output_shape
+    kh, kw = pair(module.kernel_size)
+    k, bias = module.in_channels // module.groups * kh * kw, int(module.bias is not None)
+    positions, inputs = ho * wo, c * h * w
+    return Sharing(
+        name,
+        _describe(module),
+        [c, h, w],
+        [o, ho, wo],
+        conv=o * k + bias * o,
+        tiled=min(TILE, ho) * min(TILE, wo) * o * k + bias * o,
+        local=positions * o * k + bias * positions * o,
+        fc=inputs * o * positions + bias * o * positions,
+        mults=positions * o * k,
+        fc_mults=inputs * o * positions,
+    )
+
+
+def sharing_rows(model: nn.Module, input_size, name: str | None = None) -> list[Sharing]:
+    """Every conv layer of ``model`` (``CONVOLUTIONS``) in the order they first run, on the meta device."""
+    s = summarize(model, input_size, name=name)
+    rows = []
+    for layer in s.layers:
+        module = model.get_submodule(layer.name) if layer.depth else model
+        if isinstance(module, CONVOLUTIONS):
+            rows.append(sharing_of(layer.name, module, layer.input_shape[1:], layer.output_shape[1:]))
+    return rows
+
+
+SHARING_COSTS = ("conv", "tiled", "local", "fc", "mults", "fc_mults")
+
+
+def sharing_total(rows: list[Sharing]) -> Sharing:
+    """The table's last row: every cost summed over the layers."""
+    sums = {key: sum(getattr(r, key) for r in rows) for key in SHARING_COSTS}
+    return Sharing("total", "", [], [], **sums)
+
+
+def _ratio(part: int, whole: int) -> str:
+    return f"{part / whole:,.1f}x" if whole else "-"
+
+
+def sharing_cells(r: Sharing) -> list[str]:
+    shapes = f"{_cell(r.input_shape)} -> {_cell(r.output_shape)}" if r.input_shape else ""
+    params = [f"{n:,}" for n in (r.conv, r.tiled, r.local, r.fc)]
+    ratios = [_ratio(r.local, r.conv), _ratio(r.fc, r.conv)]
+    return [r.layer, r.kernel, shapes, *params, *ratios, f"{r.mults:,}", f"{r.fc_mults:,}"]
+
+
+SHARING_COLUMNS = (
+    "layer",
+    "kernel",
+    "input -> output",
+    "conv",
+    f"tiled {TILE}x{TILE}",
+    "local",
+    "FC",
+    "local/conv",
+    "FC/conv",
+    "mults",
+    "FC mults",
+)
+
+
+def render_sharing(rows: list[Sharing], fmt: str = "table") -> str:
+    """The ``--sharing`` table: parameters in the four connectivities, their ratios to the convolution's,
+    then multiplications per image; a last row of totals."""
+    total = sharing_total(rows)
+    if fmt == "json":
+        return json.dumps({"layers": [asdict(r) for r in rows], "total": asdict(total)}, indent=2) + "\n"
+    text = render_rows(list(SHARING_COLUMNS), [sharing_cells(r) for r in [*rows, total]], fmt)
+    if fmt == "csv":
+        return text
+    notes = [
+        f"conv, tiled {TILE}x{TILE}, local, FC: parameters as a convolution, a tiled convolution ({TILE}x{TILE} kernel "
+        "sets), a locally connected layer (a kernel per output position) and a fully connected layer",
+        "mults: multiplications per image, the same for conv, tiled and local; FC mults: the fully connected "
+        f"layer's, {_ratio(total.fc_mults, total.mults)} as many",
+    ]
+    if fmt == "markdown":
+        return text + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    return text + "\n" + "\n".join(notes) + "\n"
+
+
 # -------------------------------------------------------------------------------------- published figures
 # The figures, notes and natural input sizes live beside each model's builder (``@register_model``,
 # see cnnzoo/models/registry.py's ModelInfo).
@@ -489,6 +624,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--time", action="store_true", help="with --algorithms: each one's forward+backward time")
     p.add_argument(
+        "--sharing",
+        action="store_true",
+        help="per conv layer: parameters and multiplications as a convolution, a tiled, a locally connected "
+        "and a fully connected layer",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -532,8 +673,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--batch-size must be at least 1 and --depth at least 0")
         if args.time and not args.algorithms:
             raise UserError("--time goes with --algorithms")
-        if args.algorithms and (args.all or args.config is None and args.name is None):
-            raise UserError("--algorithms reports one model: give its name or --config")
+        if args.algorithms and args.sharing:
+            raise UserError("--algorithms and --sharing are two reports: give one")
+        flag = "--algorithms" if args.algorithms else "--sharing" if args.sharing else None
+        if flag and (args.all or args.config is None and args.name is None):
+            raise UserError(f"{flag} reports one model: give its name or --config")
         if args.list:
             print("\n".join(list_models()))
             return 0
@@ -563,6 +707,9 @@ def main(argv: list[str] | None = None) -> int:
             size = args.input_size
         if args.algorithms:
             print(algorithms_report(model, size, args), end="")
+            return 0
+        if args.sharing:
+            print(render_sharing(sharing_rows(model, size, name), args.format), end="")
             return 0
         print(render(summarize(model, size, args.batch_size, name=name), args.format, args.depth), end="")
     except UserError as e:

@@ -1,11 +1,14 @@
 """python -m cnnzoo.explain: the page's data (exact numbers that reproduce the model, bounded size), its
 errors, and the page itself in headless Chromium: clicks on units of every layer kind show arithmetic
 that adds up to the model's own values, the receptive-field box has the report's size, no console
-errors, and the screenshot is not blank."""
+errors, and the screenshot is not blank. Locally connected, tiled and true-convolution layers: a
+clicked unit's kernel is the one the textbook's indexing names."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import io
 import json
 import os
@@ -22,6 +25,8 @@ from PIL import Image
 from cnnzoo import explain as ex
 from cnnzoo.config import build_config
 from cnnzoo.data import open_dataset
+from cnnzoo.models import create_model
+from cnnzoo.nn import Convolve2d
 from cnnzoo.report import summarize
 
 from .helpers import torchvision_weights_file
@@ -177,6 +182,110 @@ def test_bad_input_is_a_clear_error(lenet_run, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
     assert not (tmp_path / "x.html").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Kernels of their own: LeNet-5 with C1 and C3 locally connected or tiled, or C1 a true convolution
+
+CONNECTIVITIES = ("conv", "tiled", "local", "convolve")
+
+
+@functools.cache
+def connected_lenet(connectivity: str) -> tuple[ex.Subject, ex.Input, str, dict]:
+    """A freshly initialised LeNet-5 whose C1 and C3 are ``connectivity`` (``convolve``: C1 a true
+    convolution, C3 a convolution), its page for digits validation image 3."""
+    args = ex.parse_args(["--model", "lenet5", "--index", "3"])
+    subject = ex.load_subject(args)
+    torch.manual_seed(0)
+    model = create_model("lenet5", connectivity="conv" if connectivity == "convolve" else connectivity)
+    if connectivity == "convolve":
+        model.features[0] = Convolve2d(1, 6, 5)
+    subject = dataclasses.replace(subject, model=model.eval())
+    image = ex.load_input(subject, args)
+    return subject, image, *ex.explain(subject, image, args.channels)
+
+
+def textbook_kernel(conv: torch.nn.Module, o: int, y: int, x: int) -> tuple[torch.Tensor, float]:
+    """The kernels (C_in, kh, kw) and bias of unit (y, x) of channel ``o``, indexed as the Deep Learning
+    book's section 9.5 writes them, straight from the parameters (not through ``kernel_at``)."""
+    name, weight, bias = type(conv).__name__, conv.weight.detach(), conv.bias.detach()
+    if name == "LocallyConnected2d":
+        return weight[y, x, o], float(bias[y, x, o])
+    if name == "TiledConv2d":
+        t_h, t_w = conv.tile_size
+        return weight[y % t_h, x % t_w, o], float(bias[o])
+    if name == "Convolve2d":
+        return weight[o].flip(-2, -1), float(bias[o])
+    return weight[o], float(bias[o])
+
+
+def page_kernel(layer: dict, o: int, y: int, x: int) -> tuple[np.ndarray, float]:
+    """The kernels and bias the page's data holds for unit (y, x) of channel ``o``: kernel set
+    ((y - y0) mod A, (x - x0) mod B) of the exact part, as docs/explainer.md says."""
+    e, (c_in, kh, kw) = layer["exact"], (layer["geometry"]["in_shape"][0], *layer["geometry"]["kernel_size"])
+    (a, b), n, (y0, _, x0, _) = e["kernel_sets"], len(e["channels"]), e["tile"]
+    weights = floats(e["weights"]).reshape(a, b, n, c_in, kh, kw)
+    i, j, pos = (y - y0) % a, (x - x0) % b, e["channels"].index(o)
+    return weights[i, j, pos], e["bias"][(i * b + j) * n + pos]
+
+
+def kept_units(layer: dict):
+    e = layer["exact"]
+    y0, y1, x0, x1 = e["tile"]
+    return [(o, y, x) for o in e["channels"] for y in range(y0, y1) for x in range(x0, x1)]
+
+
+@pytest.mark.parametrize("connectivity", CONNECTIVITIES)
+def test_every_kept_unit_carries_its_own_kernel(connectivity):
+    """The page builds for each connectivity; C1 and C3 are convolution rows (geometry, receptive
+    field, the report's kernel column) that say how their units share kernels; and every kept unit's
+    kernels and bias in the data are the textbook's, and with the kept input window they give the
+    model's own output."""
+    subject, _, html, data = connected_lenet(connectivity)
+    assert page_data(html) == json.loads(json.dumps(data))
+    modules = dict(subject.model.named_modules())
+    kinds = {"conv": "conv", "tiled": "tiled", "local": "local", "convolve": "conv"}
+    expected = {
+        "features.0": ("convolve" if connectivity == "convolve" else kinds[connectivity], [5, 5]),
+        "features.3": (kinds[connectivity], [14, 14]),
+    }
+    for name, (kind, field) in expected.items():
+        layer, conv = data["layers"][name], modules[name]
+        assert (layer["kind"], layer["module"], layer["sharing"]["kind"]) == ("conv", type(conv).__name__, kind)
+        h, w = layer["shape"][1:]
+        assert layer["sharing"]["period"] == {"local": [h, w], "tiled": [2, 2]}.get(kind, [1, 1])
+        assert layer["geometry"]["kernel_size"] == [5, 5] and layer["receptive_field"] == field
+        assert layer["kernel"].startswith("5x5/1 p0")
+        e = layer["exact"]
+        assert e["full"] and e["kernel_sets"] == {"local": [h, w], "tiled": [2, 2]}.get(kind, [1, 1])
+        c_in, (y0, y1, x0, x1) = conv.in_channels, e["crop"]
+        window = floats(e["input"]).reshape(c_in, y1 - y0, x1 - x0)
+        output = floats(e["output"]).reshape(len(e["channels"]), h, w)
+        for o, y, x in kept_units(layer):
+            kernel, bias = page_kernel(layer, o, y, x)
+            want, want_bias = textbook_kernel(conv, o, y, x)
+            assert np.array_equal(kernel, want.numpy()) and bias == want_bias, (name, o, y, x)
+            z = np.einsum("chw,chw->", window[:, y : y + 5, x : x + 5].astype(np.float64), kernel) + bias
+            assert abs(z - output[e["channels"].index(o), y, x]) < 1e-4, (name, o, y, x)
+    if connectivity != "conv":  # the filters picture names the kernels it draws
+        assert data["filters"]["name"] == "features.0" and data["filters"]["note"]
+
+
+def test_a_locally_connected_layer_keeps_the_kernels_of_its_kept_units_only(monkeypatch):
+    """Over the budget, a locally connected layer keeps a tile of units, and the kernels of those
+    units, not the layer's whole weight: the exact part's cost counts every kept unit's kernels."""
+    monkeypatch.setattr(ex, "EXACT_FLOATS", 20_000)
+    subject, image, _, _ = connected_lenet("local")
+    data = ex.build_page(subject, image, 8).to_json()
+    conv = subject.model.features[0]
+    layer = data["layers"]["features.0"]
+    e = layer["exact"]
+    y0, y1, x0, x1 = e["tile"]
+    assert not e["full"] and (y1 - y0, x1 - x0) == (8, 8) and e["kernel_sets"] == [8, 8]
+    assert len(base64.b64decode(e["weights"])) == 4 * len(e["channels"]) * 64 * 25
+    assert sum(lay.get("exact_floats", 0) for lay in data["layers"].values()) <= 5 * 20_000
+    for o, y, x in kept_units(layer):
+        assert np.array_equal(page_kernel(layer, o, y, x)[0], conv.weight[y, x, o].detach().numpy())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -362,4 +471,58 @@ def test_inception_page_in_chromium(browser, tmp_path):
         missing = next(ch for ch in layer["order"][:8] if ch not in layer["exact"]["channels"])
         page.click("inception4a.branch1.conv", missing, 0, 0)
         assert page.page.locator("#not-kept").count() == 1
+    assert page.errors == []
+
+
+def unfolded_value(conv: torch.nn.Module, inp: torch.Tensor, o: int, y: int, x: int) -> float:
+    """Unit (y, x) of channel ``o`` of a 5x5, stride-1, unpadded layer: its input patch times the
+    textbook's kernel, plus the bias."""
+    kernel, bias = textbook_kernel(conv, o, y, x)
+    patch = F.unfold(inp, 5)[0, :, y * (inp.shape[-1] - 4) + x]
+    return float(patch @ kernel.flatten()) + bias
+
+
+@pytest.mark.parametrize(
+    ("connectivity", "name", "unit", "caption", "sharers"),
+    [
+        (
+            "local",
+            "features.3",
+            (2, 6),
+            "Locally connected layer: unit (2, 6) of channel {c} applies a kernel of its own, weight[2, 6, {c}]",
+            1,
+        ),
+        (
+            "tiled",
+            "features.3",
+            (3, 6),
+            "Tiled convolution: unit (3, 6) applies kernel set (1, 0) of 2x2, weight[1, 0, {c}]",
+            25,
+        ),
+        ("convolve", "features.0", (27, 26), "True convolution: weight[{c}] flipped in both axes", 784),
+    ],
+)
+def test_a_click_shows_the_units_own_kernel_in_chromium(browser, tmp_path, connectivity, name, unit, caption, sharers):
+    """A click on a unit shows its kernel, one heatmap per input channel, captioned with the layer's
+    kind, the position and the kernel set, and the units that share it; the page's sum with that
+    kernel is the unit's value computed here from the textbook's indexing."""
+    subject, image, html, _ = connected_lenet(connectivity)
+    path = tmp_path / f"lenet5-{connectivity}.html"
+    path.write_text(html)
+    page = Page(browser, path)
+    got, modules = module_io(subject.model, image.x, [name])
+    conv, layer = modules[name], page.layer(name)
+    c, (y, x) = layer["order"][1], unit
+    page.click(name, c, y, x)
+    panel = page.page.locator("#kernel-panel")
+    assert panel.get_attribute("data-kind") == layer["sharing"]["kind"]
+    assert page.page.locator("#kernel-caption").inner_text().startswith(caption.format(c=c))
+    assert panel.locator("canvas[data-input-channel]").count() == conv.in_channels
+    assert int(page.page.locator("#sharing-count").get_attribute("data-count")) == sharers
+    assert abs(page.value("calc-total") - unfolded_value(conv, got[name][0], c, y, x)) < 1e-4
+    assert page.page.locator("#formula .bad").count() == 0
+    if connectivity == "local":  # the next unit: another kernel, and still the model's value
+        page.page.click("#step-next")
+        assert f"weight[{y}, {x + 1}, {c}]" in page.page.locator("#kernel-caption").inner_text()
+        assert abs(page.value("calc-total") - unfolded_value(conv, got[name][0], c, y, x + 1)) < 1e-4
     assert page.errors == []

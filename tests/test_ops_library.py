@@ -53,6 +53,13 @@ def opcheck_samples():
         yield L.conv2d_input_grad, (gy, w, [2, 4, 7, 6], *conf, cl)
         yield L.conv2d_weight_grad, (x, gy, [6, 2, 3, 2], *conf, cl)
         yield L.conv_transpose2d, (gy, w, rand(4, requires_grad=True), [2, 1], [1, 0, 1, 1], [1, 0], 2, [1, 2])
+        yield L.convolve2d, (x, w, b, *conf)
+        wl, bl = rand(3, 6, 6, 2, 3, 2, requires_grad=True), rand(3, 6, 6, requires_grad=True)
+        yield L.local_conv2d, (x, wl, bl, *conf)
+        yield L.local_conv2d, (x, wl, b, *conf)
+        yield L.local_conv2d_input_grad, (gy, wl, [2, 4, 7, 6], *conf, cl)
+        yield L.local_conv2d_weight_grad, (x, gy, [3, 6, 6, 2, 3, 2], *conf)
+        yield L.tiled_conv2d, (x, rand(2, 4, 6, 2, 3, 2, requires_grad=True), b, *conf)
         window = ([3, 2], [2, 1], [1, 1], [1, 1], True)
         yield L.max_pool2d, (x, *window)
         values, indices = L.max_pool2d(x.detach(), *window)
@@ -80,7 +87,7 @@ def test_opcheck(op, args):
 def test_every_operator_is_checked():
     registered = {op.name.split("::")[1] for op in library.OPERATORS}
     assert {op._qualified_op_name.split("::")[1] for op, _ in OPCHECK} == registered
-    assert len(registered) == 10  # nine, and conv_transpose2d
+    assert len(registered) == 15  # ten, then convolve2d, tiled_conv2d and local_conv2d with its two gradients
 
 
 # --- direct calls with bad arguments --------------------------------------------------------------

@@ -46,6 +46,19 @@ SAMPLES = {
         library.conv_transpose2d,
         (rand(2, 4, 5, 6), rand(4, 3, 3, 3), rand(6), [2, 2], [1, 1, 1, 1], [1, 0], 2, [1, 1]),
     ),
+    "convolve2d": (library.convolve2d, (rand(2, 4, 7, 6), rand(6, 2, 3, 2), rand(6), *CONV)),
+    "local_conv2d": (library.local_conv2d, (rand(2, 4, 7, 6), rand(7, 7, 6, 2, 3, 2), rand(7, 7, 6), *CONV)),
+    "local_conv2d-strided": (library.local_conv2d, (rand(2, 3, 9, 8), rand(4, 4, 4, 3, 3, 3), rand(4), *STRIDED)),
+    "local_conv2d_input_grad": (
+        library.local_conv2d_input_grad,
+        (rand(2, 6, 7, 6), rand(7, 6, 6, 2, 3, 3), [2, 4, 7, 6], *CONV, False),
+    ),
+    "local_conv2d_weight_grad": (
+        library.local_conv2d_weight_grad,
+        (rand(2, 4, 7, 6), rand(2, 6, 7, 6), [7, 6, 6, 2, 3, 3], *CONV),
+    ),
+    "tiled_conv2d": (library.tiled_conv2d, (rand(2, 4, 7, 6), rand(2, 3, 6, 2, 3, 2), rand(6), *CONV)),
+    "tiled_conv2d-strided": (library.tiled_conv2d, (rand(2, 3, 9, 8), rand(2, 2, 4, 3, 3, 3), rand(4), *STRIDED)),
     "max_pool2d": (library.max_pool2d, (rand(2, 4, 7, 6), *MAX)),
     "max_pool2d_backward": (library.max_pool2d_backward, (rand(*INDICES.shape), INDICES, [2, 4, 7, 6])),
     "avg_pool2d": (library.avg_pool2d, (rand(2, 4, 7, 6), *AVG)),
@@ -94,13 +107,18 @@ WAYS = {
     "expand": expand,
 }
 FOR_1D = ("interleave", "expand")  # a crop of a vector is contiguous, and it has nothing to transpose
+NOT_4D = ("crop", "transpose", "interleave", "expand")  # a locally connected weight (6D) or bias (3D)
+
+
+def ways_for(t: torch.Tensor) -> tuple[str, ...]:
+    return tuple(WAYS) if t.dim() == 4 else FOR_1D if t.dim() == 1 else NOT_4D
 
 
 def cases():
     for sample, (op, args) in SAMPLES.items():
         for i, arg in enumerate(args):
             if isinstance(arg, torch.Tensor):
-                for way in WAYS if arg.dim() == 4 else FOR_1D:
+                for way in ways_for(arg):
                     if WAYS[way](arg).is_contiguous():  # a transpose of a 1x1 kernel changes nothing
                         continue
                     yield pytest.param(op, args, i, way, id=f"{sample}-{op.params[i]}-{way}")

@@ -15,7 +15,7 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo import nn as cnn
-from cnnzoo.report import main, summarize
+from cnnzoo.report import main, sharing_rows, sharing_total, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,6 +175,9 @@ def test_all_models_against_published_figures(capsys):
         (["alexnet", "--input-size", "3", "0", "32"], "three positive numbers"),
         (["lenet5", "--set", "activation=gelu"], "activation must be one of"),
         (["lenet5", "--batch-size", "0"], "--batch-size must be at least 1"),
+        (["nope", "--sharing"], "unknown model 'nope'"),
+        (["--all", "--sharing"], "--sharing reports one model"),
+        (["lenet5", "--sharing", "--algorithms"], "two reports"),
     ],
 )
 def test_errors_exit_2(args, message, capsys):
@@ -280,3 +283,133 @@ def test_algorithms_textbook_counts():
 def test_algorithms_report_bad_flags(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+# --- locally connected, tiled and true convolution layers -------------------------------------------
+
+
+def test_local_tiled_and_true_convolution_rows():
+    """Each new layer's row reads like a convolution's: the MACs and receptive field of its geometry,
+    its own parameters, and the kernel column says how it shares its kernels."""
+    net = nn.Sequential(
+        cnn.LocallyConnected2d(2, 3, 3, input_size=(9, 8), stride=2, padding=1),  # 2x9x8 -> 3x5x4
+        cnn.TiledConv2d(3, 6, 2, tile_size=(3, 2), dilation=2, groups=3),  # -> 6x3x2
+        cnn.Convolve2d(6, 2, 2, padding="full"),  # -> 2x4x3
+    )
+    s = summarize(net, (2, 9, 8))
+    local, tiled, true = (row(s, n) for n in ("0", "1", "2"))
+    assert [r.output_shape[1:] for r in (local, tiled, true)] == [[3, 5, 4], [6, 3, 2], [2, 4, 3]]
+    assert local.params == 5 * 4 * 3 * (2 * 9) + 5 * 4 * 3 == 1_140  # a kernel and a bias per position
+    assert tiled.params == 2 * 3 * 6 * (1 * 4) + 6 == 150  # six kernel sets of 1x2x2, one bias per channel
+    assert true.params == 2 * 6 * 4 + 2 == 50
+    assert (
+        [r.macs for r in (local, tiled, true)] == [5 * 4 * 3 * 18, 3 * 2 * 6 * 4, 4 * 3 * 2 * 24] == [1_080, 144, 576]
+    )
+    assert s.total_macs == 1_800
+    # 3 (jump 2); a 2x2 kernel dilated by 2 spans 3 pixels: 3 + 2 * 2 = 7; then 2x2 undilated: 7 + 1 * 2 = 9
+    assert [(r.receptive_field, r.jump) for r in (local, tiled, true)] == [(3, 2), (7, 2), (9, 2)]
+    assert [r.kernel for r in (local, tiled, true)] == [
+        "3x3/2 p1, local",
+        "2x2/1 p0 g3, tiled 3x2",
+        "2x2/1 pfull, true conv",
+    ]
+
+
+@pytest.mark.parametrize("connectivity,params", [("conv", 61_706), ("tiled", 69_356), ("local", 423_038)])
+def test_lenet5_connectivities_cost_the_same_arithmetic(connectivity, params):
+    s = summarize(meta("lenet5", connectivity=connectivity), (1, 32, 32))
+    assert s.total_params == params and s.total_macs == 416_520
+    assert [row(s, f"features.{i}").macs for i in (0, 3, 6)] == [117_600, 240_000, 48_000]
+    assert [row(s, f"features.{i}").receptive_field for i in (0, 3, 6)] == [5, 14, 32]
+
+
+def test_config_with_model_kwargs_reports_the_local_lenet5(capsys):
+    code, out, _ = run("--config", str(ROOT / "configs" / "lenet5_local_digits.yaml"), capsys=capsys)
+    assert code == 0 and "total params 423,038" in out and "5x5/1 p0, local" in out
+
+
+# --- --sharing ---------------------------------------------------------------------------------------
+
+# LeNet-5's conv layers by hand: conv, tiled 2x2, local and FC parameters, then the multiplications of
+# the first three and of FC (see docs/reports.md)
+LENET5_SHARING = [
+    ("features.0", [1, 32, 32], [6, 28, 28], 156, 606, 122_304, 4_821_600, 117_600, 4_816_896),
+    ("features.3", [6, 14, 14], [16, 10, 10], 2_416, 9_616, 241_600, 1_883_200, 240_000, 1_881_600),
+    ("features.6", [16, 5, 5], [120, 1, 1], 48_120, 48_120, 48_120, 48_120, 48_000, 48_000),
+]
+
+
+def _costs(r):
+    return (r.layer, r.input_shape, r.output_shape, r.conv, r.tiled, r.local, r.fc, r.mults, r.fc_mults)
+
+
+@pytest.mark.parametrize("connectivity", ["conv", "tiled", "local"])
+def test_sharing_lenet5_textbook_figures(connectivity):
+    """The counts depend on the layer's shapes only, not on how the model at hand shares its kernels."""
+    rows = sharing_rows(meta("lenet5", connectivity=connectivity), (1, 32, 32))
+    assert [_costs(r) for r in rows] == LENET5_SHARING
+    total = sharing_total(rows)
+    assert (total.conv, total.tiled, total.local, total.fc) == (50_692, 58_342, 412_024, 6_752_920)
+    assert (total.mults, total.fc_mults) == (405_600, 6_746_496)
+
+
+def test_sharing_matches_the_layers_own_parameters_and_macs():
+    """A layer's own kind's column is its parameter count; the mults are the report's MACs; biases only
+    where the layer has one; a tile larger than the output plane is clipped."""
+    net = nn.Sequential(
+        cnn.LocallyConnected2d(2, 3, 3, input_size=(9, 8), stride=2, padding=1),  # 2x9x8 -> 3x5x4, K = 18
+        cnn.TiledConv2d(3, 4, 3, tile_size=2, padding=1),  # 3x5x4 -> 4x5x4, K = 27
+        cnn.Conv2d(4, 5, (5, 4), bias=False),  # 4x5x4 -> 5x1x1, K = 80
+    )
+    s = summarize(net, (2, 9, 8))
+    local, tiled, conv = sharing_rows(net, (2, 9, 8))
+    assert (local.local, tiled.tiled, conv.conv) == (row(s, "0").params, row(s, "1").params, row(s, "2").params)
+    assert [r.mults for r in (local, tiled, conv)] == [row(s, n).macs for n in "012"] == [1_080, 2_160, 400]
+    assert (local.conv, local.tiled, local.local, local.fc) == (3 * 18 + 3, 4 * 3 * 18 + 3, 1_140, 144 * 60 + 60)
+    assert (tiled.conv, tiled.tiled, tiled.local, tiled.fc) == (112, 4 * 4 * 27 + 4, 20 * 4 * 28, 60 * 80 + 80)
+    assert (local.fc_mults, tiled.fc_mults) == (144 * 60, 60 * 80)
+    # one output position and no bias: all four are the same 400 weights, the tile clipped to one set
+    assert (conv.conv, conv.tiled, conv.local, conv.fc, conv.mults, conv.fc_mults) == (400,) * 6
+
+
+def test_sharing_large_models_in_exact_integers():
+    rows = sharing_rows(meta("vgg16"), (3, 224, 224))
+    first = rows[0]
+    assert first.fc == 3 * 224 * 224 * 64 * 224 * 224 + 64 * 224 * 224 == 483_385_147_392 + 3_211_264
+    assert sharing_total(rows).mults == sum(
+        r.macs for r in summarize(meta("vgg16"), (3, 224, 224)).layers if r.type == "Conv2d"
+    )
+
+
+def test_sharing_on_the_command_line(capsys):
+    code, out, _ = run("lenet5", "--sharing", capsys=capsys)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split()[:4] == ["layer", "kernel", "input", "->"]
+    assert lines[2].split() == ["features.0", "5x5/1", "p0", "1x32x32", "->", "6x28x28", "156", "606", "122,304"] + [
+        "4,821,600",
+        "784.0x",
+        "30,907.7x",
+        "117,600",
+        "4,816,896",
+    ]
+    assert lines[5].split() == [
+        "total",
+        "50,692",
+        "58,342",
+        "412,024",
+        "6,752,920",
+        "8.1x",
+        "133.2x",
+        "405,600",
+        "6,746,496",
+    ]
+    assert "16.6x as many" in out
+    code, out, _ = run("lenet5", "--set", "connectivity=local", "--sharing", "--format", "csv", capsys=capsys)
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [r["layer"] for r in table] == ["features.0", "features.3", "features.6", "total"]
+    assert table[0]["kernel"] == "5x5/1 p0, local" and table[-1]["FC"] == "6,752,920"
+    code, out, _ = run("alexnet", "--sharing", "--format", "json", capsys=capsys)
+    data = json.loads(out)
+    assert code == 0 and len(data["layers"]) == 5 and data["total"]["mults"] == 655_566_528
+    code, out, _ = run("lenet5", "--sharing", "--format", "markdown", capsys=capsys)
+    assert code == 0 and out.startswith("| layer | kernel |") and "| total |" in out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..nn.local import LocallyConnected2d, TiledConv2d
 from .common import ZooModel, conv_layers
 from .registry import register_model
 
@@ -22,8 +23,15 @@ LECUN = 'LeCun et al. 1998, "Gradient-based learning applied to document recogni
 ACTIVATIONS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "relu": nn.ReLU}
 
 
+# How C1 and C3 connect to their inputs (the Deep Learning book's section 9.5): sharing one kernel
+# over all positions, cycling ``tile_size`` x ``tile_size`` kernel sets, or a kernel per position.
+# C5 sees a 5x5 map and has one output position, where all three are the same layer: it stays a Conv2d.
+CONNECTIVITY = {"conv": "convolution", "tiled": "tiled convolution", "local": "locally connected"}
+
+
 class LeNet5(ZooModel):
-    """The textbook LeNet-5 on 32x32 input."""
+    """The textbook LeNet-5 on 32x32 input; ``connectivity`` makes C1 and C3 tiled (``'tiled'``, with
+    ``tile_size``) or locally connected (``'local'``, then for 32x32 inputs only)."""
 
     min_size = 32
     max_size = 35  # C5 must still see a 5x5 map: 33 to 35 pixels lose their extra rows to S2 and S4's flooring
@@ -35,17 +43,31 @@ class LeNet5(ZooModel):
         activation: str = "tanh",
         pool: str = "avg",
         backend: str = "custom",
+        connectivity: str = "conv",
+        tile_size: int = 2,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if pool not in ("avg", "max"):
             raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
+        if connectivity not in CONNECTIVITY:
+            raise ValueError(f"connectivity must be one of {list(CONNECTIVITY)}, got {connectivity!r}")
+        if connectivity != "conv" and backend != "custom":
+            raise ValueError(f"connectivity={connectivity!r} needs backend='custom': torch.nn has no such layer")
         L, act = conv_layers(backend), ACTIVATIONS[activation]
         pool_layer = L.AvgPool2d if pool == "avg" else L.MaxPool2d
-        self.in_channels = in_channels
-        c1_s2 = (L.Conv2d(in_channels, 6, 5), act(), pool_layer(2))  # C1: 6@28x28, S2: 6@14x14
-        c3_s4 = (L.Conv2d(6, 16, 5), act(), pool_layer(2))  # C3: 16@10x10, S4: 16@5x5
+        self.in_channels, self.connectivity = in_channels, connectivity
+        if connectivity == "local":  # a kernel per output position: built for 32x32 inputs exactly
+            self.max_size = 32
+            c1 = LocallyConnected2d(in_channels, 6, 5, input_size=32)
+            c3 = LocallyConnected2d(6, 16, 5, input_size=14)
+        elif connectivity == "tiled":
+            c1, c3 = TiledConv2d(in_channels, 6, 5, tile_size), TiledConv2d(6, 16, 5, tile_size)
+        else:
+            c1, c3 = L.Conv2d(in_channels, 6, 5), L.Conv2d(6, 16, 5)
+        c1_s2 = (c1, act(), pool_layer(2))  # C1: 6@28x28, S2: 6@14x14
+        c3_s4 = (c3, act(), pool_layer(2))  # C3: 16@10x10, S4: 16@5x5
         self.features = nn.Sequential(*c1_s2, *c3_s4, L.Conv2d(16, 120, 5), act())  # C5: 120@1x1
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(120, 84), act(), nn.Linear(84, num_classes))
 
@@ -145,7 +167,8 @@ class LeNet5Paper(ZooModel):
     input_size=32, paper=LECUN, published={"paper": (60_000, None)}, note="textbook form: full C3, 10 linear outputs"
 )
 def lenet5(**kwargs) -> LeNet5:
-    """Textbook LeNet-5: 61,706 parameters (tanh and average pooling; ``activation``, ``pool`` change them)."""
+    """Textbook LeNet-5: 61,706 parameters (tanh and average pooling; ``activation``, ``pool`` change them;
+    ``connectivity='tiled'`` or ``'local'`` unshares C1 and C3's kernels: 69,356 or 423,038 parameters)."""
     return LeNet5(**kwargs)
 
 

@@ -30,6 +30,17 @@ def _init_uniform(weight: torch.Tensor, bias: torch.Tensor | None, fan_in: int) 
             bias.uniform_(-bound, bound)
 
 
+def _window(fn: str, kernel_size, stride, dilation) -> tuple[tuple[int, int], ...]:
+    """``kernel_size``, ``stride`` and ``dilation`` as pairs of positive ints."""
+    window = pair(kernel_size, "kernel_size", fn), pair(stride, "stride", fn), pair(dilation, "dilation", fn)
+    if min(*window[0], *window[1], *window[2]) <= 0:
+        raise ValueError(
+            f"{fn}: kernel_size, stride and dilation must be positive, got kernel_size={window[0]}, "
+            f"stride={window[1]}, dilation={window[2]}"
+        )
+    return window
+
+
 class _SlidingKernels(nn.Module):
     """What the locally connected and tiled layers share: conv2d's arguments, checked as conv2d checks
     them, and a 6D weight (A, B, out_channels, in_channels / groups, kH, kW) whose first two dimensions
@@ -46,21 +57,13 @@ class _SlidingKernels(nn.Module):
                 f"{fn}: in_channels={in_channels} and out_channels={out_channels} must be positive multiples "
                 f"of groups={groups}"
             )
-        self.kernel_size, self.stride = pair(kernel_size, "kernel_size", fn), pair(stride, "stride", fn)
-        self.dilation = pair(dilation, "dilation", fn)
-        if min(*self.kernel_size, *self.stride, *self.dilation) <= 0:
-            raise ValueError(
-                f"{fn}: kernel_size, stride and dilation must be positive, got kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, dilation={self.dilation}"
-            )
+        self.kernel_size, self.stride, self.dilation = _window(fn, kernel_size, stride, dilation)
         self.padding = padding if isinstance(padding, str) else pair(padding, "padding", fn)
         self._padding4 = resolve_padding(padding, self.kernel_size, self.stride, self.dilation, fn)
         kind = {"device": device, "dtype": dtype}
         shape = (*lead, self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         self.weight = nn.Parameter(torch.empty(shape, **kind))
-        self.bias = nn.Parameter(torch.empty(bias_size, **kind)) if bias_size else None
-        if not bias_size:
-            self.register_parameter("bias", None)
+        self.register_parameter("bias", nn.Parameter(torch.empty(bias_size, **kind)) if bias_size else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -106,9 +109,8 @@ class LocallyConnected2d(_SlidingKernels):
     ) -> None:
         fn = self.fn
         self.input_size = pair(input_size, "input_size", fn)
-        k, s, d = pair(kernel_size, "kernel_size", fn), pair(stride, "stride", fn), pair(dilation, "dilation", fn)
-        pads = resolve_padding(padding, k, s, d, fn)
-        plane = output_plane(self.input_size, k, s, pads, d) if min(*s, *d) > 0 else (0, 0)
+        k, s, d = _window(fn, kernel_size, stride, dilation)
+        plane = output_plane(self.input_size, k, s, resolve_padding(padding, k, s, d, fn), d)
         if min(plane) <= 0 or min(self.input_size) <= 0:
             raise ValueError(
                 f"{fn}: input_size={self.input_size} with kernel_size={k}, stride={s}, padding={padding}, "
