@@ -63,9 +63,10 @@ def local_conv2d(x, weight, bias, stride, padding: Padding4, dilation, groups: i
 
 
 def _position_rows(grad_out: torch.Tensor, groups: int) -> torch.Tensor:
-    """``grad_out`` (N, O, Ho, Wo) as (Ho*Wo, G, N, O/G), the rows of each position's product."""
+    """``grad_out`` (N, O, Ho, Wo) as (Ho*Wo, G, N, O/G), the rows of each position's product, copied
+    out: a batch of matrix products over a dimension of stride 1 runs one product at a time."""
     n, o = grad_out.shape[:2]
-    return grad_out.reshape(n, groups, o // groups, -1).permute(3, 1, 0, 2)
+    return grad_out.reshape(n, groups, o // groups, -1).permute(3, 1, 0, 2).contiguous()
 
 
 def local_conv2d_input_grad(
