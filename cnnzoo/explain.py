@@ -498,7 +498,7 @@ class Sharing(Record):
     """How the units of a convolution-like layer's map share kernels."""
 
     kind: str  # conv (one kernel per channel), convolve (the same, flipped), tiled, local (a kernel per unit)
-    period: list[int]  # units (y, x) and (y + h, x + w) apply the same kernels: [1, 1], the tile size, the map's size
+    period: list[int]  # units (y, x), (y + h, x), (y, x + w) apply the same kernels: [1, 1], tile_size, the map's size
 
 
 def sharing(layer: Layer) -> Sharing:
@@ -828,12 +828,12 @@ def _drawn_kernels(conv: nn.Module) -> tuple[torch.Tensor, str | None]:
     """The kernels a layer's filters picture shows, and what to call them: a convolution's weight, a
     true convolution's flipped, a tiled layer's first set, a locally connected layer's middle unit's."""
     if isinstance(conv, LocallyConnected2d):
-        (h, w), (y, x) = conv.output_size, (conv.output_size[0] // 2, conv.output_size[1] // 2)
-        return conv.kernel_at(y, x), f"the kernels of unit ({y}, {x}), one of {h}x{w} units with kernels of their own"
+        h, w = conv.output_size
+        return conv.kernel_at(h // 2, w // 2), f"unit ({h // 2}, {w // 2})'s, each of the {h}x{w} units has its own"
     if isinstance(conv, TiledConv2d):
         return conv.kernel_at(0, 0), f"kernel set (0, 0) of {conv.tile_size[0]}x{conv.tile_size[1]}"
     if isinstance(conv, Convolve2d):
-        return conv.kernel_at(0, 0), "flipped, as a true convolution applies them"
+        return conv.kernel_at(0, 0), "flipped, as the true convolution applies them"
     return conv.weight, None
 
 

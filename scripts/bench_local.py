@@ -7,9 +7,9 @@ a tiled layer, against its kernel sets indexed out to every position first).
 Layers: LeNet-5's C1 and C3 at the digits config's batch (32) and at 128, and CIFAR-sized layers
 (3->32 at 32x32, 32->32 at 16x16, 64->64 at 8x8, 3x3 kernels, padding 1) at batch 128. For each:
 forward and forward+backward medians of interleaved runs (cnnzoo, unfold+einsum, cnnzoo, ...) in
-milliseconds and their ratio cnnzoo/unfold+einsum (below 1: cnnzoo is faster). The last lines give
-the geometric mean of each column of ratios and the worst. A benchmark, not a test: timings on a
-shared machine are noisy, so read the medians and ratios.
+milliseconds (cnnzoo's, then unfold+einsum's as u+e) and their ratio cnnzoo/unfold+einsum (below 1:
+cnnzoo is faster). The last lines give the geometric mean of each column of ratios and the worst.
+A benchmark, not a test: timings on a shared machine are noisy, so read the medians and ratios.
 """
 
 from __future__ import annotations
@@ -52,7 +52,10 @@ def tiled_unfold_einsum(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     """The pure-PyTorch tiled convolution: the kernel sets indexed out to every position, then as above."""
     kh = weight.shape[4]
     ho, wo = x.shape[2] + 2 * padding - kh + 1, x.shape[3] + 2 * padding - weight.shape[5] + 1
-    rows, columns = torch.arange(ho, device=x.device) % weight.shape[0], torch.arange(wo, device=x.device) % weight.shape[1]
+    rows, columns = (
+        torch.arange(ho, device=x.device) % weight.shape[0],
+        torch.arange(wo, device=x.device) % weight.shape[1],
+    )
     expanded = weight[rows[:, None], columns[None, :]]
     plane_bias = bias.expand(ho, wo, bias.shape[0])
     return unfold_einsum(x, expanded, plane_bias, padding)
@@ -64,7 +67,9 @@ def calls(kind: str, shape, out_channels: int, kernel: int, padding: int, device
     ho, wo = h + 2 * padding - kernel + 1, w + 2 * padding - kernel + 1
     lead = (ho, wo) if kind == "local" else (TILE, TILE)
     x = torch.randn(shape, generator=gen).to(device).requires_grad_(backward)
-    weight = (torch.randn(*lead, out_channels, c, kernel, kernel, generator=gen) * 0.1).to(device).requires_grad_(backward)
+    weight = (
+        (torch.randn(*lead, out_channels, c, kernel, kernel, generator=gen) * 0.1).to(device).requires_grad_(backward)
+    )
     bias = torch.zeros(*((ho, wo) if kind == "local" else ()), out_channels, device=device, requires_grad=backward)
     mine = ops.local_conv2d if kind == "local" else ops.tiled_conv2d
     theirs = unfold_einsum if kind == "local" else tiled_unfold_einsum
@@ -122,20 +127,21 @@ def main(argv: list[str] | None = None) -> int:
     if not layers:
         parser.error(f"no layer name contains {args.only!r}; layers: {', '.join(layer[0] for layer in LAYERS)}")
     if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
+        parser.error("--device cuda: CUDA is not available")
     if args.tiny:
         layers = [(name, (2, *shape[1:]), *rest) for name, shape, *rest in layers]
     device = torch.device(args.device)
-    print(f"# {device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads, float32, medians of {args.repeat}")
+    threads = torch.get_num_threads()
+    print(f"# {device.type}, torch {torch.__version__}, {threads} threads, float32, medians of {args.repeat}")
     print(f"# ratio = cnnzoo / unfold+einsum (below 1: cnnzoo faster); tiled layers have {TILE}x{TILE} kernel sets")
-    header = f"{'layer':<18} {'kind':<6} {'fwd ms':>15} {'ratio':>6} {'fwd+bwd ms':>17} {'ratio':>6}"
-    print(header)
+    columns = f"{'fwd: cnnzoo':>11} {'u+e':>9} {'ratio':>6}  {'fwd+bwd: cnnzoo':>15} {'u+e':>9} {'ratio':>6}"
+    print(f"{'layer':<18} {'kind':<6} {columns}")
     ratios: dict[str, list[float]] = {"fwd": [], "fwd+bwd": []}
     for layer in layers:
         for kind in ("local", "tiled"):
             r = bench(kind, layer, device, args.repeat)
-            cells = [f"{r[m][0]:7.2f}/{r[m][1]:7.2f} {r[m][2]:6.2f}" for m in ("fwd", "fwd+bwd")]
-            print(f"{layer[0]:<18} {kind:<6} {cells[0]:>22} {cells[1]:>24}")
+            cells = [f"{r[m][0]:>{w}.2f} {r[m][1]:>9.2f} {r[m][2]:>6.2f}" for m, w in (("fwd", 11), ("fwd+bwd", 15))]
+            print(f"{layer[0]:<18} {kind:<6} {cells[0]}  {cells[1]}")
             for mode in ratios:
                 ratios[mode].append(r[mode][2])
     for mode, values in ratios.items():

@@ -219,14 +219,19 @@ def textbook_kernel(conv: torch.nn.Module, o: int, y: int, x: int) -> tuple[torc
     return weight[o], float(bias[o])
 
 
-def page_kernel(layer: dict, o: int, y: int, x: int) -> tuple[np.ndarray, float]:
-    """The kernels and bias the page's data holds for unit (y, x) of channel ``o``: kernel set
-    ((y - y0) mod A, (x - x0) mod B) of the exact part, as docs/explainer.md says."""
+def page_kernels(layer: dict):
+    """The kernels and bias the page's data holds for unit (y, x) of channel o, as a function of (o, y,
+    x): kernel set ((y - y0) mod A, (x - x0) mod B) of the exact part, as docs/explainer.md says."""
     e, (c_in, kh, kw) = layer["exact"], (layer["geometry"]["in_shape"][0], *layer["geometry"]["kernel_size"])
     (a, b), n, (y0, _, x0, _) = e["kernel_sets"], len(e["channels"]), e["tile"]
     weights = floats(e["weights"]).reshape(a, b, n, c_in, kh, kw)
-    i, j, pos = (y - y0) % a, (x - x0) % b, e["channels"].index(o)
-    return weights[i, j, pos], e["bias"][(i * b + j) * n + pos]
+    bias = np.array(e["bias"]).reshape(a, b, n)
+
+    def unit(o: int, y: int, x: int) -> tuple[np.ndarray, float]:
+        i, j, pos = (y - y0) % a, (x - x0) % b, e["channels"].index(o)
+        return weights[i, j, pos], bias[i, j, pos]
+
+    return unit
 
 
 def kept_units(layer: dict):
@@ -244,25 +249,21 @@ def test_every_kept_unit_carries_its_own_kernel(connectivity):
     subject, _, html, data = connected_lenet(connectivity)
     assert page_data(html) == json.loads(json.dumps(data))
     modules = dict(subject.model.named_modules())
-    kinds = {"conv": "conv", "tiled": "tiled", "local": "local", "convolve": "conv"}
-    expected = {
-        "features.0": ("convolve" if connectivity == "convolve" else kinds[connectivity], [5, 5]),
-        "features.3": (kinds[connectivity], [14, 14]),
-    }
-    for name, (kind, field) in expected.items():
+    c3 = "conv" if connectivity == "convolve" else connectivity
+    for name, kind, field in (("features.0", connectivity, [5, 5]), ("features.3", c3, [14, 14])):
         layer, conv = data["layers"][name], modules[name]
         assert (layer["kind"], layer["module"], layer["sharing"]["kind"]) == ("conv", type(conv).__name__, kind)
-        h, w = layer["shape"][1:]
-        assert layer["sharing"]["period"] == {"local": [h, w], "tiled": [2, 2]}.get(kind, [1, 1])
         assert layer["geometry"]["kernel_size"] == [5, 5] and layer["receptive_field"] == field
         assert layer["kernel"].startswith("5x5/1 p0")
-        e = layer["exact"]
-        assert e["full"] and e["kernel_sets"] == {"local": [h, w], "tiled": [2, 2]}.get(kind, [1, 1])
+        h, w = layer["shape"][1:]
+        period, e = {"local": [h, w], "tiled": [2, 2]}.get(kind, [1, 1]), layer["exact"]
+        assert layer["sharing"]["period"] == period and e["full"] and e["kernel_sets"] == period
         c_in, (y0, y1, x0, x1) = conv.in_channels, e["crop"]
         window = floats(e["input"]).reshape(c_in, y1 - y0, x1 - x0)
         output = floats(e["output"]).reshape(len(e["channels"]), h, w)
+        page_kernel = page_kernels(layer)
         for o, y, x in kept_units(layer):
-            kernel, bias = page_kernel(layer, o, y, x)
+            kernel, bias = page_kernel(o, y, x)
             want, want_bias = textbook_kernel(conv, o, y, x)
             assert np.array_equal(kernel, want.numpy()) and bias == want_bias, (name, o, y, x)
             z = np.einsum("chw,chw->", window[:, y : y + 5, x : x + 5].astype(np.float64), kernel) + bias
@@ -284,8 +285,9 @@ def test_a_locally_connected_layer_keeps_the_kernels_of_its_kept_units_only(monk
     assert not e["full"] and (y1 - y0, x1 - x0) == (8, 8) and e["kernel_sets"] == [8, 8]
     assert len(base64.b64decode(e["weights"])) == 4 * len(e["channels"]) * 64 * 25
     assert sum(lay.get("exact_floats", 0) for lay in data["layers"].values()) <= 5 * 20_000
+    page_kernel = page_kernels(layer)
     for o, y, x in kept_units(layer):
-        assert np.array_equal(page_kernel(layer, o, y, x)[0], conv.weight[y, x, o].detach().numpy())
+        assert np.array_equal(page_kernel(o, y, x)[0], conv.weight[y, x, o].detach().numpy())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -501,6 +503,7 @@ def unfolded_value(conv: torch.nn.Module, inp: torch.Tensor, o: int, y: int, x: 
         ),
         ("convolve", "features.0", (27, 26), "True convolution: weight[{c}] flipped in both axes", 784),
     ],
+    ids=["local", "tiled", "convolve"],
 )
 def test_a_click_shows_the_units_own_kernel_in_chromium(browser, tmp_path, connectivity, name, unit, caption, sharers):
     """A click on a unit shows its kernel, one heatmap per input channel, captioned with the layer's

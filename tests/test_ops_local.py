@@ -40,7 +40,9 @@ def unfold_einsum(x, weight, bias, stride=1, padding=0, dilation=1, groups=1):
     einsum against the kernel of its position. ``padding`` as F.unfold takes it (symmetric)."""
     ho, wo, o, c, kh, kw = weight.shape
     n = x.shape[0]
-    cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride).view(n, groups, c * kh * kw, ho * wo)
+    cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride).view(
+        n, groups, c * kh * kw, ho * wo
+    )
     w = weight.reshape(ho * wo, groups, o // groups, c * kh * kw)
     out = torch.einsum("ngkl,lgok->ngol", cols, w).reshape(n, o, ho, wo)
     if bias is None:
@@ -101,7 +103,9 @@ def test_convolve2d_is_cross_correlation_with_the_kernel_flipped(input_size, wei
         torch.autograd.grad(mine, (x, w, b), cotangent), torch.autograd.grad(ref, (x, w, b), cotangent), **tol
     )
     # the tap-by-tap reference, which reads the window backwards instead of flipping the kernel
-    stride, dilation = [(v, v) if isinstance(v, int) else v for v in (kwargs.get("stride", 1), kwargs.get("dilation", 1))]
+    stride, dilation = [
+        (v, v) if isinstance(v, int) else v for v in (kwargs.get("stride", 1), kwargs.get("dilation", 1))
+    ]
     padding = resolve_padding(kwargs.get("padding", 0), weight_size[2:], stride, dilation)
     with torch.no_grad():
         tap = reference_conv.convolve2d(x, w, b, stride, padding, dilation, kwargs.get("groups", 1))
@@ -156,7 +160,9 @@ def _check_torch_func(fn, ref, args):
             torch.testing.assert_close(transform(fn, argnums=argnum)(*args), transform(ref, argnums=argnum)(*args))
     stacks = [torch.stack([a.detach(), 2 * a.detach() - 1]) for a in args]
     torch.testing.assert_close(vmap(fn)(*stacks), vmap(ref)(*stacks))
-    torch.testing.assert_close(vmap(fn, (0, None, None))(stacks[0], *args[1:]), vmap(ref, (0, None, None))(stacks[0], *args[1:]))
+    torch.testing.assert_close(
+        vmap(fn, (0, None, None))(stacks[0], *args[1:]), vmap(ref, (0, None, None))(stacks[0], *args[1:])
+    )
 
 
 @pytest.mark.parametrize(
@@ -236,10 +242,20 @@ def test_local_conv2d_gradients_of_every_order_and_torch_func():
 @pytest.mark.parametrize(
     "weight,bias,kwargs,match",
     [
-        ((5, 5, 4, 3, 3, 3), None, {}, r"local_conv2d: weight of size \[5, 5, 4, 3, 3, 3\] has kernels for a 5 x 5 output "
-         r"plane, but input of size \[1, 3, 8, 8\] .* gives a 6 x 6 plane"),
+        (
+            (5, 5, 4, 3, 3, 3),
+            None,
+            {},
+            r"local_conv2d: weight of size \[5, 5, 4, 3, 3, 3\] has kernels for a 5 x 5 output "
+            r"plane, but input of size \[1, 3, 8, 8\] .* gives a 6 x 6 plane",
+        ),
         ((6, 6, 4, 3, 3, 3), None, dict(stride=2), r"gives a 3 x 3 plane"),
-        ((6, 6, 4, 3, 3, 3), (6, 6, 5), {}, r"local_conv2d: bias must be of size \[4\] or \[6, 6, 4\] .* got \[6, 6, 5\]"),
+        (
+            (6, 6, 4, 3, 3, 3),
+            (6, 6, 5),
+            {},
+            r"local_conv2d: bias must be of size \[4\] or \[6, 6, 4\] .* got \[6, 6, 5\]",
+        ),
         ((6, 6, 4, 3, 3, 3), (36, 4), {}, r"bias must be of size"),
         ((4, 3, 3, 3), None, {}, r"local_conv2d: weight must be a 6D tensor \(out_height, out_width, out_channels"),
         ((6, 6, 4, 2, 3, 3), None, {}, r"expects input with 2 channels"),
@@ -273,7 +289,9 @@ def test_tiled_conv2d_cycles_its_kernel_sets(input_size, weight_size, kwargs, dt
     tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else {}
     torch.testing.assert_close(mine.double(), ref, **tol)
     cotangent = torch.randn_like(ref)
-    for got, want in zip(torch.autograd.grad(mine, leaves, cotangent.to(dtype)), torch.autograd.grad(ref, (x, w, b), cotangent)):
+    for got, want in zip(
+        torch.autograd.grad(mine, leaves, cotangent.to(dtype)), torch.autograd.grad(ref, (x, w, b), cotangent)
+    ):
         torch.testing.assert_close(got.double(), want, **tol)
 
 
@@ -309,8 +327,12 @@ def test_tiled_conv2d_gradients_of_every_order_and_torch_func():
 @pytest.mark.parametrize(
     "weight,bias,match",
     [
-        ((7, 2, 4, 3, 3, 3), None, r"tiled_conv2d: a tile of 7 x 2 kernel sets .* must be at least 1 x 1 and fit the "
-         r"6 x 6 output plane"),
+        (
+            (7, 2, 4, 3, 3, 3),
+            None,
+            r"tiled_conv2d: a tile of 7 x 2 kernel sets .* must be at least 1 x 1 and fit the "
+            r"6 x 6 output plane",
+        ),
         ((0, 2, 4, 3, 3, 3), None, r"a tile of 0 x 2 kernel sets"),
         ((2, 2, 4, 3, 3, 3), (6, 6, 4), r"tiled_conv2d: bias must be of size \[4\] for weight"),
         ((2, 2, 4, 3, 3), None, r"tiled_conv2d: weight must be a 6D tensor \(tile_height, tile_width"),
@@ -381,7 +403,9 @@ def test_true_convolution_layer():
     layer = cnn.Convolve2d(3, 4, 3, padding=1)
     assert isinstance(layer, nn.Conv2d) and torch.equal(layer.weight, ref.weight)
     x = torch.randn(2, 3, 6, 6)
-    torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight.flip(2, 3), layer.bias, padding=1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        layer(x), F.conv2d(x, layer.weight.flip(2, 3), layer.bias, padding=1), atol=1e-5, rtol=1e-5
+    )
     assert torch.equal(layer.kernel_at(0, 0), layer.weight.flip(2, 3))
     full = cnn.Convolve2d(1, 1, (2, 3), padding="full")
     assert full(torch.randn(1, 1, 4, 4)).shape == (1, 1, 5, 6)
@@ -402,7 +426,9 @@ def test_lenet5_connectivity():
     assert counts == {"conv": 61_706, "tiled": 69_356, "local": 423_038}
     local = cnnzoo.create_model("lenet5", connectivity="local")
     assert [type(m).__name__ for m in local.features if hasattr(m, "weight")] == [
-        "LocallyConnected2d", "LocallyConnected2d", "Conv2d"
+        "LocallyConnected2d",
+        "LocallyConnected2d",
+        "Conv2d",
     ]
     with pytest.raises(ValueError, match=r"input of size \[1, 1, 34, 34\]|34"):
         local(torch.randn(1, 1, 34, 34))

@@ -103,6 +103,16 @@ def test_bench_compile_bad_arguments():
     assert result.returncode == 2 and "unknown model 'lenet6'" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_bench_local_smoke():
+    """The locally connected and tiled operators against unfold+einsum: a row per layer and kind, ratios."""
+    result = run_script("bench_local.py", "--tiny", "--repeat", "1", "--only", "lenet5 C3 b32")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith("lenet5 C3 b32")]
+    assert [row[3] for row in rows] == ["local", "tiled"]
+    assert all(float(row[6]) > 0 and float(row[9]) > 0 for row in rows)  # the fwd and fwd+bwd ratios
+    assert re.search(r"# fwd\+bwd: geomean ratio [\d.]+, worst [\d.]+", result.stdout)
+
+
 NO_CUDA = [] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]
 
 
@@ -113,6 +123,7 @@ NO_CUDA = [] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is 
         for script, no_match in (
             ("bench_ops.py", "no layer name contains"),
             ("bench_train.py", "no model name contains"),
+            ("bench_local.py", "no layer name contains"),
         )
         for args, message in [
             (["--only", "no-such-name"], no_match),

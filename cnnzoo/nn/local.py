@@ -48,7 +48,9 @@ class _SlidingKernels(nn.Module):
 
     fn = ""  # the layer's name, for messages
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, lead, bias_size, device, dtype):
+    def __init__(
+        self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, lead, bias_size, device, dtype
+    ):
         super().__init__()
         fn = self.fn
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
@@ -125,7 +127,8 @@ class LocallyConnected2d(_SlidingKernels):
         if tuple(input.shape[-2:]) != self.input_size:
             raise ValueError(
                 f"{self.fn}: built for {self.input_size[0]} x {self.input_size[1]} inputs (a kernel for each of "
-                f"{self.output_size[0]} x {self.output_size[1]} output positions), got input of size {list(input.shape)}"
+                f"{self.output_size[0]} x {self.output_size[1]} output positions), "
+                f"got input of size {list(input.shape)}"
             )
         return local_conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
@@ -166,7 +169,17 @@ class TiledConv2d(_SlidingKernels):
             raise ValueError(f"{self.fn}: tile_size must be positive, got tile_size={self.tile_size}")
         bias_size = (int(out_channels),) if bias else None
         super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, self.tile_size, bias_size, device, dtype
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            self.tile_size,
+            bias_size,
+            device,
+            dtype,
         )
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -189,7 +202,15 @@ class Convolve2d(nn.Conv2d):
     report) reads it; code that reads its weight as a cross-correlation kernel must flip it
     (:meth:`kernel_at` does)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1, padding: str | IntPair = 0, **kwargs) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: str | IntPair = 0,
+        **kwargs,
+    ) -> None:
         full = isinstance(padding, str) and padding == "full"
         super().__init__(in_channels, out_channels, kernel_size, stride, 0 if full else padding, **kwargs)
         if full:

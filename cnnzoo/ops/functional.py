@@ -20,11 +20,7 @@ PaddingArg = str | IntPair
 
 
 def resolve_padding(
-    padding: PaddingArg,
-    kernel: tuple[int, int],
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    fn: str = "conv2d",
+    padding: PaddingArg, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int], fn: str = "conv2d"
 ) -> Padding4:
     """``padding`` as ``(top, bottom, left, right)``.
 
@@ -38,9 +34,7 @@ def resolve_padding(
             return 0, 0, 0, 0
         if padding == "same":
             if stride != (1, 1):
-                raise ValueError(
-                    f"{fn}: padding='same' is not supported for strided convolutions, got stride={stride}"
-                )
+                raise ValueError(f"{fn}: padding='same' is not supported for strided convolutions, got stride={stride}")
             (th, tw) = totals
             return th // 2, th - th // 2, tw // 2, tw - tw // 2
         if padding == "full":
@@ -51,9 +45,7 @@ def resolve_padding(
     return ph, ph, pw, pw
 
 
-def _conv_tensors(
-    fn: str, input: torch.Tensor, weight, bias, layout: str, transposed_groups: int = 0, dims: int = 4
-):
+def _conv_tensors(fn: str, input: torch.Tensor, weight, bias, layout: str, transposed_groups: int = 0, dims: int = 4):
     """A convolution's weight checked (a ``dims``-D floating point tensor of ``layout``) and its bias (a
     tensor or None); under torch.autocast, all three in its lower precision, as torch's convolutions
     run. A transposed convolution's weight counts its output channels per group, in dimension 1; a
@@ -157,7 +149,9 @@ def convolve2d(
     section 9.1, over the whole overlap, and commutative for one channel: ``convolve2d(x, w, padding=
     'full')`` equals ``convolve2d(w, x, padding='full')`` (cross-correlation is not)."""
     layout = "out_channels, in_channels/groups, kH, kW"
-    return _unusual_conv(library.convolve2d, "convolve2d", layout, 4, input, weight, bias, stride, padding, dilation, groups)
+    return _unusual_conv(
+        library.convolve2d, "convolve2d", layout, 4, input, weight, bias, stride, padding, dilation, groups
+    )
 
 
 def local_conv2d(
@@ -174,7 +168,9 @@ def local_conv2d(
     groups, kH, kW), where (Ho, Wo) must be the output plane; ``bias`` is (out_channels,), shared by every
     position, or (Ho, Wo, out_channels), one per position."""
     layout = "out_height, out_width, out_channels, in_channels/groups, kH, kW"
-    return _unusual_conv(library.local_conv2d, "local_conv2d", layout, 6, input, weight, bias, stride, padding, dilation, groups)
+    return _unusual_conv(
+        library.local_conv2d, "local_conv2d", layout, 6, input, weight, bias, stride, padding, dilation, groups
+    )
 
 
 def tiled_conv2d(
@@ -192,7 +188,9 @@ def tiled_conv2d(
     but must fit in it; ``bias`` is (out_channels,). Tile (1, 1) is ``conv2d``; a tile the size of the
     output plane is ``local_conv2d``."""
     layout = "tile_height, tile_width, out_channels, in_channels/groups, kH, kW"
-    return _unusual_conv(library.tiled_conv2d, "tiled_conv2d", layout, 6, input, weight, bias, stride, padding, dilation, groups)
+    return _unusual_conv(
+        library.tiled_conv2d, "tiled_conv2d", layout, 6, input, weight, bias, stride, padding, dilation, groups
+    )
 
 
 def _window(fn: str, kernel_size: IntPair, stride: IntPair | None, padding: IntPair, dilation: IntPair):

@@ -518,9 +518,7 @@ def tiled_conv2d(
 # every call runs each kernel set as conv2d (its fastest kernels); the reference runs conv.py's
 tiled_conv2d.implement(None, lambda *args: reference_local.tiled_conv2d(*args, conv=_below(conv2d)))
 tiled_conv2d.grad("input")(
-    lambda a, g: reference_local.tiled_conv2d_input_grad(
-        g, a.weight, a.input.shape, *_conv(a), grad=conv2d_input_grad
-    )
+    lambda a, g: reference_local.tiled_conv2d_input_grad(g, a.weight, a.input.shape, *_conv(a), grad=conv2d_input_grad)
 )
 tiled_conv2d.grad("weight")(
     lambda a, g: reference_local.tiled_conv2d_weight_grad(

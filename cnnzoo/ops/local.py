@@ -99,9 +99,7 @@ def tile_sets(tile: tuple[int, int], stride) -> list[tuple[int, int, tuple[int, 
     """The kernel sets of a tiled convolution: ``(a, b, offset, rows, columns)`` for set (a, b), whose
     windows start at ``offset`` in the padded input, and whose outputs are ``out[..., rows, columns]``."""
     (th, tw), (sh, sw) = tile, stride
-    return [
-        (a, b, (a * sh, b * sw), slice(a, None, th), slice(b, None, tw)) for a in range(th) for b in range(tw)
-    ]
+    return [(a, b, (a * sh, b * sw), slice(a, None, th), slice(b, None, tw)) for a in range(th) for b in range(tw)]
 
 
 def tiled_conv2d(x, weight, bias, stride, padding: Padding4, dilation, groups: int, conv=None) -> torch.Tensor:
@@ -133,7 +131,9 @@ def tiled_conv2d_input_grad(grad_out, weight, input_size, stride, padding: Paddi
     hp, wp = h + top + bottom, w + left + right
     total = None
     for a, b, (y, x), rows, columns in tile_sets((th, tw), stride):
-        part = grad(grad_out[:, :, rows, columns], weight[a, b], (n, c, hp - y, wp - x), coarse, (0,) * 4, dilation, groups)
+        part = grad(
+            grad_out[:, :, rows, columns], weight[a, b], (n, c, hp - y, wp - x), coarse, (0,) * 4, dilation, groups
+        )
         part = F.pad(part, (x, 0, y, 0))
         total = part if total is None else total + part
     return total[:, :, top : top + h, left : left + w]
