@@ -209,7 +209,10 @@ def train(
     if cfg.model.backend == "custom":  # what each convolution runs on a full batch, 'auto' resolved
         example = torch.zeros(1, source.channels, size, size, device=procs.device)
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
-        about["conv_algorithms"] = algorithms_in_use(model, example, amp, cfg.data.batch_size)
+        try:  # also the first run of the model: a layer that cannot take this input says so here
+            about["conv_algorithms"] = algorithms_in_use(model, example, amp, cfg.data.batch_size)
+        except ValueError as e:
+            raise UserError(f"{cfg.model.name} cannot take {source.name}'s {size}x{size} images: {e}") from None
     shape = {"params": params, "device": str(procs.device), "processes": procs.world, "image_size": size}
     fit(
         t,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -111,6 +112,28 @@ def test_bench_local_smoke():
     assert [row[3] for row in rows] == ["local", "tiled"]
     assert all(float(row[6]) > 0 and float(row[9]) > 0 for row in rows)  # the fwd and fwd+bwd ratios
     assert re.search(r"# fwd\+bwd: geomean ratio [\d.]+, worst [\d.]+", result.stdout)
+
+
+def test_sharing_experiment_tables(tmp_path):
+    """The experiment's tables and figure from finished runs (which it reads instead of training again)."""
+    for c, params, accs in (("conv", 61706, (0.5, 0.9)), ("tiled", 69356, (0.4, 0.8)), ("local", 423038, (0.3, 0.7))):
+        for seed in (0, 1):
+            run = tmp_path / f"{c}-seed{seed}"
+            run.mkdir()
+            final = accs[1] - seed / 100
+            summary = dict(val_acc=final, best_val_acc=accs[1], params=params, train_seconds=12.5)
+            (run / "summary.json").write_text(json.dumps(summary))
+            rows = ["epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,images_per_second"]
+            rows += [f"{e},{2 - e},{a},{1 - a},{a},0.1,{e},100" for e, a in ((1, accs[0]), (2, final))]
+            (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+    figure = tmp_path / "curves.png"
+    result = run_script("sharing_experiment.py", "--seeds", "0", "1", "--runs", str(tmp_path), "--figure", str(figure))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "| convolution | 61,706 | 90.00, 89.00 | 89.50 | 90.00, 90.00 | 90.00 | 1.50 | 12.5 |" in lines
+    assert "| locally connected | 423,038 | 70.00, 69.00 | 69.50 | 70.00, 70.00 | 70.00 | 1.50 | 12.5 |" in lines
+    assert "| 2 | 90.00 | 80.00 | 70.00 |" in lines
+    assert figure.read_bytes()[:4] == b"\x89PNG"
 
 
 NO_CUDA = [] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]

@@ -438,6 +438,16 @@ def test_user_errors_exit_2(tmp_path, capsys):
             ["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--set", "model.kwargs.activation=gelu"],
             "activation must be one of",
         ),
+        (
+            ["--config", "configs/lenet5_tiled_digits.yaml", "--output-dir", str(tmp_path / "o")]
+            + ["--set", "model.kwargs.tile_size=20"],
+            "tile_size must be an int from 1 to 10 (C3's output is 10x10), got 20",
+        ),
+        (
+            ["--config", "configs/lenet5_local_digits.yaml", "--output-dir", str(tmp_path / "o")]
+            + ["--set", "data.image_size=34"],
+            "does not fit lenet5, which takes 32x32 to 32x32",
+        ),
         (["--config", DIGITS, "--eval-only"], "--eval-only needs --resume"),
         (["--config", DIGITS, "--eval-only", "--resume", "auto", "--output-dir", str(tmp_path / "e")], "no checkpoint"),
     ]
@@ -452,6 +462,20 @@ def test_user_errors_exit_2(tmp_path, capsys):
         assert main(args) == 2, args
         assert message in error_of(capsys)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("*.pt"))
+
+
+def test_a_model_that_cannot_take_the_images_is_a_user_error(tmp_path, capsys, monkeypatch):
+    """The first forward pass (which finds each convolution's algorithm) turns a layer's ValueError about
+    its input into one line and exit code 2, before any checkpoint is written."""
+
+    def refuse(model, example, *args):
+        raise ValueError("local_conv2d: weight of size [28, 28, 6, 1, 5, 5] has kernels for a 28 x 28 output plane")
+
+    monkeypatch.setattr("cnnzoo.train.algorithms_in_use", refuse)
+    assert main(["--config", DIGITS, "--output-dir", str(tmp_path / "o"), "--quiet"]) == 2
+    error = error_of(capsys)
+    assert "lenet5 cannot take digits's 32x32 images: local_conv2d: weight of size" in error
+    assert not any((tmp_path / "o").glob("*.pt"))
 
 
 def test_command_line_error_has_no_traceback(tmp_path):

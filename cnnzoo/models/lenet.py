@@ -53,6 +53,8 @@ class LeNet5(ZooModel):
             raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
         if connectivity not in CONNECTIVITY:
             raise ValueError(f"connectivity must be one of {list(CONNECTIVITY)}, got {connectivity!r}")
+        if isinstance(tile_size, bool) or not isinstance(tile_size, int) or not 1 <= tile_size <= 10:
+            raise ValueError(f"tile_size must be an int from 1 to 10 (C3's output is 10x10), got {tile_size!r}")
         if connectivity != "conv" and backend != "custom":
             raise ValueError(f"connectivity={connectivity!r} needs backend='custom': torch.nn has no such layer")
         L, act = conv_layers(backend), ACTIVATIONS[activation]
