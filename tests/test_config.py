@@ -23,8 +23,10 @@ def test_every_issue_config_is_shipped():
         "resnet18_cifar10",
         "googlenet_cifar10",
         "resnet50_imagefolder",
-        "resnet18_finetune_imagefolder",
-    }  # issue 15: fine-tuning from ImageNet weights
+        "resnet18_finetune_imagefolder",  # issue 15: fine-tuning from ImageNet weights
+        "lenet5_tiled_digits",  # issue 24: the parameter-sharing experiment
+        "lenet5_local_digits",
+    }
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
