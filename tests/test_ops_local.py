@@ -407,6 +407,8 @@ def test_true_convolution_layer():
         layer(x), F.conv2d(x, layer.weight.flip(2, 3), layer.bias, padding=1), atol=1e-5, rtol=1e-5
     )
     assert torch.equal(layer.kernel_at(0, 0), layer.weight.flip(2, 3))
+    positional = cnn.Convolve2d(4, 6, 3, 1, 2, 2, 2, False)  # torch.nn.Conv2d's order: dilation, groups, bias
+    assert (positional.dilation, positional.groups, positional.bias) == ((2, 2), 2, None)
     full = cnn.Convolve2d(1, 1, (2, 3), padding="full")
     assert full(torch.randn(1, 1, 4, 4)).shape == (1, 1, 5, 6)
     with pytest.raises(ValueError, match=r"Convolve2d: only padding_mode='zeros'"):

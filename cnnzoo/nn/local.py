@@ -209,10 +209,13 @@ class Convolve2d(nn.Conv2d):
         kernel_size: IntPair,
         stride: IntPair = 1,
         padding: str | IntPair = 0,
+        *args,
         **kwargs,
     ) -> None:
+        """``torch.nn.Conv2d``'s arguments, in its order (dilation, groups, bias, padding_mode, device, dtype
+        follow)."""
         full = isinstance(padding, str) and padding == "full"
-        super().__init__(in_channels, out_channels, kernel_size, stride, 0 if full else padding, **kwargs)
+        super().__init__(in_channels, out_channels, kernel_size, stride, 0 if full else padding, *args, **kwargs)
         if full:
             self.padding = "full"
         if self.padding_mode != "zeros":
