@@ -438,3 +438,25 @@ def test_lenet5_connectivity():
         cnnzoo.create_model("lenet5", connectivity="dense")
     with pytest.raises(ValueError, match=r"connectivity='local' needs backend='custom'"):
         cnnzoo.create_model("lenet5", connectivity="local", backend="torch")
+
+
+def test_compile_and_export_take_the_new_layers():
+    """torch.compile (one graph, forward and backward) and torch.export see the operators, not a break."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        cnn.LocallyConnected2d(2, 3, 3, input_size=8, padding=1),
+        cnn.TiledConv2d(3, 4, 3, tile_size=2, stride=2),
+        cnn.Convolve2d(4, 2, 2),
+    )
+    x = torch.randn(2, 2, 8, 8)
+    expected = model(x)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), model[0].weight)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    (grad,) = torch.autograd.grad(out.sum(), model[0].weight)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(grad, expected_grad)
+    exported = torch.export.export(model, (x,))
+    targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+    assert {"cnnzoo.local_conv2d.default", "cnnzoo.tiled_conv2d.default", "cnnzoo.convolve2d.default"} <= targets
+    torch.testing.assert_close(exported.module()(x), expected)
