@@ -18,13 +18,14 @@ import argparse
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench_ops import timed  # noqa: E402  (this script's folder is on the path when it runs)
+
 from cnnzoo import ops  # noqa: E402
 
 # name, (N, C, H, W), out channels, kernel, padding
@@ -85,16 +86,6 @@ def calls(kind: str, shape, out_channels: int, kernel: int, padding: int, device
         return run
 
     return make(mine), make(theirs)
-
-
-def timed(run, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    run()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def bench(kind: str, layer, device, repeat: int) -> dict[str, float]:
